@@ -1,0 +1,9 @@
+//! knockgate: a port-knocking daemon for a Raspberry Pi home gateway.
+//!
+//! Data flows one way: capture (pcap) -> [`wire`] parser -> [`engine`] (pure state machine) ->
+//! actions (commands) -> state. See README.md.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod knock;
+pub mod time;
