@@ -125,9 +125,8 @@ pub struct Vars<'a> {
 
 impl CommandTemplate {
     pub fn parse(text: &str) -> Result<CommandTemplate, String> {
-        let argv = shell_words::split(text).map_err(|e| {
-            format!("cannot split `{text}` into words ({e}): check the quotes")
-        })?;
+        let argv = shell_words::split(text)
+            .map_err(|e| format!("cannot split `{text}` into words ({e}): check the quotes"))?;
         if argv.is_empty() {
             return Err("empty command: give a program and its arguments".to_string());
         }

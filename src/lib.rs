@@ -5,5 +5,6 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod engine;
 pub mod knock;
 pub mod time;
