@@ -4,7 +4,9 @@
 //! actions (commands) -> state. See README.md.
 #![forbid(unsafe_code)]
 
+pub mod command;
 pub mod config;
 pub mod engine;
 pub mod knock;
+pub mod sessions;
 pub mod time;

@@ -1,0 +1,411 @@
+//! Open doors that wait for their stop command, and the journal that keeps them across a
+//! restart, a crash or a SIGKILL.
+//!
+//! A session is (door, source) with a deadline; knocking the same door again while it is open
+//! extends the deadline instead of stacking a second session (knockd runs the start command
+//! again and sleeps a second child). Deadlines are monotonic [`Instant`]s while the daemon runs;
+//! the journal stores wall-clock expiry, and on restore the remaining time is clamped to the
+//! session's own duration, so a clock that jumped (a Pi without RTC before NTP) can make a door
+//! close early but never late.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Instant;
+
+/// File name of the journal inside the state directory.
+pub const JOURNAL_FILE: &str = "sessions.json";
+const JOURNAL_VERSION: u32 = 1;
+
+/// One open door for one source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub door: String,
+    pub src: IpAddr,
+    /// Wall-clock time it was opened (last extended), in milliseconds since the Unix epoch.
+    pub opened_unix_ms: u64,
+    /// Wall-clock time it closes, in milliseconds since the Unix epoch.
+    pub expires_unix_ms: u64,
+    /// How long the door stays open after a knock.
+    pub duration_ms: u64,
+    /// The command that closes it, already substituted.
+    pub stop_argv: Vec<String>,
+    /// Monotonic deadline; rebuilt from the wall clock on restore.
+    #[serde(skip)]
+    pub deadline: Instant,
+}
+
+/// Whether a knock opened a new session or extended an open one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenOutcome {
+    New,
+    Extended,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sessions {
+    map: BTreeMap<(String, IpAddr), Session>,
+}
+
+pub fn unix_ms(wall: SystemTime) -> u64 {
+    wall.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Sessions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Session> {
+        self.map.values()
+    }
+
+    pub fn get(&self, door: &str, src: IpAddr) -> Option<&Session> {
+        self.map.get(&(door.to_string(), src))
+    }
+
+    /// Opens (door, src) until `now + duration`, or extends it if already open (the stop
+    /// command of the first opening is kept).
+    pub fn open(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        door: &str,
+        src: IpAddr,
+        duration: Duration,
+        stop_argv: Vec<String>,
+    ) -> OpenOutcome {
+        let wall_ms = unix_ms(wall);
+        let deadline = now + duration;
+        let expires_unix_ms = wall_ms.saturating_add(millis(duration));
+        match self.map.get_mut(&(door.to_string(), src)) {
+            Some(s) => {
+                s.deadline = s.deadline.max(deadline);
+                s.opened_unix_ms = wall_ms;
+                s.expires_unix_ms = s.expires_unix_ms.max(expires_unix_ms);
+                s.duration_ms = millis(duration);
+                OpenOutcome::Extended
+            }
+            None => {
+                self.map.insert(
+                    (door.to_string(), src),
+                    Session {
+                        door: door.to_string(),
+                        src,
+                        opened_unix_ms: wall_ms,
+                        expires_unix_ms,
+                        duration_ms: millis(duration),
+                        stop_argv,
+                        deadline,
+                    },
+                );
+                OpenOutcome::New
+            }
+        }
+    }
+
+    /// The earliest deadline, if any session is open.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.map.values().map(|s| s.deadline).min()
+    }
+
+    /// Removes and returns the sessions due at `now`, earliest first.
+    pub fn take_due(&mut self, now: Instant) -> Vec<Session> {
+        let due: Vec<_> = self
+            .map
+            .iter()
+            .filter(|(_, s)| s.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out: Vec<Session> = due
+            .into_iter()
+            .filter_map(|k| self.map.remove(&k))
+            .collect();
+        out.sort_by_key(|s| s.deadline);
+        out
+    }
+
+    /// Removes and returns every session (shutdown).
+    pub fn take_all(&mut self) -> Vec<Session> {
+        std::mem::take(&mut self.map).into_values().collect()
+    }
+
+    pub fn to_journal(&self) -> Journal {
+        Journal {
+            version: JOURNAL_VERSION,
+            sessions: self.map.values().cloned().collect(),
+        }
+    }
+
+    /// Rebuilds sessions from a journal at (`now`, `wall`): each closes after the time left on
+    /// the wall clock, but never later than its own duration from now.
+    pub fn restore(journal: Journal, now: Instant, wall: SystemTime) -> Sessions {
+        let wall_ms = unix_ms(wall);
+        let mut sessions = Sessions::new();
+        for mut s in journal.sessions {
+            let left = s.expires_unix_ms.saturating_sub(wall_ms).min(s.duration_ms);
+            s.deadline = now + Duration::from_millis(left);
+            sessions.map.insert((s.door.clone(), s.src), s);
+        }
+        sessions
+    }
+}
+
+/// What is written to disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    pub version: u32,
+    pub sessions: Vec<Session>,
+}
+
+/// A journal that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The state directory or file could not be read or written: check that the state
+    /// directory exists, is writable by the daemon and the disk is not full.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not a journal this version understands (damaged by a power cut or edited
+    /// by hand). It is moved aside to `<file>.corrupt`.
+    #[error("{path}: not a valid journal ({source}); moved aside to {moved}")]
+    Corrupt {
+        path: PathBuf,
+        moved: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Reads the journal; a missing file is an empty journal.
+pub fn load(path: &Path) -> Result<Journal, JournalError> {
+    let text = match fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Journal {
+                version: JOURNAL_VERSION,
+                sessions: Vec::new(),
+            })
+        }
+        Err(source) => {
+            return Err(JournalError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let parsed = serde_json::from_slice::<Journal>(&text).and_then(|j| {
+        if j.version == JOURNAL_VERSION {
+            Ok(j)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "journal version {} (this knockgate writes {JOURNAL_VERSION})",
+                j.version
+            )))
+        }
+    });
+    parsed.map_err(|source| {
+        let moved = path.with_extension("json.corrupt");
+        let _ = fs::rename(path, &moved);
+        JournalError::Corrupt {
+            path: path.to_path_buf(),
+            moved: moved.display().to_string(),
+            source,
+        }
+    })
+}
+
+/// Writes the journal atomically and durably: a temporary file in the same directory, fsync,
+/// rename over the old one, fsync of the directory. A power cut leaves the old or the new
+/// journal, never a mix.
+pub fn save(path: &Path, journal: &Journal) -> Result<(), JournalError> {
+    let io_err = |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(journal).expect("a journal serializes");
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    fn wall(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    #[test]
+    fn open_then_due_on_time() {
+        let mut s = Sessions::new();
+        let out = s.open(
+            Instant::from_secs(1),
+            wall(1),
+            "ssh",
+            src(2),
+            Duration::from_secs(10),
+            vec!["stop".into()],
+        );
+        assert_eq!(out, OpenOutcome::New);
+        assert_eq!(s.poll_at(), Some(Instant::from_secs(11)));
+        assert!(s.take_due(Instant::from_millis(10_999)).is_empty());
+        let due = s.take_due(Instant::from_secs(11));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].stop_argv, vec!["stop".to_string()]);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn repeated_knock_extends_instead_of_stacking() {
+        let mut s = Sessions::new();
+        s.open(
+            Instant::ZERO,
+            wall(0),
+            "ssh",
+            src(2),
+            Duration::from_secs(10),
+            vec!["a".into()],
+        );
+        let out = s.open(
+            Instant::from_secs(8),
+            wall(8),
+            "ssh",
+            src(2),
+            Duration::from_secs(10),
+            vec!["b".into()],
+        );
+        assert_eq!(out, OpenOutcome::Extended);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.poll_at(), Some(Instant::from_secs(18)));
+        assert_eq!(
+            s.get("ssh", src(2)).unwrap().stop_argv,
+            vec!["a".to_string()]
+        );
+        // Another source or door is its own session.
+        s.open(
+            Instant::from_secs(8),
+            wall(8),
+            "ssh",
+            src(3),
+            Duration::from_secs(1),
+            vec![],
+        );
+        s.open(
+            Instant::from_secs(8),
+            wall(8),
+            "web",
+            src(2),
+            Duration::from_secs(1),
+            vec![],
+        );
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.take_due(Instant::from_secs(9)).len(), 2);
+    }
+
+    #[test]
+    fn journal_round_trip_and_restore_clamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JOURNAL_FILE);
+        let mut s = Sessions::new();
+        s.open(
+            Instant::ZERO,
+            wall(0),
+            "ssh",
+            src(2),
+            Duration::from_secs(60),
+            vec!["stop".into(), "%x".into()],
+        );
+        s.open(
+            Instant::ZERO,
+            wall(0),
+            "web",
+            src(3),
+            Duration::from_secs(10),
+            vec![],
+        );
+        save(&path, &s.to_journal()).unwrap();
+        let j = load(&path).unwrap();
+        assert_eq!(j.sessions.len(), 2);
+        // Restarted 20 s later: ssh has 40 s left, web is overdue.
+        let r = Sessions::restore(j.clone(), Instant::from_secs(5), wall(20));
+        assert_eq!(
+            r.get("ssh", src(2)).unwrap().deadline,
+            Instant::from_secs(45)
+        );
+        assert_eq!(
+            r.get("web", src(3)).unwrap().deadline,
+            Instant::from_secs(5)
+        );
+        // The wall clock went back a year (no RTC): never longer than the duration.
+        let r = Sessions::restore(
+            j,
+            Instant::ZERO,
+            UNIX_EPOCH + Duration::from_secs(1_600_000_000),
+        );
+        assert_eq!(
+            r.get("ssh", src(2)).unwrap().deadline,
+            Instant::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn missing_journal_is_empty_and_corrupt_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JOURNAL_FILE);
+        assert!(load(&path).unwrap().sessions.is_empty());
+        fs::write(&path, b"{\"version\":1,\"sess").unwrap();
+        let err = load(&path).unwrap_err();
+        assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("moved aside"), "{err}");
+        assert!(!path.exists());
+        assert!(dir.path().join("sessions.json.corrupt").exists());
+    }
+
+    #[test]
+    fn save_into_missing_directory_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope").join(JOURNAL_FILE);
+        let err = save(&path, &Sessions::new().to_journal()).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+}
