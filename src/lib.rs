@@ -4,6 +4,7 @@
 //! actions (commands) -> state. See README.md.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod command;
 pub mod config;
 pub mod engine;
