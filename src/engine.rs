@@ -9,8 +9,8 @@
 //!   door that source is part-way through; a source with no progress is not tracked;
 //! - at most `max_sources` sources are tracked; a new source beyond that evicts the tracked
 //!   source whose deadline comes first (the oldest attempt);
-//! - every tracked source has a live entry in the timer heap at its earliest deadline; stale
-//!   entries are skipped when popped and the heap is rebuilt when they outnumber live ones, so
+//! - every tracked source has a live entry in [`Timers`] at its earliest deadline; stale
+//!   entries are skipped when popped and the timers are rebuilt when they outnumber live ones, so
 //!   memory stays proportional to the number of tracked sources.
 //!
 //! Semantics (knockd's where knockd is right, fixed where it is wrong):
@@ -24,9 +24,11 @@
 //!   TCP packets carrying ACK belong to established connections and never reset an attempt.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
+
+use smallvec::SmallVec;
 
 use crate::config;
 use crate::knock::{FlagRule, Knock, KnockSpec, Proto, TcpFlags};
@@ -112,19 +114,94 @@ struct Progress {
 #[derive(Debug)]
 struct SourceState {
     generation: u64,
-    /// The deadline this source is filed under in the heap.
+    /// The deadline this source is filed under in the timers.
     deadline: Instant,
-    progress: Vec<Progress>,
+    progress: Attempts,
 }
 
-type HeapEntry = Reverse<(Instant, u64, IpAddr)>;
+/// A source's attempts, inline for the common case of one or two doors in progress (no
+/// separate allocation: one cache miss per packet, not two).
+type Attempts = SmallVec<[Progress; 2]>;
+
+/// A timer: (deadline, generation of the source, source).
+type Entry = (Instant, u64, IpAddr);
+
+/// Deadlines of tracked sources, earliest first.
+///
+/// A deadline is `start + door timeout` and time only moves forward, so the deadlines filed
+/// for one timeout value arrive in order: each distinct timeout gets a FIFO queue (O(1) push
+/// and pop, sequential memory, no sift through a large heap). A deadline that would break a
+/// queue's order (a source whose earliest attempt changed to an older one) goes to a small
+/// binary heap instead.
+#[derive(Debug, Default)]
+struct Timers {
+    queues: Vec<(Duration, VecDeque<Entry>)>,
+    heap: BinaryHeap<Reverse<Entry>>,
+}
+
+impl Timers {
+    fn push(&mut self, timeout: Duration, entry: Entry) {
+        let queue = match self.queues.iter().position(|(t, _)| *t == timeout) {
+            Some(i) => &mut self.queues[i].1,
+            None => {
+                self.queues.push((timeout, VecDeque::new()));
+                &mut self.queues.last_mut().expect("just pushed").1
+            }
+        };
+        if queue.back().is_none_or(|back| back.0 <= entry.0) {
+            queue.push_back(entry);
+        } else {
+            self.heap.push(Reverse(entry));
+        }
+    }
+
+    /// Where the earliest entry is: `Some(i)` for queue i, `None` for the heap.
+    fn earliest(&self) -> Option<(Entry, Option<usize>)> {
+        let mut best = self.heap.peek().map(|Reverse(e)| (*e, None));
+        for (i, (_, q)) in self.queues.iter().enumerate() {
+            if let Some(front) = q.front() {
+                if best.is_none_or(|(b, _)| front.0 < b.0) {
+                    best = Some((*front, Some(i)));
+                }
+            }
+        }
+        best
+    }
+
+    fn peek(&self) -> Option<Entry> {
+        self.earliest().map(|(e, _)| e)
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        let (entry, place) = self.earliest()?;
+        match place {
+            Some(i) => self.queues[i].1.pop_front(),
+            None => self.heap.pop().map(|Reverse(e)| e),
+        };
+        Some(entry)
+    }
+
+    fn len(&self) -> usize {
+        self.heap.len() + self.queues.iter().map(|(_, q)| q.len()).sum::<usize>()
+    }
+
+    /// Replaces every entry with `entries`.
+    fn rebuild(&mut self, mut entries: Vec<(Duration, Entry)>) {
+        entries.sort_by_key(|(_, e)| *e);
+        self.queues.clear();
+        self.heap.clear();
+        for (timeout, entry) in entries {
+            self.push(timeout, entry);
+        }
+    }
+}
 
 /// The per-source, per-door knock state.
 #[derive(Debug)]
 pub struct Tracker {
     doors: Vec<DoorSpec>,
     sources: HashMap<IpAddr, SourceState>,
-    heap: BinaryHeap<HeapEntry>,
+    timers: Timers,
     max_sources: usize,
     next_generation: u64,
     stats: Stats,
@@ -139,7 +216,7 @@ impl Tracker {
         Tracker {
             doors,
             sources: HashMap::new(),
-            heap: BinaryHeap::new(),
+            timers: Timers::default(),
             max_sources: max_sources.max(1),
             next_generation: 0,
             stats: Stats::default(),
@@ -206,27 +283,27 @@ impl Tracker {
                 break;
             }
         }
-        self.rebuild_heap();
+        self.rebuild_timers();
     }
 
     /// When [`Tracker::poll`] must next be called, if ever.
     pub fn poll_at(&mut self) -> Option<Instant> {
-        while let Some(Reverse((deadline, generation, src))) = self.heap.peek().copied() {
+        while let Some((deadline, generation, src)) = self.timers.peek() {
             if self.is_live(deadline, generation, src) {
                 return Some(deadline);
             }
-            self.heap.pop();
+            self.timers.pop();
         }
         None
     }
 
     /// Expires every attempt whose time is up at `now`.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Event>) {
-        while let Some(Reverse((deadline, generation, src))) = self.heap.peek().copied() {
+        while let Some((deadline, generation, src)) = self.timers.peek() {
             if deadline > now {
                 break;
             }
-            self.heap.pop();
+            self.timers.pop();
             if self.is_live(deadline, generation, src) {
                 self.expire_source(src, now, out);
             }
@@ -244,134 +321,64 @@ impl Tracker {
     ) {
         self.stats.knocks += 1;
         let src = knock.src;
-        let spec = knock.spec();
-        let probe = match knock.proto {
-            Proto::Udp => true,
-            Proto::Tcp => !knock.tcp_flags.has(TcpFlags::ACK),
-        };
-        if self.sources.contains_key(&src) {
+        if self.sources.get(&src).is_some_and(|s| s.deadline <= now) {
             self.expire_source(src, now, out);
         }
-        let mut state = self.sources.remove(&src);
-        let existed = state.is_some();
-        for (index, door) in self.doors.iter().enumerate() {
+        let Tracker {
+            doors,
+            sources,
+            stats,
+            ..
+        } = self;
+        let existing = sources.get_mut(&src);
+        let existed = existing.is_some();
+        let mut fresh = Attempts::new();
+        let progress = match existing {
+            Some(state) => &mut state.progress,
+            None => &mut fresh,
+        };
+        for (index, door) in doors.iter().enumerate() {
             let to_door = match door.target {
                 Some(target) => knock.dst == target,
                 None => dst_is_local,
             };
-            if !to_door || (knock.proto == Proto::Tcp && !door.flags.matches(knock.tcp_flags)) {
-                continue;
-            }
-            let len = door.sequence.len();
-            let slot = state
-                .as_ref()
-                .and_then(|s| s.progress.iter().position(|p| usize::from(p.door) == index));
-            match slot {
-                Some(i) => {
-                    let progress = &mut state.as_mut().expect("slot implies state").progress;
-                    let p = &mut progress[i];
-                    let done = usize::from(p.stage);
-                    if spec == door.sequence[done] {
-                        p.stage += 1;
-                        self.stats.stages += 1;
-                        if usize::from(p.stage) == len {
-                            progress.swap_remove(i);
-                            self.stats.opens += 1;
-                            out.push(Event::Opened { src, door: index });
-                        } else {
-                            out.push(Event::Stage {
-                                src,
-                                door: index,
-                                stage: usize::from(p.stage),
-                                of: len,
-                            });
-                        }
-                    } else if spec == door.sequence[done - 1] {
-                        // A retransmission or duplicate of the step just taken.
-                    } else if spec == door.sequence[0] {
-                        p.stage = 1;
-                        p.started = now;
-                        self.stats.stages += 1;
-                        out.push(Event::Stage {
-                            src,
-                            door: index,
-                            stage: 1,
-                            of: len,
-                        });
-                    } else if probe {
-                        progress.swap_remove(i);
-                        self.stats.resets += 1;
-                        out.push(Event::Reset {
-                            src,
-                            door: index,
-                            stage: done,
-                            reason: ResetReason::WrongKnock(spec),
-                        });
-                    }
-                }
-                None if spec == door.sequence[0] => {
-                    self.stats.stages += 1;
-                    if len == 1 {
-                        self.stats.opens += 1;
-                        out.push(Event::Opened { src, door: index });
-                        continue;
-                    }
-                    let progress = Progress {
-                        door: index as u16,
-                        stage: 1,
-                        started: now,
-                    };
-                    match state.as_mut() {
-                        Some(s) => s.progress.push(progress),
-                        None => {
-                            self.next_generation += 1;
-                            state = Some(SourceState {
-                                generation: self.next_generation,
-                                deadline: now,
-                                progress: vec![progress],
-                            });
-                        }
-                    }
-                    out.push(Event::Stage {
-                        src,
-                        door: index,
-                        stage: 1,
-                        of: len,
-                    });
-                }
-                None => {}
+            if to_door && (knock.proto == Proto::Udp || door.flags.matches(knock.tcp_flags)) {
+                step(index, door, progress, knock, now, stats, out);
             }
         }
-        let Some(mut state) = state else {
-            return;
-        };
-        if state.progress.is_empty() {
-            return;
-        }
-        if !existed {
+        if existed {
+            let state = self.sources.get_mut(&src).expect("checked above");
+            if state.progress.is_empty() {
+                self.sources.remove(&src);
+                return;
+            }
+            let (deadline, timeout) = deadline_of(&self.doors, &state.progress);
+            if deadline != state.deadline {
+                state.deadline = deadline;
+                self.timers.push(timeout, (deadline, state.generation, src));
+                self.maybe_compact();
+            }
+        } else if !fresh.is_empty() {
             // A new source: make room under the cap.
             while self.sources.len() >= self.max_sources {
                 if !self.evict_one_into(out) {
                     break;
                 }
             }
+            self.next_generation += 1;
+            let (deadline, timeout) = deadline_of(&self.doors, &fresh);
+            let generation = self.next_generation;
+            self.sources.insert(
+                src,
+                SourceState {
+                    generation,
+                    deadline,
+                    progress: fresh,
+                },
+            );
+            self.timers.push(timeout, (deadline, generation, src));
+            self.maybe_compact();
         }
-        let deadline = self.deadline_of(&state);
-        if !existed || deadline != state.deadline {
-            state.deadline = deadline;
-            self.heap.push(Reverse((deadline, state.generation, src)));
-        }
-        self.sources.insert(src, state);
-        self.maybe_compact();
-    }
-
-    fn deadline_of(&self, state: &SourceState) -> Instant {
-        state
-            .progress
-            .iter()
-            .map(|p| p.started + self.doors[usize::from(p.door)].timeout)
-            .min()
-            .expect("a tracked source has progress")
     }
 
     fn is_live(&self, deadline: Instant, generation: u64, src: IpAddr) -> bool {
@@ -405,10 +412,10 @@ impl Tracker {
         if state.progress.is_empty() {
             return;
         }
-        let deadline = self.deadline_of(&state);
+        let (deadline, timeout) = deadline_of(&self.doors, &state.progress);
         if deadline != state.deadline {
             state.deadline = deadline;
-            self.heap.push(Reverse((deadline, state.generation, src)));
+            self.timers.push(timeout, (deadline, state.generation, src));
         }
         self.sources.insert(src, state);
     }
@@ -420,7 +427,7 @@ impl Tracker {
 
     /// Forgets the tracked source whose deadline comes first.
     fn evict_one_into(&mut self, out: &mut Vec<Event>) -> bool {
-        while let Some(Reverse((deadline, generation, src))) = self.heap.pop() {
+        while let Some((deadline, generation, src)) = self.timers.pop() {
             if !self.is_live(deadline, generation, src) {
                 continue;
             }
@@ -440,24 +447,111 @@ impl Tracker {
     }
 
     fn maybe_compact(&mut self) {
-        if self.heap.len() > 2 * self.sources.len() + 1024 {
-            self.rebuild_heap();
+        if self.timers.len() > 2 * self.sources.len() + 1024 {
+            self.rebuild_timers();
         }
     }
 
-    fn rebuild_heap(&mut self) {
+    fn rebuild_timers(&mut self) {
         let mut entries = Vec::with_capacity(self.sources.len());
         let doors = &self.doors;
         for (src, state) in self.sources.iter_mut() {
-            state.deadline = state
-                .progress
-                .iter()
-                .map(|p| p.started + doors[usize::from(p.door)].timeout)
-                .min()
-                .expect("a tracked source has progress");
-            entries.push(Reverse((state.deadline, state.generation, *src)));
+            let (deadline, timeout) = deadline_of(doors, &state.progress);
+            state.deadline = deadline;
+            entries.push((timeout, (deadline, state.generation, *src)));
         }
-        self.heap = BinaryHeap::from(entries);
+        self.timers.rebuild(entries);
+    }
+}
+
+/// The earliest deadline of a source's attempts, and the timeout of the door it comes from.
+fn deadline_of(doors: &[DoorSpec], progress: &[Progress]) -> (Instant, Duration) {
+    progress
+        .iter()
+        .map(|p| {
+            let timeout = doors[usize::from(p.door)].timeout;
+            (p.started + timeout, timeout)
+        })
+        .min()
+        .expect("a tracked source has progress")
+}
+
+/// Applies a knock (already known to be addressed to `door` and to pass its flags) to the
+/// source's attempt at door `index`, if any, or starts one.
+fn step(
+    index: usize,
+    door: &DoorSpec,
+    progress: &mut Attempts,
+    knock: &Knock,
+    now: Instant,
+    stats: &mut Stats,
+    out: &mut Vec<Event>,
+) {
+    let src = knock.src;
+    let spec = knock.spec();
+    let len = door.sequence.len();
+    let Some(i) = progress.iter().position(|p| usize::from(p.door) == index) else {
+        if spec != door.sequence[0] {
+            return;
+        }
+        stats.stages += 1;
+        if len == 1 {
+            stats.opens += 1;
+            out.push(Event::Opened { src, door: index });
+        } else {
+            progress.push(Progress {
+                door: index as u16,
+                stage: 1,
+                started: now,
+            });
+            out.push(Event::Stage {
+                src,
+                door: index,
+                stage: 1,
+                of: len,
+            });
+        }
+        return;
+    };
+    let p = &mut progress[i];
+    let done = usize::from(p.stage);
+    if spec == door.sequence[done] {
+        p.stage += 1;
+        stats.stages += 1;
+        if usize::from(p.stage) == len {
+            progress.swap_remove(i);
+            stats.opens += 1;
+            out.push(Event::Opened { src, door: index });
+        } else {
+            out.push(Event::Stage {
+                src,
+                door: index,
+                stage: usize::from(p.stage),
+                of: len,
+            });
+        }
+    } else if spec == door.sequence[done - 1] {
+        // A retransmission or duplicate of the step just taken.
+    } else if spec == door.sequence[0] {
+        p.stage = 1;
+        p.started = now;
+        stats.stages += 1;
+        out.push(Event::Stage {
+            src,
+            door: index,
+            stage: 1,
+            of: len,
+        });
+    } else if knock.proto == Proto::Udp || !knock.tcp_flags.has(TcpFlags::ACK) {
+        // A connection attempt elsewhere: a scan crossing the sequence, or a wrong knock.
+        progress.swap_remove(i);
+        stats.resets += 1;
+        out.push(Event::Reset {
+            src,
+            door: index,
+            stage: done,
+            reason: ResetReason::WrongKnock(spec),
+        });
     }
 }
 
@@ -887,7 +981,7 @@ mod tests {
     }
 
     #[test]
-    fn heap_stays_proportional_to_tracked_sources() {
+    fn timers_stay_proportional_to_tracked_sources() {
         let mut t = Tracker::new(vec![ssh()], 100_000);
         let mut out = Vec::new();
         // One source restarting its attempt 50 000 times files 50 000 deadlines.
@@ -898,9 +992,9 @@ mod tests {
         }
         assert_eq!(t.tracked_sources(), 1);
         assert!(
-            t.heap.len() <= 2 * t.tracked_sources() + 1025,
+            t.timers.len() <= 2 * t.tracked_sources() + 1025,
             "heap {}",
-            t.heap.len()
+            t.timers.len()
         );
     }
 
@@ -920,7 +1014,7 @@ mod tests {
         }
         assert_eq!(t.tracked_sources(), 1000);
         assert_eq!(t.stats().evictions, 19_000);
-        assert!(t.heap.len() <= 2 * 1000 + 1025);
+        assert!(t.timers.len() <= 2 * 1000 + 1025);
     }
 
     #[test]
@@ -952,5 +1046,56 @@ mod tests {
             opened(&knock(&mut t, 30_001, syn(ip(2), 9000))),
             vec![(ip(2), 1)]
         );
+    }
+
+    #[test]
+    fn timers_pop_in_deadline_order_across_queues_and_heap() {
+        let mut timers = Timers::default();
+        let e = |ms: u64, g: u64| (Instant::from_millis(ms), g, ip(1));
+        let (short, long) = (Duration::from_secs(5), Duration::from_secs(60));
+        timers.push(long, e(60_000, 1));
+        timers.push(short, e(5_000, 2));
+        timers.push(short, e(6_000, 3));
+        // Out of order for its queue: goes to the heap, still comes out in order.
+        timers.push(short, e(5_500, 4));
+        timers.push(long, e(61_000, 5));
+        assert_eq!(timers.len(), 5);
+        let order: Vec<u64> = std::iter::from_fn(|| timers.pop())
+            .map(|(_, g, _)| g)
+            .collect();
+        assert_eq!(order, vec![2, 4, 3, 1, 5]);
+        timers.rebuild(vec![(long, e(9, 7)), (short, e(3, 8))]);
+        assert_eq!(timers.peek(), Some(e(3, 8)));
+    }
+
+    #[test]
+    fn doors_with_different_timeouts_expire_in_order() {
+        let short = door("short", &[KnockSpec::tcp(1), KnockSpec::tcp(2)], 2);
+        let long = door("long", &[KnockSpec::tcp(1), KnockSpec::tcp(3)], 10);
+        let mut t = Tracker::new(vec![long, short], 100);
+        knock(&mut t, 0, syn(ip(2), 1));
+        knock(&mut t, 1000, syn(ip(3), 1));
+        let mut out = Vec::new();
+        t.poll(Instant::from_secs(3), &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Event::Timeout {
+                    src: ip(2),
+                    door: 1,
+                    stage: 1
+                },
+                Event::Timeout {
+                    src: ip(3),
+                    door: 1,
+                    stage: 1
+                }
+            ]
+        );
+        assert_eq!(t.poll_at(), Some(Instant::from_secs(10)));
+        out.clear();
+        t.poll(Instant::from_secs(11), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(t.tracked_sources(), 0);
     }
 }
