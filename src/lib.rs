@@ -7,3 +7,4 @@
 pub mod config;
 pub mod knock;
 pub mod time;
+pub mod wire;
