@@ -4,6 +4,7 @@
 //! actions (commands) -> state. See README.md.
 #![forbid(unsafe_code)]
 
+pub mod bpf;
 pub mod config;
 pub mod knock;
 pub mod time;
