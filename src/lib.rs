@@ -4,6 +4,7 @@
 //! actions (commands) -> state. See README.md.
 #![forbid(unsafe_code)]
 
+pub mod bpf;
 pub mod client;
 pub mod command;
 pub mod config;
@@ -11,3 +12,4 @@ pub mod engine;
 pub mod knock;
 pub mod sessions;
 pub mod time;
+pub mod wire;
