@@ -6,4 +6,5 @@
 
 pub mod config;
 pub mod knock;
+pub mod knockd_import;
 pub mod time;
