@@ -4,6 +4,9 @@
 //! these types; after validation nothing in a `Config` can be out of range (ports are 1..=65535,
 //! sequences have 1 to 32 steps, durations are positive, command templates split cleanly).
 //! Every error names the file, the line and the key, and says what would be valid.
+//!
+//! [`parse`] validates a text, [`load`] a file, [`builtin`] is the harmless default used when
+//! [`DEFAULT_CONFIG_PATH`] is missing. `examples/knockgate.toml` documents every key.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -59,6 +62,8 @@ pub struct Daemon {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Door {
     pub name: String,
+    /// 1 to 32 steps; empty when `one_time_sequences` is set (the active sequence is then read
+    /// from that file).
     pub sequence: Vec<KnockSpec>,
     /// Time allowed for the whole sequence, counted from the first knock.
     pub seq_timeout: Duration,
