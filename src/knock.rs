@@ -143,10 +143,16 @@ pub struct KnockSpec {
 
 impl KnockSpec {
     pub fn tcp(port: u16) -> Self {
-        KnockSpec { port, proto: Proto::Tcp }
+        KnockSpec {
+            port,
+            proto: Proto::Tcp,
+        }
     }
     pub fn udp(port: u16) -> Self {
-        KnockSpec { port, proto: Proto::Udp }
+        KnockSpec {
+            port,
+            proto: Proto::Udp,
+        }
     }
 
     /// Parses `7000`, `7000/udp` or `7000:udp` (protocol case-insensitive, default tcp). Port 0
@@ -233,7 +239,10 @@ mod tests {
         assert_eq!(KnockSpec::parse("7000").unwrap(), KnockSpec::tcp(7000));
         assert_eq!(KnockSpec::parse("7000/udp").unwrap(), KnockSpec::udp(7000));
         assert_eq!(KnockSpec::parse("7000:UDP").unwrap(), KnockSpec::udp(7000));
-        assert_eq!(KnockSpec::parse("65535:tcp").unwrap(), KnockSpec::tcp(65535));
+        assert_eq!(
+            KnockSpec::parse("65535:tcp").unwrap(),
+            KnockSpec::tcp(65535)
+        );
         for bad in ["0", "-1", "65536", "abc", "+5", "7000/icmp", "", "70 00"] {
             assert!(KnockSpec::parse(bad).is_err(), "{bad} accepted");
         }

@@ -34,14 +34,20 @@ impl Instant {
 impl Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, d: Duration) -> Instant {
-        Instant(self.0.saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)))
+        Instant(
+            self.0
+                .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        )
     }
 }
 
 impl Sub<Duration> for Instant {
     type Output = Instant;
     fn sub(self, d: Duration) -> Instant {
-        Instant(self.0.saturating_sub(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)))
+        Instant(
+            self.0
+                .saturating_sub(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        )
     }
 }
 
@@ -61,7 +67,9 @@ impl MonotonicClock {
         self.at(std::time::Instant::now())
     }
     pub fn at(&self, t: std::time::Instant) -> Instant {
-        Instant(u64::try_from(t.saturating_duration_since(self.origin).as_micros()).unwrap_or(u64::MAX))
+        Instant(
+            u64::try_from(t.saturating_duration_since(self.origin).as_micros()).unwrap_or(u64::MAX),
+        )
     }
     pub fn to_std(&self, t: Instant) -> std::time::Instant {
         self.origin + Duration::from_micros(t.0)
@@ -83,7 +91,10 @@ mod tests {
         let t = Instant::from_secs(2);
         assert_eq!(t + Duration::from_millis(500), Instant::from_millis(2500));
         assert_eq!(t - Duration::from_secs(5), Instant::ZERO);
-        assert_eq!(Instant::from_secs(3).saturating_since(t), Duration::from_secs(1));
+        assert_eq!(
+            Instant::from_secs(3).saturating_since(t),
+            Duration::from_secs(1)
+        );
         assert_eq!(t.saturating_since(Instant::from_secs(3)), Duration::ZERO);
     }
 }
