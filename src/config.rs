@@ -586,8 +586,9 @@ impl Cx<'_> {
                 .split_once('"')?
                 .0;
             let offset = offset?;
-            let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
-            let head = self.text[line_start..offset].trim_start_matches([' ', '\t', '[']);
+            let before = self.text.get(..offset)?;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let head = before[line_start..].trim_start_matches([' ', '\t', '[']);
             let (table, known) = if head.starts_with("daemon") {
                 (Some("daemon".to_string()), DAEMON_KEYS)
             } else {
@@ -1650,6 +1651,22 @@ one_time_sequences = "/etc/knockgate/otp"
         let e = load(&path).unwrap_err();
         assert_eq!(e.file, path.display().to_string());
         assert_eq!(e.line, Some(4));
+    }
+
+    /// Every prefix of the example config either parses or fails with a line inside the text:
+    /// never a panic, never a line past the end.
+    #[test]
+    fn truncated_configs_fail_cleanly() {
+        let text = include_str!("../examples/knockgate.toml");
+        let lines = text.lines().count();
+        for (cut, _) in text.char_indices().step_by(3) {
+            if let Err(e) = parse(&text[..cut], "t.toml") {
+                assert!(
+                    e.line.is_none_or(|l| (1..=lines).contains(&l)),
+                    "{cut}: {e}"
+                );
+            }
+        }
     }
 
     #[test]

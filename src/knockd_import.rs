@@ -1284,6 +1284,23 @@ mod tests {
         }
     }
 
+    /// Every prefix of knockd configs either converts to a valid config or fails with a line
+    /// inside the text.
+    #[test]
+    fn truncated_knockd_configs_fail_cleanly() {
+        for text in [DEBIAN_DEFAULT, MAN_EXAMPLE_2, MAN_EXAMPLE_4] {
+            let lines = text.lines().count();
+            for (cut, _) in text.char_indices() {
+                match import(&text[..cut], "k.conf") {
+                    Ok(out) => {
+                        config::parse(&out, "out.toml").unwrap();
+                    }
+                    Err(e) => assert!((1..=lines).contains(&e.line), "{cut}: {e}"),
+                }
+            }
+        }
+    }
+
     #[test]
     fn long_door_name_is_refused_not_truncated() {
         let name = "d".repeat(128);
