@@ -4,11 +4,17 @@
 //! these types; after validation nothing in a `Config` can be out of range (ports are 1..=65535,
 //! sequences have 1 to 32 steps, durations are positive, command templates split cleanly).
 //! Every error names the file, the line and the key, and says what would be valid.
+//!
+//! [`parse`] validates a text, [`load`] a file, [`builtin`] is the harmless default used when
+//! [`DEFAULT_CONFIG_PATH`] is missing. `examples/knockgate.toml` documents every key.
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
 
 use crate::knock::{FlagRule, KnockSpec};
 
@@ -56,6 +62,8 @@ pub struct Daemon {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Door {
     pub name: String,
+    /// 1 to 32 steps; empty when `one_time_sequences` is set (the active sequence is then read
+    /// from that file).
     pub sequence: Vec<KnockSpec>,
     /// Time allowed for the whole sequence, counted from the first knock.
     pub seq_timeout: Duration,
@@ -174,5 +182,1499 @@ impl fmt::Display for ConfigError {
             write!(f, ": key `{key}`")?;
         }
         write!(f, ": {}", self.message)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading a config file: TOML -> raw serde structs -> validated `Config`.
+// ---------------------------------------------------------------------------------------------
+
+/// The built-in configuration, used when [`DEFAULT_CONFIG_PATH`] is missing. It changes nothing
+/// on the system: its one door only logs.
+const BUILTIN_TOML: &str = include_str!("builtin.toml");
+
+/// The origin recorded in the [`Config`] returned by [`builtin`].
+pub const BUILTIN_ORIGIN: &str = "<built-in>";
+
+/// What a duration looks like, for error messages.
+const DURATION_HELP: &str =
+    "a duration such as \"500ms\", \"30s\", \"10m\", \"1h\", \"1d\" or \"1h30m\"";
+
+/// The built-in default configuration: every interface, one door `openSSH` (7000, 8000, 9000
+/// over TCP within 5 s, `syn,!ack`) whose command only logs through `logger`.
+pub fn builtin() -> Config {
+    parse(BUILTIN_TOML, BUILTIN_ORIGIN).expect("the built-in config is valid (tested)")
+}
+
+/// Reads and validates the config file at `path`. A read error names the file and the OS error.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, &origin),
+        Err(e) => Err(ConfigError {
+            file: origin,
+            line: None,
+            key: None,
+            message: format!("cannot read the config file: {e}"),
+        }),
+    }
+}
+
+/// Parses and validates a knockgate TOML config. `origin` names the text in errors (a path, or
+/// `<built-in>`).
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let cx = Cx { text, origin };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
+    cx.config(raw)
+}
+
+/// Parses a duration: one or more `<whole number><unit>` parts, units `d`, `h`, `m`, `s`, `ms`
+/// from largest to smallest, each at most once (`500ms`, `30s`, `10m`, `1h`, `1d`, `1h30m`,
+/// `1m 30s`). A bare number has no unit and is refused here (in the TOML file an integer is
+/// seconds). Zero parses; callers that need a positive duration check it.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    const UNITS: [(&str, u64); 5] = [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ];
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(format!("empty duration: expected {DURATION_HELP}"));
+    }
+    let mut total_ms: u64 = 0;
+    let mut last_rank: Option<usize> = None;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!(
+                "invalid duration `{t}`: expected a whole number at `{rest}`; expected {DURATION_HELP}"
+            ));
+        }
+        let number = &rest[..digits];
+        rest = &rest[digits..];
+        if rest.starts_with(['.', ',']) {
+            return Err(format!(
+                "invalid duration `{t}`: fractions are not supported, use a smaller unit (\"1500ms\", not \"1.5s\"); expected {DURATION_HELP}"
+            ));
+        }
+        let letters = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..letters];
+        rest = rest[letters..].trim_start();
+        if unit.is_empty() {
+            let hint = if rest.is_empty() && total_ms == 0 {
+                format!(" (write \"{number}s\" for seconds)")
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "invalid duration `{t}`: `{number}` has no unit{hint}; expected {DURATION_HELP}"
+            ));
+        }
+        let Some(rank) = UNITS.iter().position(|(u, _)| *u == unit) else {
+            return Err(format!(
+                "invalid duration `{t}`: unknown unit `{unit}`; expected ms, s, m, h or d, as in {DURATION_HELP}"
+            ));
+        };
+        if last_rank.is_some_and(|r| r >= rank) {
+            return Err(format!(
+                "invalid duration `{t}`: units must go from largest to smallest, each once (d, h, m, s, ms)"
+            ));
+        }
+        last_rank = Some(rank);
+        let value = number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(UNITS[rank].1))
+            .and_then(|ms| total_ms.checked_add(ms));
+        total_ms = value.ok_or_else(|| format!("duration `{t}` is too long"))?;
+    }
+    Ok(Duration::from_millis(total_ms))
+}
+
+/// Checks a door name: 1 to 127 characters, no control characters.
+pub(crate) fn check_door_name(name: &str) -> Result<(), String> {
+    let chars = name.chars().count();
+    if chars == 0 {
+        return Err("empty door name: expected 1 to 127 characters".to_string());
+    }
+    if chars > 127 {
+        return Err(format!(
+            "door name is {chars} characters long: expected 1 to 127 characters"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(
+            "door name contains a control character (tab, newline...): expected printable characters"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// Checks a network interface name as Linux accepts it: 1 to 15 bytes, no `/`, no blanks.
+pub(crate) fn check_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!(
+            "invalid interface name `{name}`: expected 1 to 15 characters, such as eth0 or wlan0"
+        ));
+    }
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control() || c == ':')
+    {
+        return Err(format!(
+            "invalid interface name `{name}`: expected a name such as eth0 or wlan0 (no `/`, `:` or blanks)"
+        ));
+    }
+    Ok(())
+}
+
+/// The top level of the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    daemon: Option<Spanned<RawDaemon>>,
+    #[serde(default)]
+    door: Vec<Spanned<RawDoor>>,
+}
+
+/// `[daemon]`. Every value is kept loose (any TOML type, with its position) and checked in
+/// [`Cx::daemon`], so that every error can name its line and key and say what is valid.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    interfaces: Option<Spanned<RawValue>>,
+    log_file: Option<Spanned<RawValue>>,
+    syslog: Option<Spanned<RawValue>>,
+    pid_file: Option<Spanned<RawValue>>,
+    state_dir: Option<Spanned<RawValue>>,
+    max_sources: Option<Spanned<RawValue>>,
+}
+
+/// One `[[door]]`. Aliases are separate fields so that giving both is a clear error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDoor {
+    name: Option<Spanned<RawValue>>,
+    sequence: Option<Spanned<RawValue>>,
+    one_time_sequences: Option<Spanned<RawValue>>,
+    seq_timeout: Option<Spanned<RawValue>>,
+    timeout: Option<Spanned<RawValue>>,
+    tcp_flags: Option<Spanned<RawValue>>,
+    target: Option<Spanned<RawValue>>,
+    start_command: Option<Spanned<RawValue>>,
+    command: Option<Spanned<RawValue>>,
+    start_command_6: Option<Spanned<RawValue>>,
+    command_6: Option<Spanned<RawValue>>,
+    stop_command: Option<Spanned<RawValue>>,
+    stop_command_6: Option<Spanned<RawValue>>,
+    cmd_timeout: Option<Spanned<RawValue>>,
+}
+
+/// Any TOML value, with positions kept for the elements of arrays.
+#[derive(Debug, Clone, PartialEq)]
+enum RawValue {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Boolean(bool),
+    Datetime,
+    Array(Vec<Spanned<RawValue>>),
+    Table,
+}
+
+impl RawValue {
+    /// What this is, for "found ..." in error messages.
+    fn kind(&self) -> &'static str {
+        match self {
+            RawValue::String(_) => "a string",
+            RawValue::Integer(_) => "an integer",
+            RawValue::Float(_) => "a decimal number",
+            RawValue::Boolean(_) => "a boolean",
+            RawValue::Datetime => "a date",
+            RawValue::Array(_) => "an array",
+            RawValue::Table => "a table",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RawValueVisitor)
+    }
+}
+
+struct RawValueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RawValueVisitor {
+    type Value = RawValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any TOML value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<RawValue, E> {
+        Ok(RawValue::Boolean(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<RawValue, E> {
+        Ok(RawValue::Integer(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<RawValue, E> {
+        Ok(RawValue::Integer(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<RawValue, E> {
+        Ok(RawValue::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<RawValue, E> {
+        Ok(RawValue::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<RawValue, E> {
+        Ok(RawValue::String(v))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawValue, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<RawValue>>()? {
+            items.push(item);
+        }
+        Ok(RawValue::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawValue, A::Error> {
+        // toml hands a date-time over as a map with one private key.
+        let mut datetime = false;
+        while let Some(key) = map.next_key::<String>()? {
+            datetime |= key.starts_with("$__toml_private");
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(if datetime {
+            RawValue::Datetime
+        } else {
+            RawValue::Table
+        })
+    }
+}
+
+/// Just enough of the file to name the door an error from the toml crate falls in.
+#[derive(Debug, Deserialize)]
+struct Skeleton {
+    #[serde(default)]
+    door: Vec<Spanned<toml::Table>>,
+}
+
+/// Keys of each table, for "did you mean" hints.
+const TOP_KEYS: &[&str] = &["daemon", "door"];
+const DAEMON_KEYS: &[&str] = &[
+    "interfaces",
+    "log_file",
+    "syslog",
+    "pid_file",
+    "state_dir",
+    "max_sources",
+];
+const DOOR_KEYS: &[&str] = &[
+    "name",
+    "sequence",
+    "one_time_sequences",
+    "seq_timeout",
+    "timeout",
+    "tcp_flags",
+    "target",
+    "start_command",
+    "command",
+    "start_command_6",
+    "command_6",
+    "stop_command",
+    "stop_command_6",
+    "cmd_timeout",
+];
+
+/// Validation context: the text (for line numbers) and its origin (for messages).
+struct Cx<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Cx<'_> {
+    /// The 1-based line of a byte offset.
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        1 + self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+    }
+
+    fn err<T>(&self, at: &Spanned<T>, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.origin.to_string(),
+            line: Some(self.line(at.span().start)),
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// Turns an error from the toml crate (syntax, unknown key, wrong table shape) into a
+    /// ConfigError with the line and, where it can be known, the key.
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let offset = e.span().map(|s| s.start);
+        let line = offset.map(|o| self.line(o));
+        let raw_message = e.message().trim().replace('\n', ": ");
+        let (key, message) = self
+            .explain_toml_error(&raw_message, offset)
+            .unwrap_or((None, raw_message));
+        ConfigError {
+            file: self.origin.to_string(),
+            line,
+            key,
+            message,
+        }
+    }
+
+    /// The key and a better message for the toml crate's errors that concern a key; None for
+    /// plain syntax errors (their message is kept as is).
+    fn explain_toml_error(
+        &self,
+        message: &str,
+        offset: Option<usize>,
+    ) -> Option<(Option<String>, String)> {
+        let joined = |table: Option<String>, field: &str| match table {
+            Some(t) => format!("{t}.{field}"),
+            None => field.to_string(),
+        };
+        let unknown =
+            |field: &str, known: &[&'static str], expected: &str| match suggest(field, known) {
+                Some(s) => format!("unknown key `{field}`: did you mean `{s}`? ({expected})"),
+                None => format!("unknown key `{field}`: {expected}"),
+            };
+
+        // unknown field `x`, expected one of `a`, `b`
+        if let Some(rest) = after(message, "unknown field `") {
+            let (field, expected) = rest.split_once('`')?;
+            let expected = expected.trim_start_matches(',').trim();
+            let (table, known): (Option<String>, &[&'static str]) = if expected.contains("`door`") {
+                (None, TOP_KEYS)
+            } else if expected.contains("`max_sources`") {
+                (Some("daemon".to_string()), DAEMON_KEYS)
+            } else {
+                (Some(self.door_at(offset?)), DOOR_KEYS)
+            };
+            return Some((Some(joined(table, field)), unknown(field, known, expected)));
+        }
+        // duplicate key `x` in table `door` / in document root
+        if let Some(rest) = after(message, "duplicate key `") {
+            let (field, rest) = rest.split_once('`')?;
+            let table = if rest.contains("in table `daemon`") {
+                Some("daemon".to_string())
+            } else if rest.contains("in table `door`") {
+                Some(self.door_at(offset?))
+            } else {
+                None
+            };
+            return Some((
+                Some(joined(table, field)),
+                format!("`{field}` is given twice: each key or table may appear once"),
+            ));
+        }
+        // A table header or dotted key below [daemon] or [[door]] (`[daemon.x]`,
+        // `daemon.max_sources = 1`): invalid type: string "x", expected a borrowed string
+        if message.ends_with("expected a borrowed string") {
+            let field = after(message, "invalid type: string \"")?
+                .split_once('"')?
+                .0;
+            let offset = offset?;
+            let before = self.text.get(..offset)?;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let head = before[line_start..].trim_start_matches([' ', '\t', '[']);
+            let (table, known) = if head.starts_with("daemon") {
+                (Some("daemon".to_string()), DAEMON_KEYS)
+            } else {
+                (Some(self.door_at(offset)), DOOR_KEYS)
+            };
+            let message = if known.contains(&field) {
+                format!("`{field}` must be a value (`{field} = ...` inside the table), not a table or a dotted key")
+            } else {
+                let expected = format!(
+                    "expected one of {}",
+                    known
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                unknown(field, known, &expected)
+            };
+            return Some((Some(joined(table, field)), message));
+        }
+        if message.contains("expected struct RawDaemon") {
+            let m = message.replace("struct RawDaemon", "a table");
+            return Some((Some("daemon".to_string()), format!("{m}, written [daemon]")));
+        }
+        if message.contains("expected struct RawDoor") {
+            let m = message.replace("struct RawDoor", "a table");
+            let key = offset.map_or("door".to_string(), |o| self.door_at(o));
+            return Some((Some(key), format!("{m}, written [[door]]")));
+        }
+        if message.contains("expected a sequence") {
+            return Some((
+                Some("door".to_string()),
+                format!(
+                    "{message}: doors are an array of tables, each written [[door]] (two brackets)"
+                ),
+            ));
+        }
+        None
+    }
+
+    /// `door[name]` (or `door[N]`) for the door whose table starts last at or before `offset`.
+    fn door_at(&self, offset: usize) -> String {
+        let Ok(skeleton) = toml::from_str::<Skeleton>(self.text) else {
+            return self.scan_door_at(offset);
+        };
+        let found = skeleton
+            .door
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.span().start <= offset)
+            .max_by_key(|(_, d)| d.span().start);
+        match found {
+            Some((i, d)) => {
+                let name = d.get_ref().get("name").and_then(toml::Value::as_str);
+                door_key(i, name)
+            }
+            None => "door".to_string(),
+        }
+    }
+
+    /// [`Cx::door_at`] for a text the toml crate cannot read: count the `[[door]]` headers
+    /// before `offset` and look for a simple `name = "..."` line in the last one.
+    fn scan_door_at(&self, offset: usize) -> String {
+        let mut index: Option<usize> = None;
+        let mut name: Option<String> = None;
+        let mut pos = 0;
+        for line in self.text.split_inclusive('\n') {
+            let t = line.trim();
+            if t.starts_with("[[") && t.trim_start_matches('[').trim_start().starts_with("door") {
+                if pos > offset {
+                    break;
+                }
+                index = Some(index.map_or(0, |i| i + 1));
+                name = None;
+            } else if let Some(rest) = t.strip_prefix("name") {
+                if let Some(value) = rest.trim_start().strip_prefix('=') {
+                    let v = value.trim();
+                    let quoted =
+                        |q: char| v.strip_prefix(q).and_then(|v| v.split_once(q)).map(|p| p.0);
+                    if let Some(n) = quoted('"').or_else(|| quoted('\'')) {
+                        if !n.contains('\\') {
+                            name = Some(n.to_string());
+                        }
+                    }
+                }
+            }
+            pos += line.len();
+        }
+        match index {
+            Some(i) => door_key(i, name.as_deref()),
+            None => "door".to_string(),
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let daemon = match &raw.daemon {
+            Some(d) => self.daemon(d.get_ref())?,
+            None => Daemon {
+                interfaces: Interfaces::Auto,
+                log_file: None,
+                syslog: false,
+                pid_file: None,
+                state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+                max_sources: DEFAULT_MAX_SOURCES,
+            },
+        };
+        if raw.door.is_empty() {
+            return Err(ConfigError {
+                file: self.origin.to_string(),
+                line: None,
+                key: Some("door".to_string()),
+                message: "no doors: add at least one [[door]] table with a name and a sequence"
+                    .to_string(),
+            });
+        }
+        let mut doors: Vec<Door> = Vec::with_capacity(raw.door.len());
+        let mut name_lines: Vec<usize> = Vec::with_capacity(raw.door.len());
+        for (i, d) in raw.door.iter().enumerate() {
+            let door = self.door(i, d)?;
+            let name_at = d.get_ref().name.as_ref().expect("checked in door()");
+            if let Some(j) = doors.iter().position(|o| o.name == door.name) {
+                return Err(self.err(
+                    name_at,
+                    &format!("door[{}].name", door.name),
+                    format!(
+                        "door name `{}` is already used by the door on line {}: names must be unique",
+                        door.name, name_lines[j]
+                    ),
+                ));
+            }
+            name_lines.push(self.line(name_at.span().start));
+            doors.push(door);
+        }
+        Ok(Config {
+            origin: self.origin.to_string(),
+            daemon,
+            doors,
+        })
+    }
+
+    fn daemon(&self, raw: &RawDaemon) -> Result<Daemon, ConfigError> {
+        let interfaces = match &raw.interfaces {
+            None => Interfaces::Auto,
+            Some(v) => self.interfaces(v)?,
+        };
+        let log_file = raw
+            .log_file
+            .as_ref()
+            .map(|v| self.path(v, "daemon.log_file"))
+            .transpose()?;
+        let syslog = match &raw.syslog {
+            None => false,
+            Some(v) => match v.get_ref() {
+                RawValue::Boolean(b) => *b,
+                other => {
+                    return Err(self.err(
+                        v,
+                        "daemon.syslog",
+                        format!("expected true or false, found {}", other.kind()),
+                    ))
+                }
+            },
+        };
+        let pid_file = raw
+            .pid_file
+            .as_ref()
+            .map(|v| self.path(v, "daemon.pid_file"))
+            .transpose()?;
+        let state_dir = match &raw.state_dir {
+            None => PathBuf::from(DEFAULT_STATE_DIR),
+            Some(v) => self.path(v, "daemon.state_dir")?,
+        };
+        let max_sources = match &raw.max_sources {
+            None => DEFAULT_MAX_SOURCES,
+            Some(v) => {
+                const MAX: i64 = 10_000_000;
+                let expected = format!("expected a whole number from 1 to {MAX}");
+                match v.get_ref() {
+                    RawValue::Integer(n) if (1..=MAX).contains(n) => {
+                        usize::try_from(*n).expect("in range")
+                    }
+                    RawValue::Integer(n) => {
+                        return Err(self.err(
+                            v,
+                            "daemon.max_sources",
+                            format!("{n} is out of range: {expected}"),
+                        ))
+                    }
+                    other => {
+                        return Err(self.err(
+                            v,
+                            "daemon.max_sources",
+                            format!("{expected}, found {}", other.kind()),
+                        ))
+                    }
+                }
+            }
+        };
+        Ok(Daemon {
+            interfaces,
+            log_file,
+            syslog,
+            pid_file,
+            state_dir,
+            max_sources,
+        })
+    }
+
+    fn interfaces(&self, v: &Spanned<RawValue>) -> Result<Interfaces, ConfigError> {
+        const KEY: &str = "daemon.interfaces";
+        const EXPECTED: &str =
+            "expected \"auto\" or a list of interface names such as [\"eth0\", \"wlan0\"]";
+        match v.get_ref() {
+            RawValue::String(s) if s.eq_ignore_ascii_case("auto") => Ok(Interfaces::Auto),
+            RawValue::String(s) => Err(self.err(
+                v,
+                KEY,
+                format!("`{s}` is not \"auto\": {EXPECTED} (write [\"{s}\"] for one interface)"),
+            )),
+            RawValue::Array(items) if items.is_empty() => {
+                Err(self.err(v, KEY, format!("empty list: {EXPECTED}")))
+            }
+            RawValue::Array(items) => {
+                let mut names: Vec<String> = Vec::with_capacity(items.len());
+                for item in items {
+                    let RawValue::String(name) = item.get_ref() else {
+                        return Err(self.err(
+                            item,
+                            KEY,
+                            format!(
+                                "expected an interface name (a string such as \"eth0\"), found {}",
+                                item.get_ref().kind()
+                            ),
+                        ));
+                    };
+                    check_interface_name(name).map_err(|m| self.err(item, KEY, m))?;
+                    if names.contains(name) {
+                        return Err(self.err(
+                            item,
+                            KEY,
+                            format!("interface `{name}` is listed twice"),
+                        ));
+                    }
+                    names.push(name.clone());
+                }
+                Ok(Interfaces::Named(names))
+            }
+            other => Err(self.err(v, KEY, format!("{EXPECTED}, found {}", other.kind()))),
+        }
+    }
+
+    /// A string value, or an error saying what was expected.
+    fn string<'v>(
+        &self,
+        v: &'v Spanned<RawValue>,
+        key: &str,
+        what: &str,
+    ) -> Result<&'v str, ConfigError> {
+        match v.get_ref() {
+            RawValue::String(s) => Ok(s),
+            other => Err(self.err(v, key, format!("expected {what}, found {}", other.kind()))),
+        }
+    }
+
+    fn path(&self, v: &Spanned<RawValue>, key: &str) -> Result<PathBuf, ConfigError> {
+        let s = self.string(v, key, "a path (a string such as \"/var/lib/knockgate\")")?;
+        if s.is_empty() {
+            return Err(self.err(v, key, "empty path: give a path or remove the key"));
+        }
+        if s.contains('\0') {
+            return Err(self.err(v, key, "a path cannot contain a NUL character"));
+        }
+        Ok(PathBuf::from(s))
+    }
+
+    /// A positive timeout: an integer (seconds) or a duration string.
+    fn timeout(&self, v: &Spanned<RawValue>, key: &str) -> Result<Duration, ConfigError> {
+        let expected = format!("expected a whole number of seconds (1 or more) or {DURATION_HELP}");
+        let d = match v.get_ref() {
+            RawValue::Integer(n) if *n > 0 => Duration::from_secs(n.unsigned_abs()),
+            RawValue::Integer(n) => {
+                return Err(self.err(v, key, format!("{n} is not a positive timeout: {expected}")))
+            }
+            RawValue::String(s) => parse_duration(s).map_err(|m| self.err(v, key, m))?,
+            other => return Err(self.err(v, key, format!("{expected}, found {}", other.kind()))),
+        };
+        if d.is_zero() {
+            return Err(self.err(
+                v,
+                key,
+                format!("a timeout of zero is not allowed: {expected}"),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// Exactly one of a key and its alias, or neither.
+    fn one_of<'v>(
+        &self,
+        main: &'v Option<Spanned<RawValue>>,
+        alias: &'v Option<Spanned<RawValue>>,
+        door: &str,
+        names: (&str, &str),
+    ) -> Result<Option<&'v Spanned<RawValue>>, ConfigError> {
+        match (main, alias) {
+            (Some(_), Some(a)) => Err(self.err(
+                a,
+                &format!("{door}.{}", names.1),
+                format!(
+                    "`{}` is an alias of `{}`, which is also given: keep one",
+                    names.1, names.0
+                ),
+            )),
+            (Some(m), None) => Ok(Some(m)),
+            (None, a) => Ok(a.as_ref()),
+        }
+    }
+
+    fn door(&self, index: usize, spanned: &Spanned<RawDoor>) -> Result<Door, ConfigError> {
+        let raw = spanned.get_ref();
+        // The name first: every other key is named after it.
+        let Some(name_v) = &raw.name else {
+            return Err(self.err(
+                spanned,
+                &format!("door[{index}].name"),
+                "this door has no name: add name = \"...\" (1 to 127 characters, unique)",
+            ));
+        };
+        let name = self
+            .string(
+                name_v,
+                &format!("door[{index}].name"),
+                "a door name (a string of 1 to 127 characters)",
+            )?
+            .to_string();
+        check_door_name(&name).map_err(|m| self.err(name_v, &format!("door[{index}].name"), m))?;
+        let d = door_key(index, Some(&name));
+        let key = |k: &str| format!("{d}.{k}");
+
+        let sequence = match &raw.sequence {
+            Some(v) => self.sequence(v, &key("sequence"))?,
+            None => Vec::new(),
+        };
+        let one_time_sequences = match &raw.one_time_sequences {
+            Some(v) => {
+                if raw.sequence.is_some() {
+                    return Err(self.err(
+                        v,
+                        &key("one_time_sequences"),
+                        "give either `sequence` or `one_time_sequences`, not both: with one_time_sequences the sequence is read from the file",
+                    ));
+                }
+                Some(self.path(v, &key("one_time_sequences"))?)
+            }
+            None => None,
+        };
+        if raw.sequence.is_none() && one_time_sequences.is_none() {
+            return Err(self.err(
+                spanned,
+                &key("sequence"),
+                "this door has no sequence: add sequence = [\"7000/tcp\", \"8000/tcp\", \"9000/tcp\"] (or one_time_sequences = \"/path/to/file\")",
+            ));
+        }
+
+        let seq_timeout = match self.one_of(
+            &raw.seq_timeout,
+            &raw.timeout,
+            &d,
+            ("seq_timeout", "timeout"),
+        )? {
+            Some(v) => {
+                let k = if raw.seq_timeout.is_some() {
+                    "seq_timeout"
+                } else {
+                    "timeout"
+                };
+                self.timeout(v, &key(k))?
+            }
+            None => DEFAULT_SEQ_TIMEOUT,
+        };
+        let tcp_flags = match &raw.tcp_flags {
+            Some(v) => {
+                let s = self.string(
+                    v,
+                    &key("tcp_flags"),
+                    "TCP flags such as \"syn,!ack\" or \"any\"",
+                )?;
+                FlagRule::parse(s).map_err(|m| self.err(v, &key("tcp_flags"), m))?
+            }
+            None => FlagRule::SYN_NOT_ACK,
+        };
+        let target = match &raw.target {
+            Some(v) => {
+                let s = self.string(v, &key("target"), "an IP address such as \"192.168.1.20\"")?;
+                Some(s.trim().parse::<IpAddr>().map_err(|_| {
+                    self.err(
+                        v,
+                        &key("target"),
+                        format!("`{s}` is not an IP address: expected an address such as \"192.168.1.20\" or \"fd00::20\" (host names are not resolved)"),
+                    )
+                })?)
+            }
+            None => None,
+        };
+
+        let start_command = match self.one_of(
+            &raw.start_command,
+            &raw.command,
+            &d,
+            ("start_command", "command"),
+        )? {
+            Some(v) => {
+                let k = if raw.start_command.is_some() {
+                    "start_command"
+                } else {
+                    "command"
+                };
+                Some(self.command(v, &key(k))?)
+            }
+            None => None,
+        };
+        let start_command_6 = match self.one_of(
+            &raw.start_command_6,
+            &raw.command_6,
+            &d,
+            ("start_command_6", "command_6"),
+        )? {
+            Some(v) => {
+                let k = if raw.start_command_6.is_some() {
+                    "start_command_6"
+                } else {
+                    "command_6"
+                };
+                self.command6(v, &key(k))?
+            }
+            None => Command6::Inherit,
+        };
+        let stop_command = match &raw.stop_command {
+            Some(v) => Some(self.command(v, &key("stop_command"))?),
+            None => None,
+        };
+        let stop_command_6 = match &raw.stop_command_6 {
+            Some(v) => self.command6(v, &key("stop_command_6"))?,
+            None => Command6::Inherit,
+        };
+        let cmd_timeout = match &raw.cmd_timeout {
+            Some(v) => self.timeout(v, &key("cmd_timeout"))?,
+            None => DEFAULT_CMD_TIMEOUT,
+        };
+
+        let door = Door {
+            name,
+            sequence,
+            seq_timeout,
+            tcp_flags,
+            target,
+            one_time_sequences,
+            start_command,
+            start_command_6,
+            stop_command,
+            stop_command_6,
+            cmd_timeout,
+        };
+        // A stop command runs only after a start command (as in knockd).
+        if let Some(v) = &raw.stop_command {
+            if door.start_for(false).is_none() && door.start_for(true).is_none() {
+                return Err(self.err(
+                    v,
+                    &key("stop_command"),
+                    "a stop_command needs a start_command (or start_command_6): it runs cmd_timeout after the start command",
+                ));
+            }
+        }
+        if let (Some(v), Command6::Set(_)) = (&raw.stop_command_6, &door.stop_command_6) {
+            if door.start_for(true).is_none() {
+                return Err(self.err(
+                    v,
+                    &key("stop_command_6"),
+                    "a stop_command_6 needs a start command for IPv6 (start_command_6, or start_command when start_command_6 is not set)",
+                ));
+            }
+        }
+        Ok(door)
+    }
+
+    fn sequence(&self, v: &Spanned<RawValue>, key: &str) -> Result<Vec<KnockSpec>, ConfigError> {
+        const EXPECTED: &str = "expected a list such as [\"7000/tcp\", \"8000\", \"9000/udp\"] or a string such as \"7000:tcp,8000,9000:udp\"";
+        // (text or port, where) for each step.
+        let steps: Vec<(Result<KnockSpec, String>, &Spanned<RawValue>)> = match v.get_ref() {
+            RawValue::String(s) => {
+                if s.trim().is_empty() {
+                    return Err(self.err(v, key, format!("empty sequence: {EXPECTED}")));
+                }
+                s.split(',')
+                    .map(|step| {
+                        let r = if step.trim().is_empty() {
+                            Err("empty step (a doubled or trailing comma?)".to_string())
+                        } else {
+                            KnockSpec::parse(step)
+                        };
+                        (r, v)
+                    })
+                    .collect()
+            }
+            RawValue::Array(items) => {
+                if items.is_empty() {
+                    return Err(self.err(v, key, format!("empty sequence: {EXPECTED}")));
+                }
+                items
+                    .iter()
+                    .map(|item| {
+                        let r = match item.get_ref() {
+                            RawValue::String(s) => KnockSpec::parse(s),
+                            RawValue::Integer(n) => match u16::try_from(*n) {
+                                Ok(p) if p != 0 => Ok(KnockSpec::tcp(p)),
+                                _ => Err(format!(
+                                    "invalid port `{n}`: expected a whole number from 1 to 65535"
+                                )),
+                            },
+                            other => Err(format!(
+                                "expected a port such as \"7000/tcp\", \"8000\" or 9000, found {}",
+                                other.kind()
+                            )),
+                        };
+                        (r, item)
+                    })
+                    .collect()
+            }
+            other => return Err(self.err(v, key, format!("{EXPECTED}, found {}", other.kind()))),
+        };
+        if steps.len() > MAX_SEQUENCE_LEN {
+            return Err(self.err(
+                v,
+                key,
+                format!(
+                    "{} steps: expected 1 to {MAX_SEQUENCE_LEN} steps",
+                    steps.len()
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(steps.len());
+        for (i, (r, at)) in steps.into_iter().enumerate() {
+            out.push(r.map_err(|m| self.err(at, key, format!("step {}: {m}", i + 1)))?);
+        }
+        Ok(out)
+    }
+
+    fn command(&self, v: &Spanned<RawValue>, key: &str) -> Result<CommandTemplate, ConfigError> {
+        let s = self.string(v, key, "a command line (a string)")?;
+        if s.trim().is_empty() {
+            return Err(self.err(
+                v,
+                key,
+                "empty command: give a program and its arguments, or remove the key (only the _6 variants may be empty, to disable IPv6)",
+            ));
+        }
+        CommandTemplate::parse(s).map_err(|m| self.err(v, key, m))
+    }
+
+    fn command6(&self, v: &Spanned<RawValue>, key: &str) -> Result<Command6, ConfigError> {
+        let s = self.string(
+            v,
+            key,
+            "a command line (a string), or \"\" to run nothing for IPv6",
+        )?;
+        if s.trim().is_empty() {
+            return Ok(Command6::Disabled);
+        }
+        CommandTemplate::parse(s)
+            .map(Command6::Set)
+            .map_err(|m| self.err(v, key, m))
+    }
+}
+
+/// The text after the first occurrence of `pattern`.
+fn after<'a>(text: &'a str, pattern: &str) -> Option<&'a str> {
+    text.find(pattern).map(|i| &text[i + pattern.len()..])
+}
+
+/// `door[name]`, or `door[index]` when the name is missing or unusable.
+fn door_key(index: usize, name: Option<&str>) -> String {
+    match name {
+        Some(n) if check_door_name(n).is_ok() => format!("door[{n}]"),
+        _ => format!("door[{index}]"),
+    }
+}
+
+/// The known key closest to an unknown one: same letters ignoring case and `_`, or within two
+/// edits (so knockd's `TCPFlags` suggests `tcp_flags`, `logfile` suggests `log_file`).
+fn suggest(unknown: &str, known: &[&'static str]) -> Option<&'static str> {
+    fn norm(s: &str) -> String {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    }
+    let u = norm(unknown);
+    if let Some(k) = known.iter().find(|k| norm(k) == u) {
+        return Some(k);
+    }
+    known
+        .iter()
+        .map(|k| (levenshtein(&u, &norm(k)), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knock::{Proto, TcpFlags};
+
+    fn ok(text: &str) -> Config {
+        parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}\n--- config:\n{text}"))
+    }
+
+    /// A door with only what is required, for tests that vary one key.
+    fn door(extra: &str) -> String {
+        format!("[[door]]\nname = \"a\"\nsequence = [7000]\n{extra}")
+    }
+
+    #[test]
+    fn builtin_parses_and_is_harmless() {
+        let c = builtin();
+        assert_eq!(c.origin, "<built-in>");
+        assert_eq!(c.daemon.interfaces, Interfaces::Auto);
+        assert_eq!(c.doors.len(), 1);
+        let d = &c.doors[0];
+        assert_eq!(d.name, "openSSH");
+        assert_eq!(
+            d.sequence,
+            vec![
+                KnockSpec::tcp(7000),
+                KnockSpec::tcp(8000),
+                KnockSpec::tcp(9000)
+            ]
+        );
+        assert_eq!(d.seq_timeout, Duration::from_secs(5));
+        assert_eq!(d.tcp_flags, FlagRule::SYN_NOT_ACK);
+        let start = d.start_command.as_ref().unwrap();
+        assert_eq!(
+            start.argv,
+            ["logger", "-t", "knockgate", "%DOOR%: %IP% knocked"]
+        );
+        let vars = Vars {
+            ip: "192.0.2.7".parse().unwrap(),
+            door: &d.name,
+        };
+        assert_eq!(start.render(&vars)[3], "openSSH: 192.0.2.7 knocked");
+        assert_eq!(d.start_for(true), Some(start));
+        assert!(d.stop_command.is_none() && d.stop_for(false).is_none());
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let c = parse(
+            include_str!("../examples/knockgate.toml"),
+            "examples/knockgate.toml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = c.doors.iter().map(|d| d.name.as_str()).collect();
+        assert!(
+            names.contains(&"openSSH") && names.contains(&"closeSSH"),
+            "{names:?}"
+        );
+        let ssh = c.doors.iter().find(|d| d.name == "openSSH").unwrap();
+        assert!(ssh
+            .start_command
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("-I KNOCKD"));
+        assert!(ssh
+            .stop_command
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("-D KNOCKD"));
+        assert!(matches!(ssh.start_command_6, Command6::Set(_)));
+        assert!(c.doors.iter().any(|d| d.target.is_some()));
+    }
+
+    #[test]
+    fn full_config_round_trips_every_value() {
+        let c = ok(r#"
+[daemon]
+interfaces = ["eth0", "wlan0"]
+log_file = "/var/log/knockgate.log"
+syslog = true
+pid_file = "/run/knockgate.pid"
+state_dir = "/tmp/kg"
+max_sources = 5000
+
+[[door]]
+name = "open SSH"
+sequence = ["7000/tcp", "8000", "9000/udp", 7000]
+seq_timeout = "1m30s"
+tcp_flags = "fin,!ack"
+target = "192.168.1.20"
+start_command = "iptables -w -I KNOCKD -s %IP% -p tcp --dport 22 -j ACCEPT"
+start_command_6 = "ip6tables -w -I KNOCKD -s %IP% -p tcp --dport 22 -j ACCEPT"
+stop_command = "iptables -w -D KNOCKD -s %IP% -p tcp --dport 22 -j ACCEPT"
+stop_command_6 = ""
+cmd_timeout = 30
+
+[[door]]
+name = "otp"
+one_time_sequences = "/etc/knockgate/otp"
+"#);
+        assert_eq!(c.origin, "t.toml");
+        let dm = &c.daemon;
+        assert_eq!(
+            dm.interfaces,
+            Interfaces::Named(vec!["eth0".into(), "wlan0".into()])
+        );
+        assert_eq!(
+            dm.log_file.as_deref(),
+            Some(Path::new("/var/log/knockgate.log"))
+        );
+        assert!(dm.syslog);
+        assert_eq!(
+            dm.pid_file.as_deref(),
+            Some(Path::new("/run/knockgate.pid"))
+        );
+        assert_eq!(dm.state_dir, Path::new("/tmp/kg"));
+        assert_eq!(dm.max_sources, 5000);
+        let d = &c.doors[0];
+        assert_eq!(d.name, "open SSH");
+        assert_eq!(
+            d.sequence,
+            vec![
+                KnockSpec::tcp(7000),
+                KnockSpec::tcp(8000),
+                KnockSpec::udp(9000),
+                KnockSpec::tcp(7000)
+            ]
+        );
+        assert_eq!(d.seq_timeout, Duration::from_secs(90));
+        assert_eq!(
+            d.tcp_flags,
+            FlagRule {
+                set: TcpFlags::FIN,
+                unset: TcpFlags::ACK
+            }
+        );
+        assert_eq!(d.target, Some("192.168.1.20".parse().unwrap()));
+        assert_eq!(d.one_time_sequences, None);
+        assert_eq!(
+            d.start_command.as_ref().unwrap().argv[..4],
+            ["iptables", "-w", "-I", "KNOCKD"]
+        );
+        match &d.start_command_6 {
+            Command6::Set(c) => assert_eq!(c.argv[0], "ip6tables"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(d.stop_command.as_ref().unwrap().argv[2], "-D");
+        assert_eq!(d.stop_command_6, Command6::Disabled);
+        assert_eq!(d.cmd_timeout, Duration::from_secs(30));
+        let otp = &c.doors[1];
+        assert!(otp.sequence.is_empty());
+        assert_eq!(
+            otp.one_time_sequences.as_deref(),
+            Some(Path::new("/etc/knockgate/otp"))
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ok(&door(""));
+        assert_eq!(
+            c.daemon,
+            Daemon {
+                interfaces: Interfaces::Auto,
+                log_file: None,
+                syslog: false,
+                pid_file: None,
+                state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+                max_sources: DEFAULT_MAX_SOURCES,
+            }
+        );
+        let d = &c.doors[0];
+        assert_eq!(d.seq_timeout, DEFAULT_SEQ_TIMEOUT);
+        assert_eq!(d.cmd_timeout, DEFAULT_CMD_TIMEOUT);
+        assert_eq!(d.tcp_flags, FlagRule::SYN_NOT_ACK);
+        assert_eq!(d.target, None);
+        assert_eq!(d.one_time_sequences, None);
+        assert_eq!(d.start_command, None);
+        assert_eq!(d.start_command_6, Command6::Inherit);
+        assert_eq!(d.stop_command, None);
+        assert_eq!(d.stop_command_6, Command6::Inherit);
+        // An empty [daemon] table is the same as none.
+        assert_eq!(ok(&format!("[daemon]\n{}", door(""))).daemon, c.daemon);
+        assert_eq!(
+            ok(&format!("[daemon]\ninterfaces = \"auto\"\n{}", door("")))
+                .daemon
+                .interfaces,
+            Interfaces::Auto
+        );
+        assert_eq!(
+            ok(&door("tcp_flags = \"any\"")).doors[0].tcp_flags,
+            FlagRule::ANY
+        );
+    }
+
+    #[test]
+    fn aliases() {
+        let d = &ok(&door(
+            "timeout = 7\ncommand = \"a b\"\ncommand_6 = \"c d\"\n",
+        ))
+        .doors[0];
+        assert_eq!(d.seq_timeout, Duration::from_secs(7));
+        assert_eq!(d.start_command.as_ref().unwrap().argv, ["a", "b"]);
+        assert_eq!(
+            d.start_command_6,
+            Command6::Set(CommandTemplate::parse("c d").unwrap())
+        );
+    }
+
+    #[test]
+    fn knockd_style_sequence_string() {
+        let d = &ok("[[door]]\nname = \"k\"\nsequence = \"7000:tcp, 8000,9000:UDP,8000/udp\"\n")
+            .doors[0];
+        assert_eq!(
+            d.sequence,
+            vec![
+                KnockSpec::tcp(7000),
+                KnockSpec::tcp(8000),
+                KnockSpec::udp(9000),
+                KnockSpec::udp(8000)
+            ]
+        );
+        assert_eq!(d.sequence[2].proto, Proto::Udp);
+        // 32 steps is the most.
+        let steps: Vec<String> = (1..=32).map(|p| p.to_string()).collect();
+        let c = ok(&format!(
+            "[[door]]\nname = \"k\"\nsequence = \"{}\"\n",
+            steps.join(",")
+        ));
+        assert_eq!(c.doors[0].sequence.len(), MAX_SEQUENCE_LEN);
+    }
+
+    #[test]
+    fn command6_tri_state() {
+        let base = "start_command = \"on4 %IP%\"\nstop_command = \"off4 %IP%\"\n";
+        // Unset: IPv6 falls back to the IPv4 commands.
+        let d = &ok(&door(base)).doors[0];
+        assert_eq!(d.start_command_6, Command6::Inherit);
+        assert_eq!(d.start_for(true).unwrap().argv[0], "on4");
+        assert_eq!(d.stop_for(true).unwrap().argv[0], "off4");
+        // Empty: nothing runs for IPv6; IPv4 is unchanged.
+        let d = &ok(&door(&format!(
+            "{base}start_command_6 = \"\"\nstop_command_6 = \"\"\n"
+        )))
+        .doors[0];
+        assert_eq!(d.start_command_6, Command6::Disabled);
+        assert_eq!(d.stop_command_6, Command6::Disabled);
+        assert!(d.start_for(true).is_none() && d.stop_for(true).is_none());
+        assert_eq!(d.start_for(false).unwrap().argv[0], "on4");
+        // Set: its own commands.
+        let d = &ok(&door(&format!(
+            "{base}start_command_6 = \"on6 %IP%\"\nstop_command_6 = \"off6\"\n"
+        )))
+        .doors[0];
+        assert_eq!(d.start_for(true).unwrap().argv[0], "on6");
+        assert_eq!(d.stop_for(true).unwrap().argv[0], "off6");
+        assert_eq!(d.stop_for(false).unwrap().argv[0], "off4");
+        // IPv6 only: a stop command may go with start_command_6 alone.
+        let d = &ok(&door("start_command_6 = \"on6\"\nstop_command = \"off\"\n")).doors[0];
+        assert!(d.start_for(false).is_none());
+        assert_eq!(d.stop_for(true).unwrap().argv[0], "off");
+    }
+
+    #[test]
+    fn durations() {
+        let good = [
+            ("500ms", 500),
+            ("30s", 30_000),
+            ("10m", 600_000),
+            ("1h", 3_600_000),
+            ("1d", 86_400_000),
+            ("1h30m", 5_400_000),
+            ("1m 30s", 90_000),
+            ("2s500ms", 2_500),
+            (" 5s ", 5_000),
+            ("0s", 0),
+        ];
+        for (text, ms) in good {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+        let bad = [
+            ("", "empty duration"),
+            ("5", "has no unit"),
+            ("5x", "unknown unit `x`"),
+            ("1.5s", "fractions are not supported"),
+            ("-5s", "expected a whole number"),
+            ("30m1h", "largest to smallest"),
+            ("1s1s", "largest to smallest"),
+            ("5S", "unknown unit `S`"),
+            ("99999999999999999999d", "too long"),
+            ("s", "expected a whole number"),
+        ];
+        for (text, fragment) in bad {
+            let e = parse_duration(text).unwrap_err();
+            assert!(e.contains(fragment), "{text:?}: {e}");
+        }
+        // In the TOML file: integer seconds, or a string.
+        assert_eq!(
+            ok(&door("seq_timeout = 3")).doors[0].seq_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            ok(&door("seq_timeout = \"1500ms\"")).doors[0].seq_timeout,
+            Duration::from_millis(1500)
+        );
+    }
+
+    /// (config, line, key, fragment of the message)
+    const INVALID: &[(&str, Option<usize>, Option<&str>, &str)] = &[
+        // [daemon]
+        ("[daemon]\nmax_sources = 0\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.max_sources"), "expected a whole number from 1 to 10000000"),
+        ("[daemon]\nmax_sources = 10000001\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.max_sources"), "out of range"),
+        ("[daemon]\n\nmax_sources = \"100\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(3), Some("daemon.max_sources"), "found a string"),
+        ("[daemon]\nsyslog = \"yes\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.syslog"), "expected true or false"),
+        ("[daemon]\ninterfaces = \"eth0\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.interfaces"), "write [\"eth0\"] for one interface"),
+        ("[daemon]\ninterfaces = [\n  \"eth0\",\n  \"bad/name\",\n]\n[[door]]\nname = \"a\"\nsequence = [1]", Some(4), Some("daemon.interfaces"), "invalid interface name `bad/name`"),
+        ("[daemon]\ninterfaces = []\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.interfaces"), "empty list"),
+        ("[daemon]\ninterfaces = [\"eth0\", \"eth0\"]\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.interfaces"), "listed twice"),
+        ("[daemon]\nlogfile = \"/x\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.logfile"), "unknown key `logfile`: did you mean `log_file`?"),
+        ("[daemon]\nstate_dir = \"\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.state_dir"), "empty path"),
+        ("[daemon]\npid_file = 1\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.pid_file"), "expected a path"),
+        ("[daemon.max_sources]\n[[door]]\nname = \"a\"\nsequence = [1]", Some(1), Some("daemon.max_sources"), "must be a value"),
+        ("[daemon]\n[daemon]\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon"), "given twice"),
+        ("daemon = 5\n[[door]]\nname = \"a\"\nsequence = [1]", Some(1), Some("daemon"), "expected a table, written [daemon]"),
+        // top level
+        ("[door]\nname = \"a\"\nsequence = [1]", Some(1), Some("door"), "each written [[door]]"),
+        ("door = [5]", Some(1), Some("door"), "expected a table, written [[door]]"),
+        ("[[doors]]\nname = \"a\"", Some(1), Some("doors"), "did you mean `door`?"),
+        ("# only a comment\n", None, Some("door"), "no doors"),
+        // syntax errors: no key
+        ("[[door]]\nname = \"a\"\nsequence = [1,\n 2,\n x]", Some(5), None, "invalid array"),
+        ("[[door]]\nname = \"a\nsequence = [1]", Some(2), None, "invalid basic string"),
+        // door names
+        ("[[door]]\nname = \"a\"\nsequence = [1]\n\n[[door]]\nsequence = [2]", Some(5), Some("door[1].name"), "has no name"),
+        ("[[door]]\nname = \"\"\nsequence = [1]", Some(2), Some("door[0].name"), "expected 1 to 127 characters"),
+        ("[[door]]\nname = \"a\\tb\"\nsequence = [1]", Some(2), Some("door[0].name"), "control character"),
+        ("[[door]]\nsequence = [1]\nname = 5", Some(3), Some("door[0].name"), "found an integer"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\n[[door]]\nname = \"a\"\nsequence = [2]", Some(5), Some("door[a].name"), "already used by the door on line 2"),
+        // sequences
+        ("[[door]]\nname = \"a\"\n", Some(1), Some("door[a].sequence"), "has no sequence"),
+        ("[[door]]\nname = \"a\"\nsequence = []", Some(3), Some("door[a].sequence"), "empty sequence"),
+        ("[[door]]\nname = \"a\"\nsequence = [\n  7000,\n  \"80000/tcp\",\n  9000,\n]", Some(5), Some("door[a].sequence"), "step 2: invalid port `80000` in `80000/tcp`: expected a whole number from 1 to 65535"),
+        ("[[door]]\nname = \"a\"\nsequence = \"7000:tcp,,9000\"", Some(3), Some("door[a].sequence"), "step 2: empty step"),
+        ("[[door]]\nname = \"a\"\nsequence = [\"7000/icmp\"]", Some(3), Some("door[a].sequence"), "expected tcp or udp"),
+        ("[[door]]\nname = \"a\"\nsequence = [0]", Some(3), Some("door[a].sequence"), "invalid port `0`"),
+        ("[[door]]\nname = \"a\"\nsequence = [-1]", Some(3), Some("door[a].sequence"), "invalid port `-1`"),
+        ("[[door]]\nname = \"a\"\nsequence = \"abc\"", Some(3), Some("door[a].sequence"), "invalid port `abc`"),
+        ("[[door]]\nname = \"a\"\nsequence = \"1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33\"", Some(3), Some("door[a].sequence"), "33 steps: expected 1 to 32 steps"),
+        ("[[door]]\nname = \"a\"\nsequence = 7000", Some(3), Some("door[a].sequence"), "found an integer"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\none_time_sequences = \"/x\"", Some(4), Some("door[a].one_time_sequences"), "not both"),
+        // timeouts
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nseq_timeout = 0", Some(4), Some("door[a].seq_timeout"), "0 is not a positive timeout"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nseq_timeout = \"5\"", Some(4), Some("door[a].seq_timeout"), "write \"5s\" for seconds"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\ntimeout = \"5x\"", Some(4), Some("door[a].timeout"), "unknown unit `x`"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nseq_timeout = 1.5", Some(4), Some("door[a].seq_timeout"), "found a decimal number"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nseq_timeout = 5\ntimeout = 6", Some(5), Some("door[a].timeout"), "alias of `seq_timeout`"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nstart_command = \"x\"\nstop_command = \"y\"\ncmd_timeout = \"0s\"", Some(6), Some("door[a].cmd_timeout"), "zero is not allowed"),
+        // flags, target
+        ("[[door]]\nname = \"a\"\nsequence = [1]\ntcp_flags = \"syn,ecn\"", Some(4), Some("door[a].tcp_flags"), "unknown TCP flag `ecn`"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nTCPFlags = \"syn\"", Some(4), Some("door[a].TCPFlags"), "did you mean `tcp_flags`?"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\ntarget = \"router.lan\"", Some(4), Some("door[a].target"), "is not an IP address"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\ntarget = 1979-05-27", Some(4), Some("door[a].target"), "found a date"),
+        // commands
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nstart_command = \"\"", Some(4), Some("door[a].start_command"), "empty command"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nstop_command = \"  \"", Some(4), Some("door[a].stop_command"), "empty command"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\ncommand = \"echo 'x\"", Some(4), Some("door[a].command"), "check the quotes"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nstart_command = [\"ls\"]", Some(4), Some("door[a].start_command"), "found an array"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nstop_command = \"x\"", Some(4), Some("door[a].stop_command"), "needs a start_command"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nstart_command_6 = \"\"\nstop_command = \"x\"", Some(5), Some("door[a].stop_command"), "needs a start_command"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nstop_command_6 = \"x\"", Some(4), Some("door[a].stop_command_6"), "needs a start command for IPv6"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\ncommand = \"a\"\nstart_command = \"b\"", Some(4), Some("door[a].command"), "alias of `start_command`"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\ncommand_6 = \"a\"\nstart_command_6 = \"b\"", Some(4), Some("door[a].command_6"), "alias of `start_command_6`"),
+        // unknown and duplicate keys inside doors, named after the door
+        ("[[door]]\nname = \"a\"\nsequence = [1]\n\n[[door]]\nname = \"b\"\nsequence = [2]\nbogus = 1", Some(8), Some("door[b].bogus"), "unknown key `bogus`"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\n[door.nme]", Some(4), Some("door[a].nme"), "did you mean `name`?"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\n[[door]]\nname = \"b\"\nsequence = [1]\nsequence = [2]", Some(7), Some("door[b].sequence"), "given twice"),
+        ("[[door]]\nsequnce = [1]\nname = \"a\"", Some(2), Some("door[a].sequnce"), "did you mean `sequence`?"),
+        ("door = [{ name = \"a\", sequence = [1] },\n  { name = \"b\", squence = [1] }]", Some(2), Some("door[b].squence"), "did you mean `sequence`?"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nSequence = [2]", Some(4), Some("door[a].Sequence"), "did you mean `sequence`?"),
+    ];
+
+    #[test]
+    fn invalid_configs_name_line_key_and_remedy() {
+        assert!(INVALID.len() >= 25);
+        for (text, line, key, fragment) in INVALID {
+            let e = match parse(text, "t.toml") {
+                Ok(_) => panic!("accepted:\n{text}"),
+                Err(e) => e,
+            };
+            assert_eq!(e.file, "t.toml");
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (*line, *key),
+                "\n{text}\n=> {e}"
+            );
+            assert!(
+                e.message.contains(fragment),
+                "\n{text}\n=> {e}\nwanted: {fragment}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_display() {
+        let e = parse(
+            "[daemon]\nmax_sources = 0\n",
+            "/etc/knockgate/knockgate.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/knockgate/knockgate.toml:2: key `daemon.max_sources`: 0 is out of range: expected a whole number from 1 to 10000000"
+        );
+    }
+
+    #[test]
+    fn load_reads_a_file_and_names_it_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("knockgate.toml");
+        std::fs::write(&path, door("seq_timeout = \"2s\"")).unwrap();
+        let c = load(&path).unwrap();
+        assert_eq!(c.origin, path.display().to_string());
+        assert_eq!(c.doors[0].seq_timeout, Duration::from_secs(2));
+
+        let missing = dir.path().join("missing.toml");
+        let e = load(&missing).unwrap_err();
+        assert_eq!(e.file, missing.display().to_string());
+        assert_eq!((e.line, e.key.as_deref()), (None, None));
+        assert!(e.message.contains("No such file or directory"), "{e}");
+
+        std::fs::write(&path, "[[door]]\nname = \"a\"\nsequence = [1]\nbogus = 1\n").unwrap();
+        let e = load(&path).unwrap_err();
+        assert_eq!(e.file, path.display().to_string());
+        assert_eq!(e.line, Some(4));
+    }
+
+    /// Every prefix of the example config either parses or fails with a line inside the text:
+    /// never a panic, never a line past the end.
+    #[test]
+    fn truncated_configs_fail_cleanly() {
+        let text = include_str!("../examples/knockgate.toml");
+        let lines = text.lines().count();
+        for (cut, _) in text.char_indices().step_by(3) {
+            if let Err(e) = parse(&text[..cut], "t.toml") {
+                assert!(
+                    e.line.map_or(true, |l| (1..=lines).contains(&l)),
+                    "{cut}: {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("tcpflags", DOOR_KEYS), Some("tcp_flags"));
+        assert_eq!(suggest("Start_Command", DOOR_KEYS), Some("start_command"));
+        assert_eq!(suggest("interface", DAEMON_KEYS), Some("interfaces"));
+        assert_eq!(suggest("pidfile", DAEMON_KEYS), Some("pid_file"));
+        assert_eq!(suggest("frobnicate", DOOR_KEYS), None);
     }
 }

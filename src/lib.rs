@@ -10,6 +10,7 @@ pub mod command;
 pub mod config;
 pub mod engine;
 pub mod knock;
+pub mod knockd_import;
 pub mod sessions;
 pub mod time;
 pub mod wire;
