@@ -1662,7 +1662,7 @@ one_time_sequences = "/etc/knockgate/otp"
         for (cut, _) in text.char_indices().step_by(3) {
             if let Err(e) = parse(&text[..cut], "t.toml") {
                 assert!(
-                    e.line.map_or(true, |l| (1..=lines).contains(&l)),
+                    e.line.is_none_or(|l| (1..=lines).contains(&l)),
                     "{cut}: {e}"
                 );
             }

@@ -5,12 +5,15 @@
 #![forbid(unsafe_code)]
 
 pub mod bpf;
+pub mod capture;
 pub mod client;
 pub mod command;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod knock;
 pub mod knockd_import;
+pub mod replay;
 pub mod sessions;
 pub mod time;
 pub mod wire;

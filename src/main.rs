@@ -1,1 +1,237 @@
-fn main() {}
+//! The `knockgate` command: the daemon, the config checker, the knock client, the knockd.conf
+//! importer and the capture replayer.
+#![forbid(unsafe_code)]
+
+use std::fs::OpenOptions;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use knockgate::client::{self, Family};
+use knockgate::{config, daemon, knockd_import, replay};
+
+/// sysexits.h EX_CONFIG: the config is invalid.
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "knockgate",
+    version,
+    about = "Port-knocking daemon for a home gateway, compatible with knockd"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        /// Config file [default: /etc/knockgate/knockgate.toml, or a built-in config if missing]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Interface to listen on (repeat for several); overrides the config
+        #[arg(short, long = "interface")]
+        interface: Vec<String>,
+        /// Log what every action would do instead of doing it
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Validate a config: exit 0 if fine, 78 with the error otherwise.
+    Check {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Send a knock sequence (like knockd's `knock`).
+    Knock(KnockArgs),
+    /// Convert a knockd.conf to knockgate TOML (printed on stdout).
+    ImportKnockd { file: PathBuf },
+    /// Run a capture file through the parser and engine and print what would happen.
+    Replay {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Only knocks to these addresses count for doors without a target (default: any)
+        #[arg(long)]
+        local: Vec<IpAddr>,
+        capture: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct KnockArgs {
+    /// Host to knock on
+    host: String,
+    /// Knocks: PORT[:tcp|udp] (or a service name from /etc/services)
+    #[arg(required = true)]
+    ports: Vec<String>,
+    /// Make UDP the default protocol
+    #[arg(short, long)]
+    udp: bool,
+    /// Wait this many milliseconds after each knock
+    #[arg(short, long, default_value_t = 0)]
+    delay: u64,
+    /// Use IPv4 only
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    ipv4: bool,
+    /// Use IPv6 only
+    #[arg(short = '6')]
+    ipv6: bool,
+    /// Say what is sent
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Run {
+            config,
+            interface,
+            dry_run,
+        } => exit(run_daemon(config, interface, dry_run)),
+        Cmd::Check { config } => check(config.as_deref()),
+        Cmd::Knock(args) => exit(knock(args)),
+        Cmd::ImportKnockd { file } => import(&file),
+        Cmd::Replay {
+            config,
+            local,
+            capture,
+        } => exit(run_replay(&config, &local, &capture)),
+    }
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("knockgate: {e:#}");
+            if e.downcast_ref::<config::ConfigError>().is_some() {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn init_logging(cfg: &config::Config) -> anyhow::Result<()> {
+    let filter =
+        EnvFilter::try_from_env("KNOCKGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match &cfg.daemon.log_file {
+        Some(path) => {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open log file {}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => {
+            use std::io::IsTerminal;
+            builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .init()
+        }
+    }
+    Ok(())
+}
+
+fn run_daemon(
+    config: Option<PathBuf>,
+    interfaces: Vec<String>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let cfg = daemon::load_config(config.as_deref())?;
+    init_logging(&cfg)?;
+    if cfg.origin == config::BUILTIN_ORIGIN {
+        tracing::warn!(
+            "no config file at {}: running the built-in example config (it only logs knocks)",
+            config::DEFAULT_CONFIG_PATH
+        );
+    }
+    let opts = daemon::Options {
+        config_path: config,
+        interfaces,
+        dry_run,
+    };
+    daemon::run(opts, cfg)?;
+    Ok(())
+}
+
+fn check(path: Option<&Path>) -> ExitCode {
+    match daemon::load_config(path) {
+        Ok(cfg) => {
+            println!("{}: OK, {} door(s)", cfg.origin, cfg.doors.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("knockgate: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+fn knock(args: KnockArgs) -> anyhow::Result<()> {
+    let family = match (args.ipv4, args.ipv6) {
+        (true, _) => Family::V4,
+        (_, true) => Family::V6,
+        _ => Family::Any,
+    };
+    let knocks = args
+        .ports
+        .iter()
+        .map(|p| client::parse_knock(p, args.udp))
+        .collect::<Result<Vec<_>, _>>()?;
+    let addr = client::resolve(&args.host, family)?;
+    let plan = client::Plan {
+        addr,
+        knocks,
+        delay: Duration::from_millis(args.delay),
+    };
+    client::run(&plan, |k| {
+        if args.verbose {
+            println!("hitting {} {}:{}", k.proto, addr, k.port);
+        }
+    })?;
+    Ok(())
+}
+
+fn import(file: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("knockgate: {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match knockd_import::import(&text, &file.display().to_string()) {
+        Ok(toml) => {
+            print!("{toml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("knockgate: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+fn run_replay(config: &Path, local: &[IpAddr], capture: &Path) -> anyhow::Result<()> {
+    let cfg = config::load(config)?;
+    let stdout = std::io::stdout();
+    replay::replay(&cfg, capture, local, &mut stdout.lock())?;
+    Ok(())
+}

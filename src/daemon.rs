@@ -1,0 +1,494 @@
+//! The daemon: one loop that owns all state.
+//!
+//! Capture threads and the signal thread feed one bounded channel; the loop applies knocks,
+//! timers (sequence timeouts, door closings, the address refresh) and signals in order. The
+//! engine decides, the loop acts: it runs commands, keeps open doors in [`Sessions`] and writes
+//! the journal after every change, so a restart or a SIGKILL never loses a pending close.
+//! SIGHUP reloads the config here, in the loop (never in a signal handler); an invalid new
+//! config is logged and the old one kept. SIGTERM/SIGINT close every open door and exit.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tracing::{debug, error, info, warn};
+
+use crate::capture::{self, Capture, CaptureEvent, Counters, FilterSpec};
+use crate::command;
+use crate::config::{self, Config, Interfaces, Vars};
+use crate::engine::{DoorSpec, Event, ResetReason, Tracker};
+use crate::knock::Proto;
+use crate::sessions::{self, OpenOutcome, Sessions};
+use crate::time::{Instant, MonotonicClock};
+
+/// How often interfaces and their addresses are re-read (DHCP renewals, hot-plugged wlan0).
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// Bound of the channel from the capture threads.
+const QUEUE: usize = 8192;
+
+/// How the daemon was started.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--config`; None means the default path, or the built-in config if it is missing.
+    pub config_path: Option<PathBuf>,
+    /// `--interface`, overriding the config's interfaces.
+    pub interfaces: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The state directory cannot be created or written: the daemon could not keep its promise
+    /// to close doors after a restart. Fix its permissions or free disk space.
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the pid file {path}: {source}")]
+    PidFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Reads the config as `run` and `check` do: an explicit path must exist; the default path
+/// falls back to the built-in config when the file is missing.
+pub fn load_config(explicit: Option<&Path>) -> Result<Config, config::ConfigError> {
+    match explicit {
+        Some(path) => config::load(path),
+        None => {
+            let path = Path::new(config::DEFAULT_CONFIG_PATH);
+            if path.exists() {
+                config::load(path)
+            } else {
+                Ok(config::builtin())
+            }
+        }
+    }
+}
+
+enum Msg {
+    Capture(CaptureEvent),
+    Signal(i32),
+}
+
+impl From<CaptureEvent> for Msg {
+    fn from(e: CaptureEvent) -> Self {
+        Msg::Capture(e)
+    }
+}
+
+struct Daemon {
+    opts: Options,
+    config: Config,
+    clock: MonotonicClock,
+    tracker: Tracker,
+    sessions: Sessions,
+    journal: Option<PathBuf>,
+    captures: BTreeMap<String, Capture>,
+    /// Addresses of the captured interfaces.
+    local: HashSet<IpAddr>,
+    counters: Arc<Counters>,
+    tx: SyncSender<Msg>,
+    events: Vec<Event>,
+    next_refresh: Instant,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
+    let clock = MonotonicClock::new();
+    let now = clock.now();
+    let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
+
+    let journal = if opts.dry_run {
+        None
+    } else {
+        let dir = &config.daemon.state_dir;
+        let io = |source| DaemonError::StateDir {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        Some(dir.join(sessions::JOURNAL_FILE))
+    };
+    let sessions = match &journal {
+        Some(path) => match sessions::load(path) {
+            Ok(j) => {
+                let s = Sessions::restore(j, now, SystemTime::now());
+                if !s.is_empty() {
+                    info!(
+                        open = s.len(),
+                        "restored {} open door(s) from {}",
+                        s.len(),
+                        path.display()
+                    );
+                }
+                s
+            }
+            Err(e @ sessions::JournalError::Corrupt { .. }) => {
+                error!("{e}; starting with no open doors");
+                Sessions::new()
+            }
+            Err(sessions::JournalError::Io { path, source }) => {
+                return Err(DaemonError::StateDir { path, source })
+            }
+        },
+        None => Sessions::new(),
+    };
+    if let Some(path) = &journal {
+        // Proves the directory is writable before anything depends on it.
+        sessions::save(path, &sessions.to_journal()).map_err(|e| match e {
+            sessions::JournalError::Io { path, source } => DaemonError::StateDir { path, source },
+            other => DaemonError::StateDir {
+                path: path.clone(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?;
+    }
+    if let Some(pid) = &config.daemon.pid_file {
+        std::fs::write(pid, format!("{}\n", std::process::id())).map_err(|source| {
+            DaemonError::PidFile {
+                path: pid.clone(),
+                source,
+            }
+        })?;
+    }
+
+    let signals_tx = tx.clone();
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .map_err(DaemonError::Thread)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if signals_tx.send(Msg::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(DaemonError::Thread)?;
+
+    let tracker = Tracker::new(doors(&config), config.daemon.max_sources);
+    let mut daemon = Daemon {
+        opts,
+        config,
+        clock,
+        tracker,
+        sessions,
+        journal,
+        captures: BTreeMap::new(),
+        local: HashSet::new(),
+        counters: Arc::new(Counters::default()),
+        tx,
+        events: Vec::new(),
+        next_refresh: now,
+    };
+    info!(
+        config = %daemon.config.origin,
+        doors = daemon.config.doors.len(),
+        dry_run = daemon.opts.dry_run,
+        "starting up: {} door(s) from {}",
+        daemon.config.doors.len(),
+        daemon.config.origin
+    );
+    daemon.main_loop(rx);
+    daemon.shutdown();
+    Ok(())
+}
+
+fn doors(config: &Config) -> Vec<DoorSpec> {
+    config.doors.iter().map(DoorSpec::from).collect()
+}
+
+impl Daemon {
+    fn main_loop(&mut self, rx: Receiver<Msg>) {
+        loop {
+            let now = self.clock.now();
+            self.on_timers(now);
+            let wake = [
+                self.tracker.poll_at(),
+                self.sessions.poll_at(),
+                Some(self.next_refresh),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("the refresh is always scheduled");
+            let wait = wake.saturating_since(now);
+            match rx.recv_timeout(wait) {
+                Ok(Msg::Capture(event)) => self.on_capture(event),
+                Ok(Msg::Signal(SIGHUP)) => self.reload(),
+                Ok(Msg::Signal(sig)) => {
+                    info!(signal = sig, "received signal {sig}");
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        self.tracker.poll(now, &mut events);
+        self.handle(now, &events);
+        self.events = events;
+        let due = self.sessions.take_due(now);
+        if !due.is_empty() {
+            for s in &due {
+                info!(src = %s.src, door = %s.door, "{}: {}: command timeout", s.src, s.door);
+                command::spawn(&s.door, s.stop_argv.clone(), self.opts.dry_run);
+            }
+            self.save_journal();
+        }
+        if now >= self.next_refresh {
+            self.refresh_interfaces();
+            self.next_refresh = now + REFRESH_EVERY;
+        }
+    }
+
+    fn on_capture(&mut self, event: CaptureEvent) {
+        match event {
+            CaptureEvent::Knock { knock, .. } => {
+                let now = self.clock.now();
+                let dst_is_local = self.local.contains(&knock.dst);
+                let mut events = std::mem::take(&mut self.events);
+                events.clear();
+                self.tracker
+                    .on_knock(now, &knock, dst_is_local, &mut events);
+                self.handle(now, &events);
+                self.events = events;
+            }
+            CaptureEvent::Up { iface, link } => {
+                info!(interface = %iface, ?link, "listening on {iface}");
+            }
+            CaptureEvent::Down { iface, error } => {
+                warn!(interface = %iface, "{error}; retrying");
+            }
+        }
+    }
+
+    fn handle(&mut self, now: Instant, events: &[Event]) {
+        for event in events {
+            let name = |door: usize| self.tracker.doors()[door].name.clone();
+            match *event {
+                Event::Stage {
+                    src,
+                    door,
+                    stage,
+                    of,
+                } => {
+                    let door = name(door);
+                    info!(%src, %door, stage, of, "{src}: {door}: Stage {stage}");
+                }
+                Event::Opened { src, door } => self.open(now, src, door),
+                Event::Timeout { src, door, stage } => {
+                    let door = name(door);
+                    info!(%src, %door, stage, "{src}: {door}: sequence timeout (stage {stage})");
+                }
+                Event::Reset {
+                    src,
+                    door,
+                    stage,
+                    reason,
+                } => {
+                    let door = name(door);
+                    match reason {
+                        ResetReason::WrongKnock(k) => {
+                            debug!(%src, %door, stage, knock = %k, "{src}: {door}: reset at stage {stage} by a knock on {k}")
+                        }
+                        ResetReason::Evicted => {
+                            debug!(%src, %door, stage, "{src}: {door}: attempt evicted (too many sources)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, now: Instant, src: IpAddr, door: usize) {
+        let Some(d) = self.config.doors.get(door) else {
+            return;
+        };
+        let name = d.name.as_str();
+        info!(%src, door = name, "{src}: {name}: OPEN SESAME");
+        let vars = Vars {
+            ip: src,
+            door: name,
+        };
+        let ipv6 = src.is_ipv6();
+        let start = d.start_for(ipv6).map(|c| c.render(&vars));
+        let Some(stop) = d.stop_for(ipv6).map(|c| c.render(&vars)) else {
+            if let Some(argv) = start {
+                command::spawn(name, argv, self.opts.dry_run);
+            }
+            return;
+        };
+        let outcome = self
+            .sessions
+            .open(now, SystemTime::now(), name, src, d.cmd_timeout, stop);
+        match outcome {
+            OpenOutcome::New => {
+                if let Some(argv) = start {
+                    command::spawn(name, argv, self.opts.dry_run);
+                }
+            }
+            OpenOutcome::Extended => {
+                info!(%src, door = name, "{src}: {name}: already open: extended by {:?}", d.cmd_timeout);
+            }
+        }
+        self.save_journal();
+    }
+
+    fn save_journal(&self) {
+        if let Some(path) = &self.journal {
+            if let Err(e) = sessions::save(path, &self.sessions.to_journal()) {
+                error!("cannot save open doors: {e}; they stay scheduled in memory");
+            }
+        }
+    }
+
+    fn reload(&mut self) {
+        let path = self
+            .opts
+            .config_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH));
+        info!("re-reading config file: {}", path.display());
+        match load_config(self.opts.config_path.as_deref()) {
+            Ok(new) => {
+                self.tracker.set_doors(doors(&new), new.daemon.max_sources);
+                if new.daemon.log_file != self.config.daemon.log_file
+                    || new.daemon.state_dir != self.config.daemon.state_dir
+                {
+                    warn!("log_file and state_dir changes take effect at the next restart");
+                }
+                self.config = new;
+                self.refresh_interfaces();
+                info!(doors = self.config.doors.len(), "config reloaded");
+            }
+            Err(e) => error!("config reload failed, keeping the current config: {e}"),
+        }
+    }
+
+    /// Re-reads interfaces and addresses; starts, stops and re-filters captures to match.
+    fn refresh_interfaces(&mut self) {
+        let system = capture::interfaces();
+        let wanted: BTreeSet<String> = if !self.opts.interfaces.is_empty() {
+            self.opts.interfaces.iter().cloned().collect()
+        } else {
+            match &self.config.daemon.interfaces {
+                Interfaces::Named(names) => names.iter().cloned().collect(),
+                Interfaces::Auto => system
+                    .values()
+                    .filter(|i| i.up && !i.loopback && !i.addresses.is_empty())
+                    .map(|i| i.name.clone())
+                    .collect(),
+            }
+        };
+        let gone: Vec<String> = self
+            .captures
+            .keys()
+            .filter(|n| !wanted.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(c) = self.captures.remove(&name) {
+                info!(interface = %name, "no longer listening on {name}");
+                c.stop();
+            }
+        }
+        self.local = wanted
+            .iter()
+            .filter_map(|n| system.get(n))
+            .flat_map(|i| i.addresses.iter().copied())
+            .collect();
+        let mut local: Vec<IpAddr> = self.local.iter().copied().collect();
+        local.sort();
+        let mut targets: Vec<IpAddr> = self.config.doors.iter().filter_map(|d| d.target).collect();
+        targets.sort();
+        targets.dedup();
+        let mut udp_ports: Vec<u16> = self
+            .config
+            .doors
+            .iter()
+            .flat_map(|d| d.sequence.iter())
+            .filter(|k| k.proto == Proto::Udp)
+            .map(|k| k.port)
+            .collect();
+        udp_ports.sort();
+        udp_ports.dedup();
+        let filter = FilterSpec {
+            local,
+            targets,
+            udp_ports,
+        };
+        for name in &wanted {
+            match self.captures.get(name) {
+                Some(c) => {
+                    if c.set_filter(&filter) {
+                        debug!(interface = %name, ?filter, "addresses or doors changed");
+                    }
+                }
+                None => match Capture::start(
+                    name,
+                    filter.clone(),
+                    self.tx.clone(),
+                    self.counters.clone(),
+                ) {
+                    Ok(c) => {
+                        self.captures.insert(name.clone(), c);
+                    }
+                    Err(e) => error!(interface = %name, "cannot start capture thread: {e}"),
+                },
+            }
+        }
+        let malformed = self.counters.malformed.load(Ordering::Relaxed);
+        let full = self.counters.queue_full.load(Ordering::Relaxed);
+        debug!(
+            malformed,
+            queue_full = full,
+            tracked = self.tracker.tracked_sources(),
+            "counters"
+        );
+    }
+
+    fn shutdown(&mut self) {
+        for (_, c) in std::mem::take(&mut self.captures) {
+            c.stop();
+        }
+        let open = self.sessions.take_all();
+        for s in &open {
+            info!(src = %s.src, door = %s.door, "{}: {}: closing at shutdown", s.src, s.door);
+            if self.opts.dry_run {
+                command::spawn(&s.door, s.stop_argv.clone(), true);
+                continue;
+            }
+            info!(door = %s.door, "{}: running command: {}", s.door, command::display(&s.stop_argv));
+            match command::run_blocking(&s.stop_argv, Duration::from_secs(10)) {
+                Ok(command::Outcome::Exited(st)) if st.success() => {}
+                Ok(other) => warn!(door = %s.door, "{}: stop command ended with {other:?}", s.door),
+                Err(e) => error!(door = %s.door, "{}: cannot run stop command: {e}", s.door),
+            }
+        }
+        self.save_journal();
+        if let Some(pid) = &self.config.daemon.pid_file {
+            let _ = std::fs::remove_file(pid);
+        }
+        info!("shutting down");
+    }
+}

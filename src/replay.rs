@@ -1,0 +1,251 @@
+//! `knockgate replay`: a capture file through the real parser and engine, packet timestamps as
+//! time, printing the events and the actions the daemon would take.
+//!
+//! Doors without a target count knocks to the addresses given with `--local`, or to any address
+//! when none is given (a capture file does not say which addresses were the host's own).
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::config::{Config, Vars};
+use crate::engine::{DoorSpec, Event, ResetReason, Tracker};
+use crate::sessions::{OpenOutcome, Sessions};
+use crate::time::Instant;
+use crate::wire::{self, LinkType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The capture file cannot be opened or read (not a pcap/pcapng file, or truncated).
+    #[error("{path}: {message}")]
+    Capture { path: String, message: String },
+    /// The capture's link type is not one knockgate parses.
+    #[error("{path}: unsupported link type {dlt}")]
+    LinkType { path: String, dlt: i32 },
+    #[error("writing the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// What a replay counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub packets: u64,
+    pub knocks: u64,
+    pub malformed: u64,
+    pub opens: u64,
+}
+
+/// Replays `capture` through `config`'s doors, writing one line per event to `out`.
+pub fn replay(
+    config: &Config,
+    capture: &Path,
+    local: &[IpAddr],
+    out: &mut impl Write,
+) -> Result<Summary, ReplayError> {
+    let path = capture.display().to_string();
+    let mut cap = pcap::Capture::from_file(capture).map_err(|e| ReplayError::Capture {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let dlt = cap.get_datalink().0;
+    let link = LinkType::from_dlt(dlt).ok_or(ReplayError::LinkType {
+        path: path.clone(),
+        dlt,
+    })?;
+    let doors: Vec<DoorSpec> = config.doors.iter().map(DoorSpec::from).collect();
+    let mut tracker = Tracker::new(doors, config.daemon.max_sources);
+    let mut sessions = Sessions::new();
+    let mut summary = Summary::default();
+    let mut events = Vec::new();
+    let mut origin: Option<i128> = None;
+    let mut now = Instant::ZERO;
+    loop {
+        let packet = match cap.next_packet() {
+            Ok(p) => p,
+            Err(pcap::Error::NoMorePackets) => break,
+            Err(e) => {
+                return Err(ReplayError::Capture {
+                    path,
+                    message: e.to_string(),
+                })
+            }
+        };
+        summary.packets += 1;
+        let ts =
+            i128::from(packet.header.ts.tv_sec) * 1_000_000 + i128::from(packet.header.ts.tv_usec);
+        let first = *origin.get_or_insert(ts);
+        // Time never runs backwards in the engine, even if the file's timestamps do.
+        now = now.max(Instant::from_micros(u64::try_from(ts - first).unwrap_or(0)));
+        let knock = match wire::parse(link, packet.data) {
+            Ok(k) => k,
+            Err(_) => {
+                summary.malformed += 1;
+                continue;
+            }
+        };
+        summary.knocks += 1;
+        advance(
+            config,
+            &mut tracker,
+            &mut sessions,
+            Some(now),
+            &mut summary,
+            out,
+        )?;
+        events.clear();
+        let dst_is_local = local.is_empty() || local.contains(&knock.dst);
+        tracker.on_knock(now, &knock, dst_is_local, &mut events);
+        report(
+            config,
+            &tracker,
+            &mut sessions,
+            now,
+            &events,
+            &mut summary,
+            out,
+        )?;
+    }
+    // What the daemon would still do after the capture ends.
+    advance(config, &mut tracker, &mut sessions, None, &mut summary, out)?;
+    writeln!(
+        out,
+        "# {} packets, {} knocks, {} malformed, {} opened",
+        summary.packets, summary.knocks, summary.malformed, summary.opens
+    )?;
+    Ok(summary)
+}
+
+/// Fires every timer due up to `until` (all of them with None), each at its own time.
+fn advance(
+    config: &Config,
+    tracker: &mut Tracker,
+    sessions: &mut Sessions,
+    until: Option<Instant>,
+    summary: &mut Summary,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let mut events = Vec::new();
+    loop {
+        let next = [tracker.poll_at(), sessions.poll_at()]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(at) = next.filter(|t| until.is_none_or(|u| *t <= u)) else {
+            return Ok(());
+        };
+        events.clear();
+        tracker.poll(at, &mut events);
+        report(config, tracker, sessions, at, &events, summary, out)?;
+        close_due(sessions, at, out)?;
+    }
+}
+
+fn stamp(t: Instant) -> String {
+    let us = t.as_micros();
+    format!("[{:>6}.{:03}s]", us / 1_000_000, (us % 1_000_000) / 1000)
+}
+
+fn close_due(sessions: &mut Sessions, now: Instant, out: &mut impl Write) -> std::io::Result<()> {
+    for s in sessions.take_due(now) {
+        let at = stamp(s.deadline);
+        writeln!(out, "{at} {}: {}: command timeout", s.src, s.door)?;
+        writeln!(
+            out,
+            "{at} {}: would run command: {}",
+            s.door,
+            crate::command::display(&s.stop_argv)
+        )?;
+    }
+    Ok(())
+}
+
+fn report(
+    config: &Config,
+    tracker: &Tracker,
+    sessions: &mut Sessions,
+    now: Instant,
+    events: &[Event],
+    summary: &mut Summary,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let name = |door: usize| tracker.doors()[door].name.as_str();
+    for event in events {
+        match *event {
+            Event::Stage {
+                src, door, stage, ..
+            } => writeln!(out, "{} {src}: {}: Stage {stage}", stamp(now), name(door))?,
+            Event::Timeout { src, door, stage } => writeln!(
+                out,
+                "{} {src}: {}: sequence timeout (stage {stage})",
+                stamp(now),
+                name(door)
+            )?,
+            Event::Reset {
+                src,
+                door,
+                stage,
+                reason: ResetReason::WrongKnock(k),
+            } => writeln!(
+                out,
+                "{} {src}: {}: reset at stage {stage} by a knock on {k}",
+                stamp(now),
+                name(door)
+            )?,
+            Event::Reset {
+                src,
+                door,
+                stage,
+                reason: ResetReason::Evicted,
+            } => writeln!(
+                out,
+                "{} {src}: {}: attempt at stage {stage} evicted",
+                stamp(now),
+                name(door)
+            )?,
+            Event::Opened { src, door } => {
+                summary.opens += 1;
+                let d = &config.doors[door];
+                writeln!(out, "{} {src}: {}: OPEN SESAME", stamp(now), d.name)?;
+                let vars = Vars {
+                    ip: src,
+                    door: &d.name,
+                };
+                let ipv6 = src.is_ipv6();
+                let start = d.start_for(ipv6).map(|c| c.render(&vars));
+                let fresh = match d.stop_for(ipv6) {
+                    Some(stop) => {
+                        let outcome = sessions.open(
+                            now,
+                            SystemTime::UNIX_EPOCH,
+                            &d.name,
+                            src,
+                            d.cmd_timeout,
+                            stop.render(&vars),
+                        );
+                        if outcome == OpenOutcome::Extended {
+                            writeln!(
+                                out,
+                                "{} {src}: {}: already open: extended",
+                                stamp(now),
+                                d.name
+                            )?;
+                        }
+                        outcome == OpenOutcome::New
+                    }
+                    None => true,
+                };
+                if let (true, Some(argv)) = (fresh, start) {
+                    writeln!(
+                        out,
+                        "{} {}: would run command: {}",
+                        stamp(now),
+                        d.name,
+                        crate::command::display(&argv)
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! The `knockgate` binary's commands that need no privileges: `check`, `import-knockd`,
+//! `replay` (on capture files written here with libpcap) and the knock client on loopback.
+
+use std::fs;
+use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use etherparse::PacketBuilder;
+
+fn knockgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_knockgate"))
+        .args(args)
+        .output()
+        .expect("run knockgate")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const CONFIG: &str = r#"
+[[door]]
+name = "openSSH"
+sequence = ["7000", "8000", "9000"]
+seq_timeout = "5s"
+start_command = "/sbin/iptables -w -I KNOCKD -s %IP% -p tcp --dport 22 -j ACCEPT"
+stop_command = "/sbin/iptables -w -D KNOCKD -s %IP% -p tcp --dport 22 -j ACCEPT"
+cmd_timeout = "30s"
+
+[[door]]
+name = "udpDoor"
+sequence = ["6001/udp", "6002/udp"]
+command = "logger %IP%"
+"#;
+
+#[test]
+fn check_accepts_a_good_config_and_the_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.toml");
+    fs::write(&path, CONFIG).unwrap();
+    let out = knockgate(&["check", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("2 door(s)"));
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/knockgate.toml");
+    let out = knockgate(&["check", "--config", example.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn check_rejects_bad_configs_with_exit_78_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[[door]]\nname = \"a\"\nsequence = [\"7000\", \"abc\"]\n",
+            3,
+            "door[a].sequence",
+        ),
+        (
+            "[[door]]\nname = \"a\"\nsequence = [\"7000\"]\nseq_timeout = \"xyz\"\n",
+            4,
+            "door[a].seq_timeout",
+        ),
+        ("[daemon]\nmax_sources = 0\n", 2, "daemon.max_sources"),
+        (
+            "[[door]]\nname = \"a\"\nsequence = [\"7000\"]\ntcp_flags = \"syn,bogus\"\n",
+            4,
+            "door[a].tcp_flags",
+        ),
+        (
+            "[[door]]\nname = \"a\"\nsequence = [\"7000\"]\ncolour = 1\n",
+            4,
+            "colour",
+        ),
+    ];
+    for (i, (config, line, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        fs::write(&path, config).unwrap();
+        let out = knockgate(&["check", "--config", path.to_str().unwrap()]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "case {i}: {err}");
+        let place = format!("{}:{line}:", path.display());
+        assert!(err.contains(&place), "case {i}: `{place}` not in {err}");
+        assert!(err.contains(key), "case {i}: `{key}` not in {err}");
+    }
+    let out = knockgate(&["check", "--config", "/nonexistent/knockgate.toml"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(text(&out.stderr).contains("/nonexistent/knockgate.toml"));
+}
+
+#[test]
+fn import_knockd_conf_then_check_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let knockd = dir.path().join("knockd.conf");
+    fs::write(
+        &knockd,
+        "[options]\n\tUseSyslog\n\tInterface = eth1\n\n[openSSH]\n\tsequence    = 7000,8000,9000\n\tseq_timeout = 5\n\tcommand     = /sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\ttcpflags    = syn\n\n[closeSSH]\n\tsequence    = 9000,8000,7000\n\tseq_timeout = 5\n\tcommand     = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\ttcpflags    = syn\n",
+    )
+    .unwrap();
+    let out = knockgate(&["import-knockd", knockd.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let toml = dir.path().join("imported.toml");
+    fs::write(&toml, &out.stdout).unwrap();
+    let out = knockgate(&["check", "--config", toml.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        text(&fs::read(&toml).unwrap())
+    );
+    assert!(text(&out.stdout).contains("2 door(s)"));
+
+    // knockd's atoi would turn `abc` into port 0: we name the line instead.
+    fs::write(&knockd, "[openSSH]\n  sequence = 7000,abc,9000\n").unwrap();
+    let out = knockgate(&["import-knockd", knockd.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out.stderr).contains(&format!("{}:2", knockd.display())),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Writes an Ethernet capture: (time in ms, source, destination port, SYN or UDP).
+fn write_capture(path: &Path, packets: &[(u64, [u8; 4], u16, bool)]) {
+    let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
+    let mut save = cap.savefile(path).unwrap();
+    for &(ms, src, port, tcp) in packets {
+        let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]).ipv4(
+            src,
+            [10, 0, 0, 1],
+            64,
+        );
+        let mut frame = Vec::new();
+        if tcp {
+            builder
+                .tcp(40000, port, 1, 64240)
+                .syn()
+                .write(&mut frame, &[])
+                .unwrap();
+        } else {
+            builder.udp(40000, port).write(&mut frame, &[0]).unwrap();
+        }
+        let header = pcap::PacketHeader {
+            ts: libc::timeval {
+                tv_sec: 1_700_000_000 + (ms / 1000) as libc::time_t,
+                tv_usec: ((ms % 1000) * 1000) as libc::suseconds_t,
+            },
+            caplen: frame.len() as u32,
+            len: frame.len() as u32,
+        };
+        save.write(&pcap::Packet::new(&header, &frame));
+    }
+    save.flush().unwrap();
+}
+
+#[test]
+fn replay_prints_stages_opens_timeouts_and_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("k.toml");
+    fs::write(&config, CONFIG).unwrap();
+    let capture = dir.path().join("knocks.pcap");
+    let a = [192, 0, 2, 10];
+    let b = [192, 0, 2, 20];
+    let c = [192, 0, 2, 30];
+    write_capture(
+        &capture,
+        &[
+            (0, a, 7000, true),
+            (100, a, 8000, true),
+            (150, b, 7000, true),
+            (200, a, 9000, true),
+            (250, c, 7000, true),
+            (300, b, 6001, false),
+            (400, b, 6002, false),
+        ],
+    );
+    let out = knockgate(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        capture.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let expected = [
+        "[     0.000s] 192.0.2.10: openSSH: Stage 1",
+        "[     0.100s] 192.0.2.10: openSSH: Stage 2",
+        "[     0.200s] 192.0.2.10: openSSH: OPEN SESAME",
+        "[     0.200s] openSSH: would run command: /sbin/iptables -w -I KNOCKD -s 192.0.2.10 -p tcp --dport 22 -j ACCEPT",
+        "[     0.250s] 192.0.2.30: openSSH: Stage 1",
+        // A knock on another door's port is a wrong knock for openSSH: b starts over.
+        "[     0.300s] 192.0.2.20: openSSH: reset at stage 1 by a knock on 6001/udp",
+        "[     0.400s] 192.0.2.20: udpDoor: OPEN SESAME",
+        "[     0.400s] udpDoor: would run command: logger 192.0.2.20",
+        // c's attempt started at 0.250 s and times out 5 s later, after the capture's end.
+        "[     5.250s] 192.0.2.30: openSSH: sequence timeout (stage 1)",
+        "[    30.200s] 192.0.2.10: openSSH: command timeout",
+        "[    30.200s] openSSH: would run command: /sbin/iptables -w -D KNOCKD -s 192.0.2.10 -p tcp --dport 22 -j ACCEPT",
+        "# 7 packets, 7 knocks, 0 malformed, 2 opened",
+    ];
+    let mut rest = stdout.as_str();
+    for line in expected {
+        let at = rest
+            .find(line)
+            .unwrap_or_else(|| panic!("`{line}` missing or out of order in:\n{stdout}"));
+        rest = &rest[at + line.len()..];
+    }
+}
+
+#[test]
+fn replay_rejects_a_file_that_is_not_a_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("k.toml");
+    fs::write(&config, CONFIG).unwrap();
+    let bogus = dir.path().join("bogus.pcap");
+    fs::write(&bogus, b"not a capture").unwrap();
+    let out = knockgate(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        bogus.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("bogus.pcap"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn knock_client_on_loopback() {
+    let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    udp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let tcp = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
+    let (uport, tport) = (
+        udp.local_addr().unwrap().port(),
+        tcp.local_addr().unwrap().port(),
+    );
+    let out = knockgate(&["knock", "-v", "127.0.0.1", &format!("{uport}:udp")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("hitting udp 127.0.0.1:{uport}")));
+    let mut buf = [0u8; 8];
+    assert_eq!(udp.recv_from(&mut buf).unwrap().0, 1);
+    let out = knockgate(&["knock", "-6", "::1", &tport.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(tcp.accept().is_ok());
+    // Bad arguments are errors, not port 0.
+    let out = knockgate(&["knock", "127.0.0.1", "abc:tcp"]);
+    assert!(!out.status.success());
+    let out = knockgate(&["knock", "no-such-host.invalid", "7000"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot resolve"));
+}

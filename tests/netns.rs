@@ -1,0 +1,466 @@
+//! The real daemon capturing on veth pairs in network namespaces, knocked by real clients:
+//! knockgate's own, Debian's `knock`, `nc -z` and `nmap`. Every test asserts the action's
+//! effect: a command that writes the knocker's address to a file.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(10);
+
+/// Doors used by most tests: a TCP door and a UDP door, each appending the knocker's address.
+const CONFIG: &str = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[[door]]
+name = "openSSH"
+sequence = ["7000/tcp", "8000/tcp", "9000/tcp"]
+seq_timeout = "10s"
+start_command = "sh -c 'echo %IP% >> @DIR@/opened'"
+
+[[door]]
+name = "udpDoor"
+sequence = ["6001/udp", "6002/udp", "6003/udp"]
+seq_timeout = "10s"
+start_command = "sh -c 'echo udp %IP% >> @DIR@/opened'"
+"#;
+
+fn lab_with_daemon(config: &str, args: &[&str], ifaces: &[&str]) -> (Lab, Daemon) {
+    let lab = Lab::new();
+    let cfg = lab.write_config("knockgate.toml", config);
+    let daemon = lab.start_daemon(&cfg, args, ifaces);
+    (lab, daemon)
+}
+
+#[test]
+fn knockgate_client_opens_over_ipv4_and_ipv6() {
+    if !can_run_netns() {
+        return;
+    }
+    let (lab, daemon) = lab_with_daemon(CONFIG, &[], &["kgw0"]);
+    let opened = lab.path("opened");
+    let link = lab.link(0);
+    let c = lab.client(0);
+    c.ok(&[knockgate(), "knock", &link.gw_v4, "7000", "8000", "9000"]);
+    wait_file(&opened, &format!("{}\n", link.client_v4), LONG);
+    c.ok(&[
+        knockgate(),
+        "knock",
+        "-6",
+        &link.gw_v6,
+        "7000",
+        "8000",
+        "9000",
+    ]);
+    wait_file(&opened, &format!("{}\n", link.client_v6), LONG);
+    c.ok(&[
+        knockgate(),
+        "knock",
+        "-u",
+        &link.gw_v4,
+        "6001",
+        "6002",
+        "6003",
+    ]);
+    wait_file(&opened, &format!("udp {}\n", link.client_v4), LONG);
+    let log = daemon.log_text();
+    for line in [
+        format!("{}: openSSH: Stage 1", link.client_v4),
+        format!("{}: openSSH: Stage 2", link.client_v4),
+        format!("{}: openSSH: OPEN SESAME", link.client_v4),
+        format!("{}: openSSH: OPEN SESAME", link.client_v6),
+        "openSSH: running command: sh -c".to_string(),
+    ] {
+        assert!(log.contains(&line), "missing `{line}` in:\n{log}");
+    }
+    // One knock sequence, one command run per address.
+    assert_eq!(
+        read(&opened)
+            .matches(&format!("{}\n", link.client_v4))
+            .count(),
+        2
+    ); // tcp + "udp IP"
+}
+
+#[test]
+fn debian_knock_client_opens_tcp_udp_and_ipv6() {
+    if !can_run_netns() {
+        return;
+    }
+    let (lab, _daemon) = lab_with_daemon(CONFIG, &[], &["kgw0"]);
+    let opened = lab.path("opened");
+    let link = lab.link(0);
+    let c = lab.client(0);
+    c.ok(&["knock", &link.gw_v4, "7000", "8000", "9000"]);
+    wait_file(&opened, &format!("{}\n", link.client_v4), LONG);
+    c.ok(&["knock", &link.gw_v4, "6001:udp", "6002:udp", "6003:udp"]);
+    wait_file(&opened, &format!("udp {}\n", link.client_v4), LONG);
+    c.ok(&["knock", "-6", &link.gw_v6, "7000", "8000", "9000"]);
+    wait_file(&opened, &format!("{}\n", link.client_v6), LONG);
+}
+
+#[test]
+fn nc_z_with_retransmitted_syns_opens() {
+    if !can_run_netns() {
+        return;
+    }
+    let (lab, daemon) = lab_with_daemon(CONFIG, &[], &["kgw0"]);
+    let link = lab.link(0);
+    // The gateway drops the knocks silently, as a locked-down gateway does: nc's SYN gets no
+    // answer and the kernel retransmits it after 1 s. knockd resets on that retransmission.
+    lab.gw.ok(&[
+        "iptables",
+        "-w",
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "7000:9000",
+        "-j",
+        "DROP",
+    ]);
+    let c = lab.client(0);
+    for port in ["7000", "8000", "9000"] {
+        let start = Instant::now();
+        c.run(&["nc", "-z", "-w", "2", &link.gw_v4, port]);
+        assert!(
+            start.elapsed() >= Duration::from_millis(1500),
+            "nc returned before its SYN was retransmitted"
+        );
+    }
+    wait_file(&lab.path("opened"), &format!("{}\n", link.client_v4), LONG);
+    assert!(
+        !daemon.log_text().contains("reset at stage"),
+        "{}",
+        daemon.log_text()
+    );
+}
+
+#[test]
+fn nmap_knocks_but_an_in_order_full_scan_never_opens() {
+    if !can_run_netns() {
+        return;
+    }
+    // An ascending sequence: what knockd #71 walks open with `nmap -r`.
+    let config = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[[door]]
+name = "ascending"
+sequence = ["1000", "2000", "3000"]
+seq_timeout = "60s"
+start_command = "sh -c 'echo %IP% >> @DIR@/opened'"
+"#;
+    let (lab, daemon) = lab_with_daemon(config, &[], &["kgw0"]);
+    let link = lab.link(0);
+    let c = lab.client(0);
+    let opened = lab.path("opened");
+    let scan = c.ok(&[
+        "nmap",
+        "-n",
+        "-Pn",
+        "-sS",
+        "-r",
+        "-T5",
+        "--max-retries",
+        "0",
+        "-p",
+        "1-65535",
+        &link.gw_v4,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&scan.stdout).contains("65535 closed"),
+        "the scan did not cross every port: {}",
+        String::from_utf8_lossy(&scan.stdout)
+    );
+    daemon.wait_log(
+        &format!(
+            "{}: ascending: reset at stage 1 by a knock on 1001/tcp",
+            link.client_v4
+        ),
+        LONG,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !read(&opened).contains(&link.client_v4),
+        "a port scan opened the door"
+    );
+    // nmap as a knock client: the three ports in order, one probe at a time.
+    c.ok(&[
+        "nmap",
+        "-n",
+        "-Pn",
+        "-sS",
+        "-r",
+        "--max-parallelism",
+        "1",
+        "--max-retries",
+        "0",
+        "-p",
+        "1000,2000,3000",
+        &link.gw_v4,
+    ]);
+    wait_file(&opened, &format!("{}\n", link.client_v4), LONG);
+}
+
+#[test]
+fn two_interfaces_at_once() {
+    if !can_run_netns() {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add_client();
+    let cfg = lab.write_config(
+        "knockgate.toml",
+        &CONFIG.replace(r#"["kgw0"]"#, r#"["kgw0", "kgw1"]"#),
+    );
+    let _daemon = lab.start_daemon(&cfg, &[], &["kgw0", "kgw1"]);
+    let opened = lab.path("opened");
+    for i in [1, 0] {
+        let link = lab.link(i);
+        lab.client(i)
+            .ok(&[knockgate(), "knock", &link.gw_v4, "7000", "8000", "9000"]);
+        wait_file(&opened, &format!("{}\n", link.client_v4), LONG);
+    }
+}
+
+#[test]
+fn cli_interface_overrides_config() {
+    if !can_run_netns() {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add_client();
+    // The config names kgw0 only; --interface kgw1 replaces it.
+    let cfg = lab.write_config("knockgate.toml", CONFIG);
+    let daemon = lab.start_daemon(&cfg, &["--interface", "kgw1"], &["kgw1"]);
+    assert!(!daemon.log_text().contains("listening on kgw0"));
+    let link = lab.link(1);
+    lab.client(1)
+        .ok(&[knockgate(), "knock", &link.gw_v4, "7000", "8000", "9000"]);
+    wait_file(&lab.path("opened"), &format!("{}\n", link.client_v4), LONG);
+}
+
+#[test]
+fn address_added_after_start_works_without_restart() {
+    if !can_run_netns() {
+        return;
+    }
+    // `interfaces = "auto"`: the daemon finds kgw0 by itself.
+    let config = CONFIG.replace(r#"interfaces = ["kgw0"]"#, r#"interfaces = "auto""#);
+    let (lab, daemon) = lab_with_daemon(&config, &[], &["kgw0"]);
+    let link = lab.link(0);
+    // A DHCP renewal that brings a new address.
+    lab.gw
+        .ip(&["addr", "add", "10.201.0.1/24", "dev", &link.gw_if]);
+    lab.client(0)
+        .ip(&["addr", "add", "10.201.0.2/24", "dev", &link.client_if]);
+    daemon.wait_log("10.201.0.1", LONG);
+    lab.client(0)
+        .ok(&[knockgate(), "knock", "10.201.0.1", "7000", "8000", "9000"]);
+    wait_file(&lab.path("opened"), "10.201.0.2\n", LONG);
+}
+
+#[test]
+fn target_door_counts_knocks_to_its_address_only() {
+    if !can_run_netns() {
+        return;
+    }
+    let config = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[[door]]
+name = "wakeNAS"
+sequence = ["4000", "4001"]
+target = "10.200.0.50"
+start_command = "sh -c 'echo %IP% >> @DIR@/opened'"
+"#;
+    let (lab, _daemon) = lab_with_daemon(config, &[], &["kgw0"]);
+    let link = lab.link(0);
+    let c = lab.client(0);
+    let opened = lab.path("opened");
+    // Knocked at the gateway's own address: not this door's target.
+    c.ok(&[knockgate(), "knock", &link.gw_v4, "4000", "4001"]);
+    // The NAS is asleep: nobody answers ARP for it; the client sends to the gateway's MAC.
+    let mac = String::from_utf8(
+        lab.gw
+            .ok(&["cat", &format!("/sys/class/net/{}/address", link.gw_if)])
+            .stdout,
+    )
+    .unwrap();
+    c.ip(&[
+        "neigh",
+        "add",
+        "10.200.0.50",
+        "lladdr",
+        mac.trim(),
+        "dev",
+        &link.client_if,
+    ]);
+    c.ok(&[knockgate(), "knock", "10.200.0.50", "4000", "4001"]);
+    let text = wait_file(&opened, &format!("{}\n", link.client_v4), LONG);
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "the knock at the gateway's address opened it: {text}"
+    );
+}
+
+#[test]
+fn sighup_reloads_and_keeps_the_old_config_when_the_new_is_broken() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let cfg = lab.write_config("knockgate.toml", CONFIG);
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let link = lab.link(0);
+    let c = lab.client(0);
+    let opened = lab.path("opened");
+    lab.write_config(
+        "knockgate.toml",
+        &CONFIG.replace(
+            r#"["7000/tcp", "8000/tcp", "9000/tcp"]"#,
+            r#"["7100", "7200"]"#,
+        ),
+    );
+    daemon.signal("HUP");
+    daemon.wait_log("config reloaded", LONG);
+    c.ok(&[knockgate(), "knock", &link.gw_v4, "7000", "8000", "9000"]);
+    c.ok(&[knockgate(), "knock", &link.gw_v4, "7100", "7200"]);
+    wait_file(&opened, &format!("{}\n", link.client_v4), LONG);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        read(&opened).lines().count(),
+        1,
+        "the old sequence still opened"
+    );
+    // A broken config is refused; the running one stays.
+    lab.write_config(
+        "knockgate.toml",
+        "[[door]]\nname = \"x\"\nsequence = [\"abc\"]\n",
+    );
+    daemon.signal("HUP");
+    daemon.wait_log("config reload failed, keeping the current config", LONG);
+    assert!(
+        daemon
+            .log_text()
+            .contains("knockgate.toml:3: key `door[x].sequence`"),
+        "{}",
+        daemon.log_text()
+    );
+    c.ok(&[knockgate(), "knock", "-6", &link.gw_v6, "7100", "7200"]);
+    wait_file(&opened, &format!("{}\n", link.client_v6), LONG);
+}
+
+const START_STOP: &str = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[[door]]
+name = "timed"
+sequence = ["7000", "8000"]
+start_command = "sh -c 'echo open %IP% >> @DIR@/events'"
+stop_command = "sh -c 'echo close %IP% >> @DIR@/events'"
+cmd_timeout = "3s"
+"#;
+
+#[test]
+fn pending_stop_command_survives_sigkill_and_repeat_knock_extends() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let cfg = lab.write_config("knockgate.toml", START_STOP);
+    let mut daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let link = lab.link(0);
+    let c = lab.client(0);
+    let events = lab.path("events");
+    c.ok(&[knockgate(), "knock", &link.gw_v4, "7000", "8000"]);
+    wait_file(&events, &format!("open {}", link.client_v4), LONG);
+    let opened_at = Instant::now();
+    // Knocking again while open extends the door: no second start command.
+    c.ok(&[knockgate(), "knock", &link.gw_v4, "7000", "8000"]);
+    daemon.wait_log("already open: extended", LONG);
+    // The daemon dies hard before the stop command is due...
+    daemon.signal("KILL");
+    daemon.wait_exit(LONG);
+    assert!(!read(&events).contains("close"));
+    // ...and the restarted daemon still closes the door on time.
+    let _daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    wait_file(&events, &format!("close {}", link.client_v4), LONG);
+    let took = opened_at.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500),
+        "closed early: {took:?}"
+    );
+    assert!(took <= Duration::from_secs(8), "closed late: {took:?}");
+    let text = read(&events);
+    assert_eq!(text.matches("open ").count(), 1, "{text}");
+    assert_eq!(text.matches("close ").count(), 1, "{text}");
+}
+
+#[test]
+fn sigterm_closes_open_doors_and_exits_cleanly() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let cfg = lab.write_config("knockgate.toml", &START_STOP.replace("3s", "1h"));
+    let mut daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let link = lab.link(0);
+    lab.client(0)
+        .ok(&[knockgate(), "knock", &link.gw_v4, "7000", "8000"]);
+    let events = lab.path("events");
+    wait_file(&events, &format!("open {}", link.client_v4), LONG);
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), Some(0));
+    assert!(read(&events).contains(&format!("close {}", link.client_v4)));
+    assert!(daemon.log_text().contains("shutting down"));
+    // Nothing left pending in the journal.
+    let journal = read(&lab.path("state/sessions.json"));
+    assert!(journal.contains("\"sessions\": []"), "{journal}");
+}
+
+#[test]
+fn dry_run_logs_instead_of_running() {
+    if !can_run_netns() {
+        return;
+    }
+    let (lab, daemon) = lab_with_daemon(CONFIG, &["--dry-run"], &["kgw0"]);
+    let link = lab.link(0);
+    lab.client(0)
+        .ok(&[knockgate(), "knock", &link.gw_v4, "7000", "8000", "9000"]);
+    daemon.wait_log("openSSH: (dry run) would run command: sh -c", LONG);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!lab.path("opened").exists(), "dry run ran the command");
+}
+
+#[test]
+fn knock_client_fails_when_a_knock_cannot_be_sent() {
+    if !can_run_netns() {
+        return;
+    }
+    // A namespace with no route anywhere: the knock cannot leave.
+    let ns = Netns::new("noroute");
+    let out = ns.run(&[knockgate(), "knock", "192.0.2.1", "7000"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot send the 7000/tcp knock to 192.0.2.1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ns.run(&[knockgate(), "knock", "-u", "192.0.2.1", "7000"]);
+    assert!(!out.status.success());
+}
