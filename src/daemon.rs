@@ -21,8 +21,9 @@ use tracing::{debug, error, info, warn};
 use crate::capture::{self, Capture, CaptureEvent, Counters, FilterSpec};
 use crate::command;
 use crate::config::{self, Config, Interfaces, Vars};
-use crate::engine::{DoorSpec, Event, ResetReason, Tracker};
+use crate::engine::{Event, ResetReason, Tracker};
 use crate::knock::Proto;
+use crate::otp::{self, OtpError};
 use crate::sessions::{self, OpenOutcome, Sessions};
 use crate::time::{Instant, MonotonicClock};
 
@@ -60,6 +61,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    OneTime(#[from] OtpError),
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -94,6 +97,7 @@ impl From<CaptureEvent> for Msg {
 struct Daemon {
     opts: Options,
     config: Config,
+    otp: otp::Lists,
     clock: MonotonicClock,
     tracker: Tracker,
     sessions: Sessions,
@@ -109,6 +113,7 @@ struct Daemon {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
+    let otp = otp::Lists::load(&config)?;
     let clock = MonotonicClock::new();
     let now = clock.now();
     let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
@@ -181,10 +186,11 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         })
         .map_err(DaemonError::Thread)?;
 
-    let tracker = Tracker::new(doors(&config), config.daemon.max_sources);
+    let tracker = Tracker::new(otp.specs(&config), config.daemon.max_sources);
     let mut daemon = Daemon {
         opts,
         config,
+        otp,
         clock,
         tracker,
         sessions,
@@ -207,10 +213,6 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
     daemon.main_loop(rx);
     daemon.shutdown();
     Ok(())
-}
-
-fn doors(config: &Config) -> Vec<DoorSpec> {
-    config.doors.iter().map(DoorSpec::from).collect()
 }
 
 impl Daemon {
@@ -295,7 +297,10 @@ impl Daemon {
                     let door = name(door);
                     info!(%src, %door, stage, of, "{src}: {door}: Stage {stage}");
                 }
-                Event::Opened { src, door } => self.open(now, src, door),
+                Event::Opened { src, door } => {
+                    self.open(now, src, door);
+                    self.retire_one_time(door);
+                }
                 Event::Timeout { src, door, stage } => {
                     let door = name(door);
                     info!(%src, %door, stage, "{src}: {door}: sequence timeout (stage {stage})");
@@ -354,6 +359,29 @@ impl Daemon {
         self.save_journal();
     }
 
+    /// After a door opened: retire its one-time sequence, if it has one, and give the engine
+    /// the next.
+    fn retire_one_time(&mut self, door: usize) {
+        let Some(name) = self.config.doors.get(door).map(|d| d.name.clone()) else {
+            return;
+        };
+        let Some(list) = self.otp.get_mut(&name) else {
+            return;
+        };
+        if let Err(e) = list.consume() {
+            error!(door = %name, "{name}: {e}; the used sequence stays retired until restart only");
+        }
+        let left = list.remaining();
+        if left == 0 {
+            warn!(door = %name, "{name}: no one-time sequences left in {}: door disabled", list.path().display());
+        } else {
+            info!(door = %name, left, "{name}: one-time sequence used, {left} left");
+        }
+        self.tracker
+            .set_doors(self.otp.specs(&self.config), self.config.daemon.max_sources);
+        self.refresh_interfaces();
+    }
+
     fn save_journal(&self) {
         if let Some(path) = &self.journal {
             if let Err(e) = sessions::save(path, &self.sessions.to_journal()) {
@@ -369,9 +397,18 @@ impl Daemon {
             .clone()
             .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH));
         info!("re-reading config file: {}", path.display());
-        match load_config(self.opts.config_path.as_deref()) {
-            Ok(new) => {
-                self.tracker.set_doors(doors(&new), new.daemon.max_sources);
+        let loaded = load_config(self.opts.config_path.as_deref())
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                otp::Lists::load(&c)
+                    .map(|o| (c, o))
+                    .map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok((new, otp)) => {
+                self.tracker
+                    .set_doors(otp.specs(&new), new.daemon.max_sources);
+                self.otp = otp;
                 if new.daemon.log_file != self.config.daemon.log_file
                     || new.daemon.state_dir != self.config.daemon.state_dir
                 {
@@ -423,8 +460,8 @@ impl Daemon {
         targets.sort();
         targets.dedup();
         let mut udp_ports: Vec<u16> = self
-            .config
-            .doors
+            .tracker
+            .doors()
             .iter()
             .flat_map(|d| d.sequence.iter())
             .filter(|k| k.proto == Proto::Udp)

@@ -338,6 +338,10 @@ impl Tracker {
             None => &mut fresh,
         };
         for (index, door) in doors.iter().enumerate() {
+            if door.sequence.is_empty() {
+                // A door with no sequence (a used-up one-time list) is disabled.
+                continue;
+            }
             let to_door = match door.target {
                 Some(target) => knock.dst == target,
                 None => dst_is_local,
@@ -1097,5 +1101,19 @@ mod tests {
         t.poll(Instant::from_secs(11), &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(t.tracked_sources(), 0);
+    }
+
+    #[test]
+    fn door_without_sequence_is_disabled() {
+        let mut t = Tracker::new(vec![door("used-up", &[], 5), ssh()], 100);
+        assert_eq!(
+            knock(&mut t, 0, syn(ip(2), 7000)),
+            vec![Event::Stage {
+                src: ip(2),
+                door: 1,
+                stage: 1,
+                of: 3
+            }]
+        );
     }
 }

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod engine;
 pub mod knock;
 pub mod knockd_import;
+pub mod otp;
 pub mod replay;
 pub mod sessions;
 pub mod time;

@@ -111,7 +111,13 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("knockgate: {e:#}");
-            if e.downcast_ref::<config::ConfigError>().is_some() {
+            let config_error = e.downcast_ref::<config::ConfigError>().is_some()
+                || e.downcast_ref::<knockgate::otp::OtpError>().is_some()
+                || matches!(
+                    e.downcast_ref::<daemon::DaemonError>(),
+                    Some(daemon::DaemonError::Config(_) | daemon::DaemonError::OneTime(_))
+                );
+            if config_error {
                 ExitCode::from(EX_CONFIG)
             } else {
                 ExitCode::FAILURE
@@ -172,7 +178,14 @@ fn run_daemon(
 }
 
 fn check(path: Option<&Path>) -> ExitCode {
-    match daemon::load_config(path) {
+    let loaded = daemon::load_config(path)
+        .map_err(|e| e.to_string())
+        .and_then(|cfg| {
+            knockgate::otp::Lists::load(&cfg)
+                .map(|_| cfg)
+                .map_err(|e| e.to_string())
+        });
+    match loaded {
         Ok(cfg) => {
             println!("{}: OK, {} door(s)", cfg.origin, cfg.doors.len());
             ExitCode::SUCCESS

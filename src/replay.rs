@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::config::{Config, Vars};
-use crate::engine::{DoorSpec, Event, ResetReason, Tracker};
+use crate::engine::{Event, ResetReason, Tracker};
+use crate::otp;
 use crate::sessions::{OpenOutcome, Sessions};
 use crate::time::Instant;
 use crate::wire::{self, LinkType};
@@ -23,6 +24,8 @@ pub enum ReplayError {
     /// The capture's link type is not one knockgate parses.
     #[error("{path}: unsupported link type {dlt}")]
     LinkType { path: String, dlt: i32 },
+    #[error(transparent)]
+    OneTime(#[from] otp::OtpError),
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -53,8 +56,8 @@ pub fn replay(
         path: path.clone(),
         dlt,
     })?;
-    let doors: Vec<DoorSpec> = config.doors.iter().map(DoorSpec::from).collect();
-    let mut tracker = Tracker::new(doors, config.daemon.max_sources);
+    let mut otp = otp::Lists::load(config)?;
+    let mut tracker = Tracker::new(otp.specs(config), config.daemon.max_sources);
     let mut sessions = Sessions::new();
     let mut summary = Summary::default();
     let mut events = Vec::new();
@@ -105,6 +108,18 @@ pub fn replay(
             &mut summary,
             out,
         )?;
+        // A used one-time sequence is retired (in memory: replay never writes the file).
+        let mut retired = false;
+        for e in &events {
+            if let Event::Opened { door, .. } = e {
+                if let Some(list) = otp.get_mut(&config.doors[*door].name) {
+                    retired |= list.retire();
+                }
+            }
+        }
+        if retired {
+            tracker.set_doors(otp.specs(config), config.daemon.max_sources);
+        }
     }
     // What the daemon would still do after the capture ends.
     advance(config, &mut tracker, &mut sessions, None, &mut summary, out)?;

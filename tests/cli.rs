@@ -254,3 +254,29 @@ fn knock_client_on_loopback() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("cannot resolve"));
 }
+
+#[test]
+fn check_validates_one_time_sequence_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("ssh.otp");
+    fs::write(&list, "1000,2000\n3000,70000\n").unwrap();
+    let config = dir.path().join("k.toml");
+    fs::write(
+        &config,
+        format!(
+            "[[door]]\nname = \"otp\"\none_time_sequences = \"{}\"\ncommand = \"true\"\n",
+            list.display()
+        ),
+    )
+    .unwrap();
+    let out = knockgate(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("{}:2: invalid port `70000`", list.display())),
+        "{}",
+        text(&out.stderr)
+    );
+    fs::write(&list, "1000,2000\n").unwrap();
+    let out = knockgate(&["check", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -464,3 +464,52 @@ fn knock_client_fails_when_a_knock_cannot_be_sent() {
     let out = ns.run(&[knockgate(), "knock", "-u", "192.0.2.1", "7000"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn one_time_sequences_over_ipv4_and_ipv6_then_used_up_without_crash() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let list = lab.path("ssh.otp");
+    std::fs::write(
+        &list,
+        "# one line per knock\n1001,1002\n2001,2002:udp\n3001,3002\n",
+    )
+    .unwrap();
+    let config = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[[door]]
+name = "otp"
+one_time_sequences = "@DIR@/ssh.otp"
+start_command = "sh -c 'echo %IP% >> @DIR@/opened'"
+"#;
+    let cfg = lab.write_config("knockgate.toml", config);
+    let mut daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let link = lab.link(0);
+    let c = lab.client(0);
+    let opened = lab.path("opened");
+    c.ok(&["knock", &link.gw_v4, "1001", "1002"]);
+    wait_file(&opened, &format!("{}\n", link.client_v4), LONG);
+    daemon.wait_log("otp: one-time sequence used, 2 left", LONG);
+    // The used sequence is dead: replaying it opens nothing.
+    c.ok(&["knock", "-6", &link.gw_v6, "1001", "1002"]);
+    c.ok(&["knock", "-6", &link.gw_v6, "2001", "2002:udp"]);
+    wait_file(&opened, &format!("{}\n", link.client_v6), LONG);
+    c.ok(&["knock", &link.gw_v4, "3001", "3002"]);
+    daemon.wait_log("otp: no one-time sequences left", LONG);
+    assert_eq!(read(&opened).lines().count(), 3, "{}", read(&opened));
+    // Used up: nothing opens, and the daemon is still alive.
+    c.ok(&["knock", &link.gw_v4, "3001", "3002"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(read(&opened).lines().count(), 3);
+    assert_eq!(
+        read(&list),
+        "# one line per knock\n#1001,1002\n#2001,2002:udp\n#3001,3002\n"
+    );
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), Some(0), "{}", daemon.log_text());
+}
