@@ -16,5 +16,6 @@ pub mod knockd_import;
 pub mod otp;
 pub mod replay;
 pub mod sessions;
+pub mod syslog;
 pub mod time;
 pub mod wire;

@@ -126,32 +126,50 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// Logs to stderr (journald) or the config's log file, and also to syslog with `syslog = true`.
+/// The level is `info` unless `KNOCKGATE_LOG` says otherwise (`debug`, `warn`, ...).
 fn init_logging(cfg: &config::Config) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter =
         EnvFilter::try_from_env("KNOCKGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    match &cfg.daemon.log_file {
+    let main = match &cfg.daemon.log_file {
         Some(path) => {
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
-            builder
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(file))
-                .init();
+                .boxed()
         }
-        None => {
-            use std::io::IsTerminal;
-            builder
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(std::io::stderr)
-                .init()
-        }
-    }
+        None => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let syslog = cfg.daemon.syslog.then(|| {
+        tracing_subscriber::fmt::layer()
+            .without_time()
+            .with_level(false)
+            .with_target(false)
+            .with_ansi(false)
+            .with_writer(knockgate::syslog::Syslog::at(Path::new(
+                knockgate::syslog::DEFAULT_SOCKET,
+            )))
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(main)
+        .with(syslog)
+        .init();
     Ok(())
 }
 

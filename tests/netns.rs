@@ -513,3 +513,35 @@ start_command = "sh -c 'echo %IP% >> @DIR@/opened'"
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(LONG), Some(0), "{}", daemon.log_text());
 }
+
+#[test]
+fn log_file_and_pid_file() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let config = CONFIG.replace(
+        "[daemon]\n",
+        "[daemon]\nlog_file = \"@DIR@/knockgate.log\"\npid_file = \"@DIR@/knockgate.pid\"\n",
+    );
+    let cfg = lab.write_config("knockgate.toml", &config);
+    let mut daemon = lab.start_daemon(&cfg, &[], &[]);
+    let log = lab.path("knockgate.log");
+    wait_file(&log, "listening on kgw0", LONG);
+    assert_eq!(
+        read(&lab.path("knockgate.pid")).trim(),
+        daemon.pid().to_string()
+    );
+    let link = lab.link(0);
+    lab.client(0)
+        .ok(&[knockgate(), "knock", &link.gw_v4, "7000", "8000", "9000"]);
+    let text = wait_file(
+        &log,
+        &format!("{}: openSSH: OPEN SESAME", link.client_v4),
+        LONG,
+    );
+    assert!(!text.contains('\u{1b}'), "colour codes in the log file");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), Some(0));
+    assert!(!lab.path("knockgate.pid").exists(), "pid file left behind");
+}
