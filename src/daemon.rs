@@ -103,8 +103,9 @@ struct Daemon {
     sessions: Sessions,
     journal: Option<PathBuf>,
     captures: BTreeMap<String, Capture>,
-    /// Addresses of the captured interfaces.
+    /// Addresses of the captured interfaces, all together and by interface.
     local: HashSet<IpAddr>,
+    addresses: BTreeMap<String, Vec<IpAddr>>,
     counters: Arc<Counters>,
     tx: SyncSender<Msg>,
     events: Vec<Event>,
@@ -197,6 +198,7 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         journal,
         captures: BTreeMap::new(),
         local: HashSet::new(),
+        addresses: BTreeMap::new(),
         counters: Arc::new(Counters::default()),
         tx,
         events: Vec::new(),
@@ -277,6 +279,8 @@ impl Daemon {
             }
             CaptureEvent::Up { iface, link } => {
                 info!(interface = %iface, ?link, "listening on {iface}");
+                // A new or returning interface may have brought addresses: don't wait.
+                self.refresh_interfaces();
             }
             CaptureEvent::Down { iface, error } => {
                 warn!(interface = %iface, "{error}; retrying");
@@ -449,11 +453,26 @@ impl Daemon {
                 c.stop();
             }
         }
-        self.local = wanted
+        let addresses: BTreeMap<String, Vec<IpAddr>> = wanted
             .iter()
-            .filter_map(|n| system.get(n))
-            .flat_map(|i| i.addresses.iter().copied())
+            .map(|n| {
+                (
+                    n.clone(),
+                    system
+                        .get(n)
+                        .map(|i| i.addresses.clone())
+                        .unwrap_or_default(),
+                )
+            })
             .collect();
+        for (name, list) in &addresses {
+            if self.addresses.get(name) != Some(list) {
+                let shown: Vec<String> = list.iter().map(IpAddr::to_string).collect();
+                info!(interface = %name, "{name}: knocks count when sent to [{}]", shown.join(", "));
+            }
+        }
+        self.local = addresses.values().flatten().copied().collect();
+        self.addresses = addresses;
         let mut local: Vec<IpAddr> = self.local.iter().copied().collect();
         local.sort();
         let mut targets: Vec<IpAddr> = self.config.doors.iter().filter_map(|d| d.target).collect();

@@ -262,7 +262,10 @@ fn address_added_after_start_works_without_restart() {
         .ip(&["addr", "add", "10.201.0.1/24", "dev", &link.gw_if]);
     lab.client(0)
         .ip(&["addr", "add", "10.201.0.2/24", "dev", &link.client_if]);
-    daemon.wait_log("10.201.0.1", LONG);
+    daemon.wait_log(
+        "interface=kgw0 filter=((ip dst host 10.200.0.1 or ip dst host 10.201.0.1)",
+        LONG,
+    );
     lab.client(0)
         .ok(&[knockgate(), "knock", "10.201.0.1", "7000", "8000", "9000"]);
     wait_file(&lab.path("opened"), "10.201.0.2\n", LONG);
@@ -544,4 +547,29 @@ fn log_file_and_pid_file() {
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(LONG), Some(0));
     assert!(!lab.path("knockgate.pid").exists(), "pid file left behind");
+}
+
+#[test]
+fn interface_that_appears_after_start_is_captured() {
+    if !can_run_netns() {
+        return;
+    }
+    // wlan0 plugged in after boot: kgw1 does not exist when the daemon starts.
+    let mut lab = Lab::new();
+    let cfg = lab.write_config(
+        "knockgate.toml",
+        &CONFIG.replace(r#"["kgw0"]"#, r#"["kgw0", "kgw1"]"#),
+    );
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    daemon.wait_log("cannot capture on kgw1", LONG);
+    lab.add_client();
+    daemon.wait_log("listening on kgw1", LONG);
+    daemon.wait_log(
+        "interface=kgw1 filter=((ip dst host 10.200.0.1 or ip dst host 10.200.1.1)",
+        LONG,
+    );
+    let link = lab.link(1);
+    lab.client(1)
+        .ok(&[knockgate(), "knock", &link.gw_v4, "7000", "8000", "9000"]);
+    daemon.wait_file(&lab.path("opened"), &format!("{}\n", link.client_v4), LONG);
 }

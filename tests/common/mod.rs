@@ -301,6 +301,25 @@ impl Daemon {
         );
     }
 
+    /// Like [`wait_file`], with this daemon's log in the failure message.
+    pub fn wait_file(&self, path: &Path, needle: &str, limit: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let text = read(path);
+            if text.contains(needle) {
+                return text;
+            }
+            if start.elapsed() >= limit {
+                panic!(
+                    "`{needle}` not in {} after {limit:?}; it has: {text:?}; daemon log:\n{}",
+                    path.display(),
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends a signal (`kill -SIG pid`): the daemon is `ip netns exec`'s child, which execs it,
     /// so the pid is the daemon's.
     pub fn signal(&self, sig: &str) {

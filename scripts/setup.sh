@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what knockgate needs to build, run and be tested on Debian 12, as root:
+# libpcap (capture), iptables, iproute2 (namespaces), and the knock clients the tests use
+# (Debian's knock from the knockd package, nmap, netcat-openbsd). Idempotent.
+set -euo pipefail
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup.sh: run as root (sudo $0)" >&2
+    exit 1
+fi
+
+packages=(libpcap-dev pkg-config iptables iproute2 knockd nmap netcat-openbsd procps)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup.sh: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Rust toolchain comes with the machine (rustup); the checks need rustfmt and clippy.
+if ! command -v cargo >/dev/null; then
+    echo "setup.sh: cargo not found: install Rust with rustup (https://rustup.rs)" >&2
+    exit 1
+fi
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+echo "setup.sh: ready ($(cargo --version))"
