@@ -14,12 +14,15 @@ cargo bench --no-run --quiet
 echo "== cargo test"
 mkdir -p target
 set +e
-cargo test --no-fail-fast 2>&1 | tee target/test.log
+cargo test --lib --bins --tests --no-fail-fast 2>&1 | tee target/test.log
 status=${PIPESTATUS[0]}
 set -e
+passed=$(grep -Eo '^test result: .* ([0-9]+) passed' target/test.log | grep -Eo '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
+failed=$(grep -Eo '^test result: .*; ([0-9]+) failed' target/test.log | grep -Eo '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')
 # A namespace test that skipped in CI would be a silent gap: refuse it.
 if [ -n "${CI:-}" ] && grep -q "SKIPPED" target/test.log; then
     echo "test.sh: namespace tests skipped in CI" >&2
     exit 1
 fi
+echo "tests: $passed passed, $failed failed"
 exit "$status"
