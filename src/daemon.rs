@@ -21,7 +21,7 @@ use tracing::{debug, error, info, warn};
 use crate::capture::{self, Capture, CaptureEvent, Counters, FilterSpec};
 use crate::command;
 use crate::config::{self, Config, Interfaces, Vars};
-use crate::engine::{Event, ResetReason, Tracker};
+use crate::engine::{Event, Tracker};
 use crate::knock::Proto;
 use crate::otp::{self, OtpError};
 use crate::sessions::{self, OpenOutcome, Sessions};
@@ -290,41 +290,18 @@ impl Daemon {
 
     fn handle(&mut self, now: Instant, events: &[Event]) {
         for event in events {
-            let name = |door: usize| self.tracker.doors()[door].name.clone();
+            let line = event.describe(self.tracker.doors());
             match *event {
-                Event::Stage {
-                    src,
-                    door,
-                    stage,
-                    of,
-                } => {
-                    let door = name(door);
-                    info!(%src, %door, stage, of, "{src}: {door}: Stage {stage}");
-                }
                 Event::Opened { src, door } => {
+                    let name = self.tracker.doors()[door].name.clone();
+                    info!(%src, door = %name, "{line}");
                     self.open(now, src, door);
                     self.retire_one_time(door);
                 }
-                Event::Timeout { src, door, stage } => {
-                    let door = name(door);
-                    info!(%src, %door, stage, "{src}: {door}: sequence timeout (stage {stage})");
+                Event::Stage { src, stage, .. } | Event::Timeout { src, stage, .. } => {
+                    info!(%src, stage, "{line}");
                 }
-                Event::Reset {
-                    src,
-                    door,
-                    stage,
-                    reason,
-                } => {
-                    let door = name(door);
-                    match reason {
-                        ResetReason::WrongKnock(k) => {
-                            debug!(%src, %door, stage, knock = %k, "{src}: {door}: reset at stage {stage} by a knock on {k}")
-                        }
-                        ResetReason::Evicted => {
-                            debug!(%src, %door, stage, "{src}: {door}: attempt evicted (too many sources)")
-                        }
-                    }
-                }
+                Event::Reset { src, stage, .. } => debug!(%src, stage, "{line}"),
             }
         }
     }
@@ -334,7 +311,6 @@ impl Daemon {
             return;
         };
         let name = d.name.as_str();
-        info!(%src, door = name, "{src}: {name}: OPEN SESAME");
         let vars = Vars {
             ip: src,
             door: name,

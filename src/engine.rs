@@ -92,6 +92,41 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// knockd's log line for the event (`SRC: door: Stage N`, `SRC: door: OPEN SESAME`, ...),
+    /// with door names from `doors`.
+    pub fn describe(&self, doors: &[DoorSpec]) -> String {
+        let name = |door: usize| doors.get(door).map_or("?", |d| d.name.as_str());
+        match *self {
+            Event::Stage {
+                src, door, stage, ..
+            } => format!("{src}: {}: Stage {stage}", name(door)),
+            Event::Opened { src, door } => format!("{src}: {}: OPEN SESAME", name(door)),
+            Event::Timeout { src, door, stage } => {
+                format!("{src}: {}: sequence timeout (stage {stage})", name(door))
+            }
+            Event::Reset {
+                src,
+                door,
+                stage,
+                reason: ResetReason::WrongKnock(k),
+            } => format!(
+                "{src}: {}: reset at stage {stage} by a knock on {k}",
+                name(door)
+            ),
+            Event::Reset {
+                src,
+                door,
+                stage,
+                reason: ResetReason::Evicted,
+            } => format!(
+                "{src}: {}: attempt at stage {stage} evicted (too many sources)",
+                name(door)
+            ),
+        }
+    }
+}
+
 /// Counters, for the status page and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Door};
@@ -127,38 +127,11 @@ impl OneTime {
         }
         let mut text = self.lines.join("\n");
         text.push('\n');
-        write_durably(&self.path, text.as_bytes()).map_err(|source| OtpError::Io {
+        crate::fsutil::write_atomic(&self.path, text.as_bytes()).map_err(|source| OtpError::Io {
             path: self.path.clone(),
             source,
         })
     }
-}
-
-/// Writes `path` through a temporary file, fsync and rename, then fsyncs the directory.
-fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.knockgate-tmp"));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        if let Ok(meta) = fs::metadata(path) {
-            f.set_permissions(meta.permissions())?;
-        }
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// The one-time lists of every door that has one, by door name.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::config::{Config, Vars};
-use crate::engine::{Event, ResetReason, Tracker};
+use crate::engine::{Event, Tracker};
 use crate::otp;
 use crate::sessions::{OpenOutcome, Sessions};
 use crate::time::Instant;
@@ -184,81 +184,47 @@ fn report(
     summary: &mut Summary,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
-    let name = |door: usize| tracker.doors()[door].name.as_str();
     for event in events {
-        match *event {
-            Event::Stage {
-                src, door, stage, ..
-            } => writeln!(out, "{} {src}: {}: Stage {stage}", stamp(now), name(door))?,
-            Event::Timeout { src, door, stage } => writeln!(
-                out,
-                "{} {src}: {}: sequence timeout (stage {stage})",
-                stamp(now),
-                name(door)
-            )?,
-            Event::Reset {
-                src,
-                door,
-                stage,
-                reason: ResetReason::WrongKnock(k),
-            } => writeln!(
-                out,
-                "{} {src}: {}: reset at stage {stage} by a knock on {k}",
-                stamp(now),
-                name(door)
-            )?,
-            Event::Reset {
-                src,
-                door,
-                stage,
-                reason: ResetReason::Evicted,
-            } => writeln!(
-                out,
-                "{} {src}: {}: attempt at stage {stage} evicted",
-                stamp(now),
-                name(door)
-            )?,
-            Event::Opened { src, door } => {
-                summary.opens += 1;
-                let d = &config.doors[door];
-                writeln!(out, "{} {src}: {}: OPEN SESAME", stamp(now), d.name)?;
-                let vars = Vars {
-                    ip: src,
-                    door: &d.name,
-                };
-                let ipv6 = src.is_ipv6();
-                let start = d.start_for(ipv6).map(|c| c.render(&vars));
-                let fresh = match d.stop_for(ipv6) {
-                    Some(stop) => {
-                        let outcome = sessions.open(
-                            now,
-                            SystemTime::UNIX_EPOCH,
-                            &d.name,
-                            src,
-                            d.cmd_timeout,
-                            stop.render(&vars),
-                        );
-                        if outcome == OpenOutcome::Extended {
-                            writeln!(
-                                out,
-                                "{} {src}: {}: already open: extended",
-                                stamp(now),
-                                d.name
-                            )?;
-                        }
-                        outcome == OpenOutcome::New
+        writeln!(out, "{} {}", stamp(now), event.describe(tracker.doors()))?;
+        if let Event::Opened { src, door } = *event {
+            summary.opens += 1;
+            let d = &config.doors[door];
+            let vars = Vars {
+                ip: src,
+                door: &d.name,
+            };
+            let ipv6 = src.is_ipv6();
+            let start = d.start_for(ipv6).map(|c| c.render(&vars));
+            let fresh = match d.stop_for(ipv6) {
+                Some(stop) => {
+                    let outcome = sessions.open(
+                        now,
+                        SystemTime::UNIX_EPOCH,
+                        &d.name,
+                        src,
+                        d.cmd_timeout,
+                        stop.render(&vars),
+                    );
+                    if outcome == OpenOutcome::Extended {
+                        writeln!(
+                            out,
+                            "{} {src}: {}: already open: extended",
+                            stamp(now),
+                            d.name
+                        )?;
                     }
-                    None => true,
-                };
-                if let (true, Some(argv)) = (fresh, start) {
-                    writeln!(
-                        out,
-                        "{} {}: would run command: {}",
-                        stamp(now),
-                        d.name,
-                        crate::command::display(&argv)
-                    )?;
+                    outcome == OpenOutcome::New
                 }
+                None => true,
+            };
+            if let (true, Some(argv)) = (fresh, start) {
+                writeln!(
+                    out,
+                    "{} {}: would run command: {}",
+                    stamp(now),
+                    d.name,
+                    crate::command::display(&argv)
+                )?;
             }
         }
     }

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -243,24 +243,11 @@ pub fn load(path: &Path) -> Result<Journal, JournalError> {
 /// rename over the old one, fsync of the directory. A power cut leaves the old or the new
 /// journal, never a mix.
 pub fn save(path: &Path, journal: &Journal) -> Result<(), JournalError> {
-    let io_err = |source| JournalError::Io {
+    let text = serde_json::to_vec_pretty(journal).expect("a journal serializes");
+    crate::fsutil::write_atomic(path, &text).map_err(|source| JournalError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_vec_pretty(journal).expect("a journal serializes");
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io_err)
+    })
 }
 
 #[cfg(test)]
