@@ -11,6 +11,7 @@ pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod firewall;
 pub mod fsutil;
 pub mod knock;
 pub mod knockd_import;
