@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::firewall::{PortRange, Ports};
 use crate::knock::{FlagRule, KnockSpec};
 
 /// Where the daemon reads its config when `--config` is not given.
@@ -30,13 +31,79 @@ pub const DEFAULT_SEQ_TIMEOUT: Duration = Duration::from_secs(25);
 pub const DEFAULT_CMD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most steps a sequence may have (knockd's limit).
 pub const MAX_SEQUENCE_LEN: usize = 32;
+/// knockgate's chain in the filter table.
+pub const DEFAULT_CHAIN: &str = "KNOCKD";
+/// Local time of the daily flush of the chain (as the classic cron.daily recipe).
+pub const DEFAULT_DAILY_FLUSH: LocalTime = LocalTime {
+    hour: 4,
+    minute: 0,
+    second: 0,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file this came from, or `<built-in>`.
     pub origin: String,
     pub daemon: Daemon,
+    pub firewall: FirewallConfig,
     pub doors: Vec<Door>,
+}
+
+impl Config {
+    /// Whether any door opens or closes firewall doors (only then is the chain managed).
+    pub fn uses_firewall(&self) -> bool {
+        self.doors
+            .iter()
+            .any(|d| d.firewall.is_some() || d.close.is_some())
+    }
+}
+
+/// Which firewall backend manages the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// iptables and ip6tables (nft or legacy, whichever `iptables` is).
+    Iptables,
+    /// No firewall changes at all (as `--dry-run` does).
+    None,
+}
+
+/// A local wall-clock time of day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalTime {
+    pub hour: u8,
+    pub minute: u8,
+    pub second: u8,
+}
+
+/// `[firewall]`: the chain knockgate owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallConfig {
+    pub backend: Backend,
+    /// The chain in the filter table (default `KNOCKD`).
+    pub chain: String,
+    /// Position of the one `INPUT -j CHAIN` jump (1 = first).
+    pub jump_position: u32,
+    /// Local time at which the chain is flushed every day, or None (`"off"`).
+    pub daily_flush: Option<LocalTime>,
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        FirewallConfig {
+            backend: Backend::Iptables,
+            chain: DEFAULT_CHAIN.to_string(),
+            jump_position: 1,
+            daily_flush: Some(DEFAULT_DAILY_FLUSH),
+        }
+    }
+}
+
+/// A door's firewall action: open these ports to the knocker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallAction {
+    pub ports: Ports,
+    /// How long; None = until a closing door or the daily flush.
+    pub duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +145,10 @@ pub struct Door {
     pub stop_command_6: Command6,
     /// Time between the start and the stop command (only used with a stop command).
     pub cmd_timeout: Duration,
+    /// Open ports in the firewall for the knocker.
+    pub firewall: Option<FirewallAction>,
+    /// Close the knocker's opening of this other door (a closing sequence).
+    pub close: Option<String>,
 }
 
 /// The IPv6 variant of a command, as knockd has it: unset falls back to the IPv4 command,
@@ -296,6 +367,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Checks a door name: 1 to 127 characters, no control characters.
+/// Parses a local time of day: `HH:MM` or `HH:MM:SS` (24-hour clock).
+pub fn parse_local_time(text: &str) -> Result<LocalTime, String> {
+    let bad = || {
+        format!("`{text}` is not a time of day: expected \"HH:MM\" (24-hour, e.g. \"04:00\") or \"off\"")
+    };
+    let parts: Vec<&str> = text.trim().split(':').collect();
+    if !(2..=3).contains(&parts.len()) {
+        return Err(bad());
+    }
+    let num = |p: &str, max: u8| -> Result<u8, String> {
+        if p.is_empty() || p.len() > 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        p.parse::<u8>().ok().filter(|n| *n <= max).ok_or_else(bad)
+    };
+    Ok(LocalTime {
+        hour: num(parts[0], 23)?,
+        minute: num(parts[1], 59)?,
+        second: parts.get(2).map_or(Ok(0), |p| num(p, 59))?,
+    })
+}
+
 pub(crate) fn check_door_name(name: &str) -> Result<(), String> {
     let chars = name.chars().count();
     if chars == 0 {
@@ -340,8 +433,27 @@ pub(crate) fn check_interface_name(name: &str) -> Result<(), String> {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     daemon: Option<Spanned<RawDaemon>>,
+    firewall: Option<Spanned<RawFirewall>>,
     #[serde(default)]
     door: Vec<Spanned<RawDoor>>,
+}
+
+/// `[firewall]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFirewall {
+    backend: Option<Spanned<RawValue>>,
+    chain: Option<Spanned<RawValue>>,
+    jump_position: Option<Spanned<RawValue>>,
+    daily_flush: Option<Spanned<RawValue>>,
+}
+
+/// A door's `firewall = { ports = [...], duration = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDoorFirewall {
+    ports: Option<Spanned<RawValue>>,
+    duration: Option<Spanned<RawValue>>,
 }
 
 /// `[daemon]`. Every value is kept loose (any TOML type, with its position) and checked in
@@ -375,6 +487,8 @@ struct RawDoor {
     stop_command: Option<Spanned<RawValue>>,
     stop_command_6: Option<Spanned<RawValue>>,
     cmd_timeout: Option<Spanned<RawValue>>,
+    firewall: Option<Spanned<RawDoorFirewall>>,
+    close: Option<Spanned<RawValue>>,
 }
 
 /// Any TOML value, with positions kept for the elements of arrays.
@@ -466,7 +580,9 @@ struct Skeleton {
 }
 
 /// Keys of each table, for "did you mean" hints.
-const TOP_KEYS: &[&str] = &["daemon", "door"];
+const TOP_KEYS: &[&str] = &["daemon", "firewall", "door"];
+const FIREWALL_KEYS: &[&str] = &["backend", "chain", "jump_position", "daily_flush"];
+const DOOR_FIREWALL_KEYS: &[&str] = &["ports", "duration"];
 const DAEMON_KEYS: &[&str] = &[
     "interfaces",
     "log_file",
@@ -490,6 +606,8 @@ const DOOR_KEYS: &[&str] = &[
     "stop_command",
     "stop_command_6",
     "cmd_timeout",
+    "firewall",
+    "close",
 ];
 
 /// Validation context: the text (for line numbers) and its origin (for messages).
@@ -559,6 +677,13 @@ impl Cx<'_> {
                 (None, TOP_KEYS)
             } else if expected.contains("`max_sources`") {
                 (Some("daemon".to_string()), DAEMON_KEYS)
+            } else if expected.contains("`jump_position`") {
+                (Some("firewall".to_string()), FIREWALL_KEYS)
+            } else if expected.contains("`ports`") {
+                (
+                    Some(format!("{}.firewall", self.door_at(offset?))),
+                    DOOR_FIREWALL_KEYS,
+                )
             } else {
                 (Some(self.door_at(offset?)), DOOR_KEYS)
             };
@@ -722,11 +847,152 @@ impl Cx<'_> {
             name_lines.push(self.line(name_at.span().start));
             doors.push(door);
         }
+        let firewall = match &raw.firewall {
+            Some(f) => self.firewall(f.get_ref())?,
+            None => FirewallConfig::default(),
+        };
+        for (i, door) in doors.iter().enumerate() {
+            let raw_door = raw.door[i].get_ref();
+            let d = door_key(i, Some(&door.name));
+            if let (Some(target), Some(v)) = (&door.close, &raw_door.close) {
+                let closes = doors.iter().find(|o| &o.name == target);
+                let problem = match closes {
+                    None => Some(format!("no door is named `{target}`: give the name of a door with a firewall action")),
+                    Some(o) if o.name == door.name => Some("a door cannot close itself".to_string()),
+                    Some(o) if o.firewall.is_none() => Some(format!("door `{target}` has no firewall action to close")),
+                    Some(_) => None,
+                };
+                if let Some(message) = problem {
+                    return Err(self.err(v, &format!("{d}.close"), message));
+                }
+            }
+            if let (Some(action), Some(f)) = (&door.firewall, &raw_door.firewall) {
+                if action.duration.is_none() && firewall.daily_flush.is_none() {
+                    return Err(self.err(
+                        f,
+                        &format!("{d}.firewall.duration"),
+                        "this opening would never end: give a duration (e.g. duration = \"1h\"), or keep the daily flush on",
+                    ));
+                }
+            }
+        }
         Ok(Config {
             origin: self.origin.to_string(),
             daemon,
+            firewall,
             doors,
         })
+    }
+
+    fn firewall(&self, raw: &RawFirewall) -> Result<FirewallConfig, ConfigError> {
+        let mut f = FirewallConfig::default();
+        if let Some(v) = &raw.backend {
+            let s = self.string(v, "firewall.backend", "\"iptables\" or \"none\"")?;
+            f.backend = match s {
+                "iptables" => Backend::Iptables,
+                "none" => Backend::None,
+                other => {
+                    return Err(self.err(
+                        v,
+                        "firewall.backend",
+                        format!("unknown backend `{other}`: expected \"iptables\" or \"none\""),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = &raw.chain {
+            let s = self.string(v, "firewall.chain", "a chain name such as \"KNOCKD\"")?;
+            let valid = !s.is_empty()
+                && s.len() <= 28
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                && !["INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"].contains(&s);
+            if !valid {
+                return Err(self.err(
+                    v,
+                    "firewall.chain",
+                    format!("`{s}` is not a usable chain name: expected 1 to 28 letters, digits, `_` or `-`, not a built-in chain"),
+                ));
+            }
+            f.chain = s.to_string();
+        }
+        if let Some(v) = &raw.jump_position {
+            match v.get_ref() {
+                RawValue::Integer(n) if (1..=1000).contains(n) => {
+                    f.jump_position = u32::try_from(*n).expect("in range")
+                }
+                other => return Err(self.err(
+                    v,
+                    "firewall.jump_position",
+                    format!(
+                        "expected a whole number from 1 (first rule of INPUT) to 1000, found {}",
+                        match other {
+                            RawValue::Integer(n) => n.to_string(),
+                            o => o.kind().to_string(),
+                        }
+                    ),
+                )),
+            }
+        }
+        if let Some(v) = &raw.daily_flush {
+            let s = self.string(
+                v,
+                "firewall.daily_flush",
+                "a local time \"HH:MM\" or \"off\"",
+            )?;
+            f.daily_flush = if s.eq_ignore_ascii_case("off") {
+                None
+            } else {
+                Some(parse_local_time(s).map_err(|m| self.err(v, "firewall.daily_flush", m))?)
+            };
+        }
+        Ok(f)
+    }
+
+    fn door_firewall(
+        &self,
+        v: &Spanned<RawDoorFirewall>,
+        key: &str,
+    ) -> Result<FirewallAction, ConfigError> {
+        let raw = v.get_ref();
+        const EXPECTED: &str = "expected \"all\" or a list such as [\"22/tcp\", \"5060-5069/udp\"]";
+        let Some(pv) = &raw.ports else {
+            return Err(self.err(
+                v,
+                &format!("{key}.ports"),
+                format!("a firewall action needs ports: {EXPECTED}"),
+            ));
+        };
+        let pkey = format!("{key}.ports");
+        let ports = match pv.get_ref() {
+            RawValue::String(s) if s.trim().eq_ignore_ascii_case("all") => Ports::All,
+            RawValue::String(s) => Ports::Some(vec![
+                PortRange::parse(s).map_err(|m| self.err(pv, &pkey, m))?
+            ]),
+            RawValue::Array(items) if !items.is_empty() => {
+                let mut ranges = Vec::with_capacity(items.len());
+                for item in items {
+                    let r = match item.get_ref() {
+                        RawValue::String(s) => PortRange::parse(s),
+                        RawValue::Integer(n) => PortRange::parse(&n.to_string()),
+                        other => Err(format!("{EXPECTED}, found {}", other.kind())),
+                    };
+                    ranges.push(r.map_err(|m| self.err(item, &pkey, m))?);
+                }
+                ranges.sort();
+                ranges.dedup();
+                Ports::Some(ranges)
+            }
+            other => {
+                return Err(self.err(pv, &pkey, format!("{EXPECTED}, found {}", other.kind())))
+            }
+        };
+        let duration = raw
+            .duration
+            .as_ref()
+            .map(|d| self.timeout(d, &format!("{key}.duration")))
+            .transpose()?;
+        Ok(FirewallAction { ports, duration })
     }
 
     fn daemon(&self, raw: &RawDaemon) -> Result<Daemon, ConfigError> {
@@ -1039,6 +1305,18 @@ impl Cx<'_> {
             None => DEFAULT_CMD_TIMEOUT,
         };
 
+        let firewall = raw
+            .firewall
+            .as_ref()
+            .map(|f| self.door_firewall(f, &key("firewall")))
+            .transpose()?;
+        let close = match &raw.close {
+            Some(v) => Some(
+                self.string(v, &key("close"), "the name of the door to close")?
+                    .to_string(),
+            ),
+            None => None,
+        };
         let door = Door {
             name,
             sequence,
@@ -1051,6 +1329,8 @@ impl Cx<'_> {
             stop_command,
             stop_command_6,
             cmd_timeout,
+            firewall,
+            close,
         };
         // A stop command runs only after a start command (as in knockd).
         if let Some(v) = &raw.stop_command {
@@ -1596,7 +1876,102 @@ one_time_sequences = "/etc/knockgate/otp"
         ("[[door]]\nsequnce = [1]\nname = \"a\"", Some(2), Some("door[a].sequnce"), "did you mean `sequence`?"),
         ("door = [{ name = \"a\", sequence = [1] },\n  { name = \"b\", squence = [1] }]", Some(2), Some("door[b].squence"), "did you mean `sequence`?"),
         ("[[door]]\nname = \"a\"\nsequence = [1]\nSequence = [2]", Some(4), Some("door[a].Sequence"), "did you mean `sequence`?"),
+        // [firewall] and firewall doors.
+        ("[firewall]\nbackend = \"nft\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.backend"), "expected \"iptables\" or \"none\""),
+        ("[firewall]\nchain = \"INPUT\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.chain"), "not a built-in chain"),
+        ("[firewall]\nchain = \"my chain\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.chain"), "letters, digits"),
+        ("[firewall]\njump_position = 0\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.jump_position"), "from 1"),
+        ("[firewall]\ndaily_flush = \"25:00\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.daily_flush"), "HH:MM"),
+        ("[firewall]\ndailyflush = \"04:00\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.dailyflush"), "did you mean `daily_flush`"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nfirewall = { ports = [\"22/icmp\"] }", Some(4), Some("door[a].firewall.ports"), "expected tcp or udp"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nfirewall = { ports = [\n  \"22\",\n  \"9-1/udp\",\n] }", Some(6), Some("door[a].firewall.ports"), "runs backwards"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nfirewall = { duration = \"1h\" }", Some(4), Some("door[a].firewall.ports"), "needs ports"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nfirewall = { ports = \"all\", duration = \"0s\" }", Some(4), Some("door[a].firewall.duration"), ""),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nfirewall = { ports = \"all\", for = \"1h\" }", Some(4), Some("door[a].firewall.for"), "unknown key `for`"),
+        ("[firewall]\ndaily_flush = \"off\"\n[[door]]\nname = \"a\"\nsequence = [1]\nfirewall = { ports = [22] }", Some(6), Some("door[a].firewall.duration"), "would never end"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nclose = \"b\"", Some(4), Some("door[a].close"), "no door is named `b`"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nclose = \"a\"", Some(4), Some("door[a].close"), "cannot close itself"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\n[[door]]\nname = \"b\"\nsequence = [2]\nclose = \"a\"", Some(7), Some("door[b].close"), "no firewall action"),
     ];
+
+    #[test]
+    fn firewall_table_and_door_actions() {
+        let c = ok(r#"
+[firewall]
+chain = "GATE"
+jump_position = 3
+daily_flush = "03:30:15"
+
+[[door]]
+name = "ssh"
+sequence = [1, 2]
+firewall = { ports = ["22/tcp", "5060-5069/udp", "22"], duration = "1h" }
+
+[[door]]
+name = "all"
+sequence = [3, 4]
+[door.firewall]
+ports = "all"
+
+[[door]]
+name = "closeSSH"
+sequence = [2, 1]
+close = "ssh"
+"#);
+        assert_eq!(
+            c.firewall,
+            FirewallConfig {
+                backend: Backend::Iptables,
+                chain: "GATE".into(),
+                jump_position: 3,
+                daily_flush: Some(LocalTime {
+                    hour: 3,
+                    minute: 30,
+                    second: 15
+                }),
+            }
+        );
+        assert_eq!(
+            c.doors[0].firewall,
+            Some(FirewallAction {
+                ports: Ports::Some(vec![
+                    PortRange::parse("22/tcp").unwrap(),
+                    PortRange::parse("5060-5069/udp").unwrap()
+                ]),
+                duration: Some(Duration::from_secs(3600)),
+            })
+        );
+        assert_eq!(
+            c.doors[1].firewall,
+            Some(FirewallAction {
+                ports: Ports::All,
+                duration: None
+            })
+        );
+        assert_eq!(c.doors[2].close.as_deref(), Some("ssh"));
+        assert!(c.uses_firewall());
+        assert!(!builtin().uses_firewall());
+        assert_eq!(builtin().firewall, FirewallConfig::default());
+        assert_eq!(
+            parse_local_time("4:05").unwrap(),
+            LocalTime {
+                hour: 4,
+                minute: 5,
+                second: 0
+            }
+        );
+        for bad in [
+            "24:00",
+            "4",
+            "04:60",
+            "04:00:60",
+            "a:b",
+            "04:00:00:00",
+            "-1:00",
+        ] {
+            assert!(parse_local_time(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn invalid_configs_name_line_key_and_remedy() {
