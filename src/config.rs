@@ -921,17 +921,19 @@ impl Cx<'_> {
                 RawValue::Integer(n) if (1..=1000).contains(n) => {
                     f.jump_position = u32::try_from(*n).expect("in range")
                 }
-                other => return Err(self.err(
-                    v,
-                    "firewall.jump_position",
-                    format!(
+                other => {
+                    return Err(self.err(
+                        v,
+                        "firewall.jump_position",
+                        format!(
                         "expected a whole number from 1 (first rule of INPUT) to 1000, found {}",
                         match other {
                             RawValue::Integer(n) => n.to_string(),
                             o => o.kind().to_string(),
                         }
                     ),
-                )),
+                    ))
+                }
             }
         }
         if let Some(v) = &raw.daily_flush {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod firewall;
+pub mod flush;
 pub mod fsutil;
 pub mod knock;
 pub mod knockd_import;
