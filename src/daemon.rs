@@ -20,11 +20,14 @@ use tracing::{debug, error, info, warn};
 
 use crate::capture::{self, Capture, CaptureEvent, Counters, FilterSpec};
 use crate::command;
-use crate::config::{self, Config, Interfaces, Vars};
+use crate::config::{self, Backend, Config, Interfaces, Vars};
 use crate::engine::{Event, Tracker};
+use crate::firewall::{iptables::Iptables, Firewall, Noop};
+use crate::flush::DailyFlush;
+use crate::gate::Gate;
 use crate::knock::Proto;
 use crate::otp::{self, OtpError};
-use crate::sessions::{self, OpenOutcome, Sessions};
+use crate::sessions::{self, OpenOutcome, Pending, Sessions};
 use crate::time::{Instant, MonotonicClock};
 
 /// How often interfaces and their addresses are re-read (DHCP renewals, hot-plugged wlan0).
@@ -101,6 +104,8 @@ struct Daemon {
     clock: MonotonicClock,
     tracker: Tracker,
     sessions: Sessions,
+    /// Firewall doors; None when no door uses the firewall (nothing is touched then).
+    gate: Option<Gate>,
     journal: Option<PathBuf>,
     captures: BTreeMap<String, Capture>,
     /// Addresses of the captured interfaces, all together and by interface.
@@ -188,6 +193,10 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         .map_err(DaemonError::Thread)?;
 
     let tracker = Tracker::new(otp.specs(&config), config.daemon.max_sources);
+    let has_openings = sessions
+        .iter()
+        .any(|s| matches!(s.pending, Pending::Close { .. }));
+    let gate = (config.uses_firewall() || has_openings).then(|| make_gate(&config, opts.dry_run));
     let mut daemon = Daemon {
         opts,
         config,
@@ -195,6 +204,7 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         clock,
         tracker,
         sessions,
+        gate,
         journal,
         captures: BTreeMap::new(),
         local: HashSet::new(),
@@ -212,9 +222,29 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         daemon.config.doors.len(),
         daemon.config.origin
     );
+    if let Some(gate) = &mut daemon.gate {
+        let (removed, restored) = gate.reconcile(&daemon.sessions);
+        info!(
+            backend = gate.backend(),
+            chain = %daemon.config.firewall.chain,
+            "firewall: chain {} ready ({removed} stale rule(s) removed, {restored} opening(s) restored)",
+            daemon.config.firewall.chain
+        );
+    }
     daemon.main_loop(rx);
     daemon.shutdown();
     Ok(())
+}
+
+/// The firewall backend the config asks for (a no-op one with `--dry-run`).
+fn make_gate(config: &Config, dry_run: bool) -> Gate {
+    let f = &config.firewall;
+    let fw: Box<dyn Firewall> = if dry_run || f.backend == Backend::None {
+        Box::new(Noop)
+    } else {
+        Box::new(Iptables::new(&f.chain, f.jump_position))
+    };
+    Gate::new(fw, f.daily_flush.map(DailyFlush::local))
 }
 
 impl Daemon {
@@ -253,14 +283,28 @@ impl Daemon {
         self.events = events;
         let due = self.sessions.take_due(now);
         if !due.is_empty() {
-            for s in &due {
-                info!(src = %s.src, door = %s.door, "{}: {}: command timeout", s.src, s.door);
-                command::spawn(&s.door, s.stop_argv.clone(), self.opts.dry_run);
+            for s in due {
+                match s.pending {
+                    Pending::Stop { argv } => {
+                        info!(src = %s.src, door = %s.door, "{}: {}: command timeout", s.src, s.door);
+                        command::spawn(&s.door, argv, self.opts.dry_run);
+                    }
+                    Pending::Close { grant } => {
+                        if let Some(gate) = &mut self.gate {
+                            gate.close(&grant, "time is up");
+                        }
+                    }
+                }
             }
             self.save_journal();
         }
         if now >= self.next_refresh {
             self.refresh_interfaces();
+            if let Some(gate) = &mut self.gate {
+                if gate.tick(&mut self.sessions, now, SystemTime::now()) {
+                    self.save_journal();
+                }
+            }
             self.next_refresh = now + REFRESH_EVERY;
         }
     }
@@ -317,26 +361,47 @@ impl Daemon {
         };
         let ipv6 = src.is_ipv6();
         let start = d.start_for(ipv6).map(|c| c.render(&vars));
-        let Some(stop) = d.stop_for(ipv6).map(|c| c.render(&vars)) else {
-            if let Some(argv) = start {
-                command::spawn(name, argv, self.opts.dry_run);
-            }
-            return;
-        };
-        let outcome = self
-            .sessions
-            .open(now, SystemTime::now(), name, src, d.cmd_timeout, stop);
-        match outcome {
-            OpenOutcome::New => {
+        let mut changed = false;
+        match d.stop_for(ipv6).map(|c| c.render(&vars)) {
+            None => {
                 if let Some(argv) = start {
                     command::spawn(name, argv, self.opts.dry_run);
                 }
             }
-            OpenOutcome::Extended => {
-                info!(%src, door = name, "{src}: {name}: already open: extended by {:?}", d.cmd_timeout);
+            Some(stop) => {
+                let pending = Pending::Stop { argv: stop };
+                let outcome =
+                    self.sessions
+                        .open(now, SystemTime::now(), name, src, d.cmd_timeout, pending);
+                match outcome {
+                    OpenOutcome::New => {
+                        if let Some(argv) = start {
+                            command::spawn(name, argv, self.opts.dry_run);
+                        }
+                    }
+                    OpenOutcome::Extended(_) => {
+                        info!(%src, door = name, "{src}: {name}: already open: extended by {}s", d.cmd_timeout.as_secs());
+                    }
+                }
+                changed = true;
             }
         }
-        self.save_journal();
+        if let (Some(action), Some(gate)) = (&d.firewall, &mut self.gate) {
+            changed |= gate.open(
+                &mut self.sessions,
+                now,
+                SystemTime::now(),
+                name,
+                src,
+                action,
+            );
+        }
+        if let (Some(target), Some(gate)) = (&d.close, &mut self.gate) {
+            changed |= gate.close_door(&mut self.sessions, target, src, name);
+        }
+        if changed {
+            self.save_journal();
+        }
     }
 
     /// After a door opened: retire its one-time sequence, if it has one, and give the engine
@@ -393,6 +458,13 @@ impl Daemon {
                     || new.daemon.state_dir != self.config.daemon.state_dir
                 {
                     warn!("log_file and state_dir changes take effect at the next restart");
+                }
+                if self.gate.is_none() && new.uses_firewall() {
+                    let mut gate = make_gate(&new, self.opts.dry_run);
+                    gate.reconcile(&self.sessions);
+                    self.gate = Some(gate);
+                } else if self.gate.is_some() && new.firewall != self.config.firewall {
+                    warn!("[firewall] changes take effect at the next restart");
                 }
                 self.config = new;
                 self.refresh_interfaces();
@@ -504,14 +576,23 @@ impl Daemon {
             c.stop();
         }
         let open = self.sessions.take_all();
-        for s in &open {
+        for s in open {
             info!(src = %s.src, door = %s.door, "{}: {}: closing at shutdown", s.src, s.door);
+            let argv = match s.pending {
+                Pending::Close { grant } => {
+                    if let Some(gate) = &mut self.gate {
+                        gate.close(&grant, "shutdown");
+                    }
+                    continue;
+                }
+                Pending::Stop { argv } => argv,
+            };
             if self.opts.dry_run {
-                command::spawn(&s.door, s.stop_argv.clone(), true);
+                command::spawn(&s.door, argv, true);
                 continue;
             }
-            info!(door = %s.door, "{}: running command: {}", s.door, command::display(&s.stop_argv));
-            match command::run_blocking(&s.stop_argv, Duration::from_secs(10)) {
+            info!(door = %s.door, "{}: running command: {}", s.door, command::display(&argv));
+            match command::run_blocking(&argv, Duration::from_secs(10)) {
                 Ok(command::Outcome::Exited(st)) if st.success() => {}
                 Ok(other) => warn!(door = %s.door, "{}: stop command ended with {other:?}", s.door),
                 Err(e) => error!(door = %s.door, "{}: cannot run stop command: {e}", s.door),

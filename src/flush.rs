@@ -88,7 +88,7 @@ impl DailyFlush {
     }
 
     /// The first time strictly after `wall` at which the local clock reads `at`.
-    fn next_after(&self, wall: Timestamp) -> Timestamp {
+    pub fn next_after(&self, wall: Timestamp) -> Timestamp {
         let now = wall.to_zoned(self.tz.clone());
         let time = Time::constant(
             self.at.hour as i8,

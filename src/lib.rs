@@ -14,6 +14,7 @@ pub mod engine;
 pub mod firewall;
 pub mod flush;
 pub mod fsutil;
+pub mod gate;
 pub mod knock;
 pub mod knockd_import;
 pub mod otp;

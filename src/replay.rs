@@ -11,8 +11,9 @@ use std::time::SystemTime;
 
 use crate::config::{Config, Vars};
 use crate::engine::{Event, Tracker};
+use crate::firewall::Grant;
 use crate::otp;
-use crate::sessions::{OpenOutcome, Sessions};
+use crate::sessions::{OpenOutcome, Pending, Sessions};
 use crate::time::Instant;
 use crate::wire::{self, LinkType};
 
@@ -164,17 +165,26 @@ fn stamp(t: Instant) -> String {
 fn close_due(sessions: &mut Sessions, now: Instant, out: &mut impl Write) -> std::io::Result<()> {
     for s in sessions.take_due(now) {
         let at = stamp(s.deadline);
-        writeln!(out, "{at} {}: {}: command timeout", s.src, s.door)?;
-        writeln!(
-            out,
-            "{at} {}: would run command: {}",
-            s.door,
-            crate::command::display(&s.stop_argv)
-        )?;
+        match &s.pending {
+            Pending::Stop { argv } => {
+                writeln!(out, "{at} {}: {}: command timeout", s.src, s.door)?;
+                let shown = crate::command::display(argv);
+                writeln!(out, "{at} {}: would run command: {shown}", s.door)?;
+            }
+            Pending::Close { grant } => {
+                let ports = &grant.ports;
+                writeln!(
+                    out,
+                    "{at} {}: {}: would close {ports} (time is up)",
+                    s.src, s.door
+                )?;
+            }
+        }
     }
     Ok(())
 }
 
+/// Prints the events, and for each opened door the actions the daemon would take.
 fn report(
     config: &Config,
     tracker: &Tracker,
@@ -184,48 +194,75 @@ fn report(
     summary: &mut Summary,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
+    let at = stamp(now);
     for event in events {
-        writeln!(out, "{} {}", stamp(now), event.describe(tracker.doors()))?;
-        if let Event::Opened { src, door } = *event {
-            summary.opens += 1;
-            let d = &config.doors[door];
-            let vars = Vars {
-                ip: src,
-                door: &d.name,
+        writeln!(out, "{at} {}", event.describe(tracker.doors()))?;
+        let Event::Opened { src, door } = *event else {
+            continue;
+        };
+        summary.opens += 1;
+        let d = &config.doors[door];
+        let name = d.name.as_str();
+        let vars = Vars {
+            ip: src,
+            door: name,
+        };
+        let ipv6 = src.is_ipv6();
+        let mut fresh = true;
+        if let Some(stop) = d.stop_for(ipv6) {
+            let pending = Pending::Stop {
+                argv: stop.render(&vars),
             };
-            let ipv6 = src.is_ipv6();
-            let start = d.start_for(ipv6).map(|c| c.render(&vars));
-            let fresh = match d.stop_for(ipv6) {
-                Some(stop) => {
-                    let outcome = sessions.open(
-                        now,
-                        SystemTime::UNIX_EPOCH,
-                        &d.name,
-                        src,
-                        d.cmd_timeout,
-                        stop.render(&vars),
-                    );
-                    if outcome == OpenOutcome::Extended {
-                        writeln!(
-                            out,
-                            "{} {src}: {}: already open: extended",
-                            stamp(now),
-                            d.name
-                        )?;
-                    }
-                    outcome == OpenOutcome::New
-                }
-                None => true,
-            };
-            if let (true, Some(argv)) = (fresh, start) {
-                writeln!(
-                    out,
-                    "{} {}: would run command: {}",
-                    stamp(now),
-                    d.name,
-                    crate::command::display(&argv)
-                )?;
+            let outcome = sessions.open(
+                now,
+                SystemTime::UNIX_EPOCH,
+                name,
+                src,
+                d.cmd_timeout,
+                pending,
+            );
+            if outcome != OpenOutcome::New {
+                writeln!(out, "{at} {src}: {name}: already open: extended")?;
+                fresh = false;
             }
+        }
+        if let (true, Some(start)) = (fresh, d.start_for(ipv6)) {
+            let shown = crate::command::display(&start.render(&vars));
+            writeln!(out, "{at} {name}: would run command: {shown}")?;
+        }
+        if let Some(action) = &d.firewall {
+            let ports = &action.ports;
+            match action.duration {
+                Some(duration) => {
+                    let grant = Grant {
+                        door: name.to_string(),
+                        src,
+                        ports: ports.clone(),
+                        until: duration.as_secs(),
+                    };
+                    let pending = Pending::Close { grant };
+                    let outcome =
+                        sessions.open(now, SystemTime::UNIX_EPOCH, name, src, duration, pending);
+                    let verb = if outcome == OpenOutcome::New {
+                        "open"
+                    } else {
+                        "extend"
+                    };
+                    let secs = duration.as_secs();
+                    writeln!(out, "{at} {src}: {name}: would {verb} {ports} for {secs}s")?;
+                }
+                None => writeln!(
+                    out,
+                    "{at} {src}: {name}: would open {ports} until closed or the daily flush"
+                )?,
+            }
+        }
+        if let Some(target) = &d.close {
+            let what = match sessions.remove_close(target, src) {
+                Some(_) => "would close",
+                None => "nothing to close:",
+            };
+            writeln!(out, "{at} {src}: {name}: {what} {target}")?;
         }
     }
     Ok(())

@@ -1,9 +1,9 @@
-//! Open doors that wait for their stop command, and the journal that keeps them across a
-//! restart, a crash or a SIGKILL.
+//! Open doors that wait for their closing (a stop command to run, or a firewall opening to
+//! close), and the journal that keeps them across a restart, a crash or a SIGKILL.
 //!
-//! A session is (door, source) with a deadline; knocking the same door again while it is open
-//! extends the deadline instead of stacking a second session (knockd runs the start command
-//! again and sleeps a second child). Deadlines are monotonic [`Instant`]s while the daemon runs;
+//! A session is (door, source, kind of pending action) with a deadline; knocking the same door
+//! again while it is open extends the deadline instead of stacking a second session (knockd
+//! runs the start command again and sleeps a second child). Deadlines are monotonic [`Instant`]s while the daemon runs;
 //! the journal stores wall-clock expiry, and on restore the remaining time is clamped to the
 //! session's own duration, so a clock that jumped (a Pi without RTC before NTP) can make a door
 //! close early but never late.
@@ -17,7 +17,29 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::firewall::Grant;
 use crate::time::Instant;
+
+/// What happens when a session ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Pending {
+    /// Run the door's stop command (already substituted).
+    Stop { argv: Vec<String> },
+    /// Close this firewall opening.
+    Close { grant: Grant },
+}
+
+impl Pending {
+    fn kind(&self) -> u8 {
+        match self {
+            Pending::Stop { .. } => 0,
+            Pending::Close { .. } => 1,
+        }
+    }
+}
+
+type Key = (String, IpAddr, u8);
 
 /// File name of the journal inside the state directory.
 pub const JOURNAL_FILE: &str = "sessions.json";
@@ -34,23 +56,25 @@ pub struct Session {
     pub expires_unix_ms: u64,
     /// How long the door stays open after a knock.
     pub duration_ms: u64,
-    /// The command that closes it, already substituted.
-    pub stop_argv: Vec<String>,
+    /// What closes it.
+    pub pending: Pending,
     /// Monotonic deadline; rebuilt from the wall clock on restore.
     #[serde(skip)]
     pub deadline: Instant,
 }
 
 /// Whether a knock opened a new session or extended an open one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenOutcome {
     New,
-    Extended,
+    /// The session was open: its deadline moved and its pending action was replaced; this is
+    /// the previous one (a firewall grant with the old expiry, to be replaced by the new).
+    Extended(Pending),
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Sessions {
-    map: BTreeMap<(String, IpAddr), Session>,
+    map: BTreeMap<Key, Session>,
 }
 
 pub fn unix_ms(wall: SystemTime) -> u64 {
@@ -80,12 +104,37 @@ impl Sessions {
         self.map.values()
     }
 
-    pub fn get(&self, door: &str, src: IpAddr) -> Option<&Session> {
-        self.map.get(&(door.to_string(), src))
+    /// The session of (door, src) whose pending action is a stop command.
+    pub fn get_stop(&self, door: &str, src: IpAddr) -> Option<&Session> {
+        self.map.get(&(door.to_string(), src, 0))
     }
 
-    /// Opens (door, src) until `now + duration`, or extends it if already open (the stop
-    /// command of the first opening is kept).
+    /// The session of (door, src) whose pending action is closing a firewall opening.
+    pub fn get_close(&self, door: &str, src: IpAddr) -> Option<&Session> {
+        self.map.get(&(door.to_string(), src, 1))
+    }
+
+    /// Removes the firewall opening of (door, src), if any (a closing sequence).
+    pub fn remove_close(&mut self, door: &str, src: IpAddr) -> Option<Session> {
+        self.map.remove(&(door.to_string(), src, 1))
+    }
+
+    /// Removes and returns every session whose pending action matches (the daily flush takes
+    /// the firewall openings).
+    pub fn take_where(&mut self, mut pred: impl FnMut(&Session) -> bool) -> Vec<Session> {
+        let keys: Vec<Key> = self
+            .map
+            .iter()
+            .filter(|(_, s)| pred(s))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.map.remove(&k))
+            .collect()
+    }
+
+    /// Opens (door, src) until `now + duration`, or extends it if already open: the deadline
+    /// moves (never earlier) and `pending` replaces the previous action, which is returned.
     pub fn open(
         &mut self,
         now: Instant,
@@ -93,29 +142,30 @@ impl Sessions {
         door: &str,
         src: IpAddr,
         duration: Duration,
-        stop_argv: Vec<String>,
+        pending: Pending,
     ) -> OpenOutcome {
         let wall_ms = unix_ms(wall);
         let deadline = now + duration;
         let expires_unix_ms = wall_ms.saturating_add(millis(duration));
-        match self.map.get_mut(&(door.to_string(), src)) {
+        let key = (door.to_string(), src, pending.kind());
+        match self.map.get_mut(&key) {
             Some(s) => {
                 s.deadline = s.deadline.max(deadline);
                 s.opened_unix_ms = wall_ms;
                 s.expires_unix_ms = s.expires_unix_ms.max(expires_unix_ms);
                 s.duration_ms = millis(duration);
-                OpenOutcome::Extended
+                OpenOutcome::Extended(std::mem::replace(&mut s.pending, pending))
             }
             None => {
                 self.map.insert(
-                    (door.to_string(), src),
+                    key,
                     Session {
                         door: door.to_string(),
                         src,
                         opened_unix_ms: wall_ms,
                         expires_unix_ms,
                         duration_ms: millis(duration),
-                        stop_argv,
+                        pending,
                         deadline,
                     },
                 );
@@ -165,7 +215,9 @@ impl Sessions {
         for mut s in journal.sessions {
             let left = s.expires_unix_ms.saturating_sub(wall_ms).min(s.duration_ms);
             s.deadline = now + Duration::from_millis(left);
-            sessions.map.insert((s.door.clone(), s.src), s);
+            sessions
+                .map
+                .insert((s.door.clone(), s.src, s.pending.kind()), s);
         }
         sessions
     }
@@ -253,6 +305,7 @@ pub fn save(path: &Path, journal: &Journal) -> Result<(), JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firewall::{PortRange, Ports};
 
     fn src(last: u8) -> IpAddr {
         IpAddr::from([192, 0, 2, last])
@@ -262,71 +315,84 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
     }
 
+    fn stop(word: &str) -> Pending {
+        Pending::Stop {
+            argv: vec![word.to_string()],
+        }
+    }
+
+    fn close(until: u64) -> Pending {
+        Pending::Close {
+            grant: Grant {
+                door: "ssh".into(),
+                src: src(2),
+                ports: Ports::Some(vec![PortRange::parse("22/tcp").unwrap()]),
+                until,
+            },
+        }
+    }
+
+    fn open(s: &mut Sessions, t: u64, door: &str, from: u8, secs: u64, p: Pending) -> OpenOutcome {
+        s.open(
+            Instant::from_secs(t),
+            wall(t),
+            door,
+            src(from),
+            Duration::from_secs(secs),
+            p,
+        )
+    }
+
     #[test]
     fn open_then_due_on_time() {
         let mut s = Sessions::new();
-        let out = s.open(
-            Instant::from_secs(1),
-            wall(1),
-            "ssh",
-            src(2),
-            Duration::from_secs(10),
-            vec!["stop".into()],
+        assert_eq!(
+            open(&mut s, 1, "ssh", 2, 10, stop("stop")),
+            OpenOutcome::New
         );
-        assert_eq!(out, OpenOutcome::New);
         assert_eq!(s.poll_at(), Some(Instant::from_secs(11)));
         assert!(s.take_due(Instant::from_millis(10_999)).is_empty());
         let due = s.take_due(Instant::from_secs(11));
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].stop_argv, vec!["stop".to_string()]);
+        assert_eq!(due[0].pending, stop("stop"));
         assert!(s.is_empty());
     }
 
     #[test]
     fn repeated_knock_extends_instead_of_stacking() {
         let mut s = Sessions::new();
-        s.open(
-            Instant::ZERO,
-            wall(0),
-            "ssh",
-            src(2),
-            Duration::from_secs(10),
-            vec!["a".into()],
-        );
-        let out = s.open(
-            Instant::from_secs(8),
-            wall(8),
-            "ssh",
-            src(2),
-            Duration::from_secs(10),
-            vec!["b".into()],
-        );
-        assert_eq!(out, OpenOutcome::Extended);
+        open(&mut s, 0, "ssh", 2, 10, stop("a"));
+        let out = open(&mut s, 8, "ssh", 2, 10, stop("b"));
+        assert_eq!(out, OpenOutcome::Extended(stop("a")));
         assert_eq!(s.len(), 1);
         assert_eq!(s.poll_at(), Some(Instant::from_secs(18)));
-        assert_eq!(
-            s.get("ssh", src(2)).unwrap().stop_argv,
-            vec!["a".to_string()]
-        );
         // Another source or door is its own session.
-        s.open(
-            Instant::from_secs(8),
-            wall(8),
-            "ssh",
-            src(3),
-            Duration::from_secs(1),
-            vec![],
-        );
-        s.open(
-            Instant::from_secs(8),
-            wall(8),
-            "web",
-            src(2),
-            Duration::from_secs(1),
-            vec![],
-        );
+        open(&mut s, 8, "ssh", 3, 1, stop("c"));
+        open(&mut s, 8, "web", 2, 1, stop("d"));
         assert_eq!(s.len(), 3);
         assert_eq!(s.take_due(Instant::from_secs(9)).len(), 2);
+    }
+
+    #[test]
+    fn firewall_opening_and_stop_command_are_separate_sessions() {
+        let mut s = Sessions::new();
+        open(&mut s, 0, "ssh", 2, 10, stop("a"));
+        open(&mut s, 0, "ssh", 2, 3600, close(3600));
+        assert_eq!(s.len(), 2);
+        // Knocking again replaces the grant (new expiry) and hands back the old one.
+        let out = open(&mut s, 100, "ssh", 2, 3600, close(3700));
+        assert_eq!(out, OpenOutcome::Extended(close(3600)));
+        assert_eq!(s.get_close("ssh", src(2)).unwrap().pending, close(3700));
+        assert_eq!(s.get_stop("ssh", src(2)).unwrap().pending, stop("a"));
+        // A closing sequence takes the opening away; the stop command stays.
+        assert!(s.remove_close("ssh", src(2)).is_some());
+        assert!(s.remove_close("ssh", src(2)).is_none());
+        assert_eq!(s.len(), 1);
+        // The daily flush takes firewall openings only.
+        open(&mut s, 200, "web", 3, 60, close(260));
+        let flushed = s.take_where(|x| matches!(x.pending, Pending::Close { .. }));
+        assert_eq!(flushed.len(), 1);
+        assert_eq!(s.len(), 1);
     }
 
     #[test]
@@ -334,33 +400,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(JOURNAL_FILE);
         let mut s = Sessions::new();
-        s.open(
-            Instant::ZERO,
-            wall(0),
-            "ssh",
-            src(2),
-            Duration::from_secs(60),
-            vec!["stop".into(), "%x".into()],
-        );
-        s.open(
-            Instant::ZERO,
-            wall(0),
-            "web",
-            src(3),
-            Duration::from_secs(10),
-            vec![],
-        );
+        open(&mut s, 0, "ssh", 2, 60, stop("%x"));
+        open(&mut s, 0, "web", 3, 10, close(10));
         save(&path, &s.to_journal()).unwrap();
         let j = load(&path).unwrap();
         assert_eq!(j.sessions.len(), 2);
+        assert_eq!(j.sessions[1].pending, close(10));
         // Restarted 20 s later: ssh has 40 s left, web is overdue.
         let r = Sessions::restore(j.clone(), Instant::from_secs(5), wall(20));
         assert_eq!(
-            r.get("ssh", src(2)).unwrap().deadline,
+            r.get_stop("ssh", src(2)).unwrap().deadline,
             Instant::from_secs(45)
         );
         assert_eq!(
-            r.get("web", src(3)).unwrap().deadline,
+            r.get_close("web", src(3)).unwrap().deadline,
             Instant::from_secs(5)
         );
         // The wall clock went back a year (no RTC): never longer than the duration.
@@ -370,7 +423,7 @@ mod tests {
             UNIX_EPOCH + Duration::from_secs(1_600_000_000),
         );
         assert_eq!(
-            r.get("ssh", src(2)).unwrap().deadline,
+            r.get_stop("ssh", src(2)).unwrap().deadline,
             Instant::from_secs(60)
         );
     }

@@ -1,0 +1,442 @@
+//! Firewall doors as the daemon runs them: openings journalled in [`Sessions`], kept equal to
+//! the chain, closed on time, by a closing sequence, or by the daily flush.
+//!
+//! [`Gate`] owns the firewall backend and the daily flush schedule; the daemon loop calls it
+//! and saves the journal when it says something changed. It never panics on a firewall
+//! failure: the error is logged, counted in [`Gate::healthy`], and the next check (every
+//! [`CHECK_EVERY`]) tries again. Reconciliation makes the chain equal to the journal:
+//! - rules of knockgate's found in the chain but not in the journal are removed (an opening
+//!   nobody can account for is closed early rather than left open);
+//! - openings in the journal missing from the chain (an external `iptables -F KNOCKD`) are
+//!   added back until their expiry;
+//! - a missing chain or jump (or a duplicated jump) is repaired.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use tracing::{error, info, warn};
+
+use crate::config::FirewallAction;
+use crate::firewall::{iptables, Firewall, Found, Grant};
+use crate::flush::{DailyFlush, Tick};
+use crate::sessions::{unix_ms, OpenOutcome, Pending, Sessions};
+use crate::time::Instant;
+
+/// How often the chain is compared with the journal (and repaired).
+pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Gate {
+    fw: Box<dyn Firewall>,
+    flush: Option<DailyFlush>,
+    next_check: Instant,
+    healthy: bool,
+}
+
+fn secs(wall: SystemTime) -> u64 {
+    unix_ms(wall) / 1000
+}
+
+/// Logs a firewall failure and records health; the value on success.
+fn note<T>(
+    healthy: &mut bool,
+    what: &str,
+    result: Result<T, crate::firewall::FirewallError>,
+) -> Option<T> {
+    *healthy = result.is_ok();
+    result.map_err(|e| error!("firewall: {what}: {e}")).ok()
+}
+
+/// Whether a rule found in the chain is the one this grant made.
+fn is_rule_of(found: &Found, grant: &Grant) -> bool {
+    found.src == grant.src
+        && iptables::parse_comment(&iptables::comment(&grant.door, grant.until))
+            == Some((found.door.clone(), found.until))
+}
+
+impl Gate {
+    pub fn new(fw: Box<dyn Firewall>, flush: Option<DailyFlush>) -> Gate {
+        Gate {
+            fw,
+            flush,
+            next_check: Instant::ZERO,
+            healthy: true,
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.fw.name()
+    }
+
+    /// Whether the last firewall operation succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy
+    }
+
+    /// Opens `action` for `src` on behalf of `door`, or extends its opening. Returns whether the
+    /// sessions changed (the journal must be saved).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        &mut self,
+        sessions: &mut Sessions,
+        now: Instant,
+        wall: SystemTime,
+        door: &str,
+        src: IpAddr,
+        action: &FirewallAction,
+    ) -> bool {
+        let duration = match action.duration {
+            Some(d) => d,
+            None => self.until_flush(wall),
+        };
+        let until = secs(wall) + duration.as_secs().max(1);
+        let grant = Grant {
+            door: door.to_string(),
+            src,
+            ports: action.ports.clone(),
+            until,
+        };
+        let pending = Pending::Close {
+            grant: grant.clone(),
+        };
+        match sessions.open(now, wall, door, src, duration, pending) {
+            OpenOutcome::New => {
+                if note(&mut self.healthy, "open", self.fw.open(&grant)).is_some() {
+                    info!(%src, door, "{src}: {door}: opened {} for {}s", grant.ports, duration.as_secs());
+                } else {
+                    sessions.remove_close(door, src);
+                }
+            }
+            OpenOutcome::Extended(previous) => {
+                // The new rule first, then the old one goes: no gap for the knocker.
+                if note(&mut self.healthy, "open", self.fw.open(&grant)).is_some() {
+                    if let Pending::Close { grant: old } = previous {
+                        if old != grant {
+                            note(&mut self.healthy, "close", self.fw.close(&old));
+                        }
+                    }
+                    info!(%src, door, "{src}: {door}: already open: extended by {}s", duration.as_secs());
+                }
+            }
+        }
+        true
+    }
+
+    /// A closing sequence: closes `door`'s opening for `src`, if it has one.
+    pub fn close_door(
+        &mut self,
+        sessions: &mut Sessions,
+        door: &str,
+        src: IpAddr,
+        by: &str,
+    ) -> bool {
+        match sessions.remove_close(door, src) {
+            Some(s) => {
+                if let Pending::Close { grant } = &s.pending {
+                    self.close(grant, &format!("closed by {by}"));
+                }
+                true
+            }
+            None => {
+                info!(%src, door, "{src}: {by}: {door} is not open for {src}: nothing to close");
+                false
+            }
+        }
+    }
+
+    /// Closes one opening (its time is up, a closing sequence, shutdown).
+    pub fn close(&mut self, grant: &Grant, why: &str) {
+        if note(&mut self.healthy, "close", self.fw.close(grant)).is_some() {
+            info!(src = %grant.src, door = %grant.door, "{}: {}: closed {} ({why})", grant.src, grant.door, grant.ports);
+        }
+    }
+
+    /// Time from `wall` to the next daily flush (for openings without a duration).
+    fn until_flush(&self, wall: SystemTime) -> Duration {
+        let Some(flush) = &self.flush else {
+            // Config validation requires a duration when there is no flush; be safe anyway.
+            return Duration::from_secs(24 * 3600);
+        };
+        let now = jiff::Timestamp::try_from(wall).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let next = flush.next_after(now);
+        Duration::from_secs(
+            u64::try_from(next.as_second() - now.as_second())
+                .unwrap_or(0)
+                .max(1),
+        )
+    }
+
+    /// Makes the chain equal to the journal (see the module doc). Returns what it changed, for
+    /// the log.
+    pub fn reconcile(&mut self, sessions: &Sessions) -> (usize, usize) {
+        let Some(repairs) = note(&mut self.healthy, "ensure", self.fw.ensure()) else {
+            return (0, 0);
+        };
+        if repairs.any() {
+            warn!(
+                ?repairs,
+                "firewall: the chain or its jump from INPUT was missing or duplicated: repaired"
+            );
+        }
+        let Some(found) = note(&mut self.healthy, "list", self.fw.list()) else {
+            return (0, 0);
+        };
+        let grants: Vec<&Grant> = sessions
+            .iter()
+            .filter_map(|s| match &s.pending {
+                Pending::Close { grant } => Some(grant),
+                Pending::Stop { .. } => None,
+            })
+            .collect();
+        let mut removed = 0;
+        for f in &found {
+            if !grants.iter().any(|g| is_rule_of(f, g)) {
+                warn!(src = %f.src, door = %f.door, "firewall: removing a rule of door {} for {} that no open door accounts for", f.door, f.src);
+                if note(&mut self.healthy, "remove", self.fw.remove(f)).is_some() {
+                    removed += 1;
+                }
+            }
+        }
+        let mut restored = 0;
+        for g in grants {
+            if !found.iter().any(|f| is_rule_of(f, g)) {
+                warn!(src = %g.src, door = %g.door, "firewall: the opening of {} for {} was removed from outside: restoring it until its expiry", g.door, g.src);
+                if note(&mut self.healthy, "open", self.fw.open(g)).is_some() {
+                    restored += 1;
+                }
+            }
+        }
+        (removed, restored)
+    }
+
+    /// Regular work: the periodic check and the daily flush. Returns whether the sessions
+    /// changed.
+    pub fn tick(&mut self, sessions: &mut Sessions, now: Instant, wall: SystemTime) -> bool {
+        let mut changed = false;
+        if let Some(flush) = &mut self.flush {
+            let stamp = jiff::Timestamp::try_from(wall).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            match flush.tick(stamp, now) {
+                Tick::Idle => {}
+                Tick::Stepped(by) => {
+                    info!(
+                        "the wall clock was stepped by {by}s; next daily flush at {}",
+                        flush.next().map(|t| t.to_string()).unwrap_or_default()
+                    );
+                }
+                Tick::Flush => {
+                    let closed =
+                        sessions.take_where(|s| matches!(s.pending, Pending::Close { .. }));
+                    note(&mut self.healthy, "flush", self.fw.flush());
+                    info!(
+                        closed = closed.len(),
+                        "daily flush: chain flushed, {} door(s) closed",
+                        closed.len()
+                    );
+                    changed = !closed.is_empty();
+                    self.next_check = now;
+                }
+            }
+        }
+        if now >= self.next_check {
+            self.reconcile(sessions);
+            self.next_check = now + CHECK_EVERY;
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LocalTime;
+    use crate::firewall::{Call, PortRange, Ports, Recording};
+    use std::sync::{Arc, Mutex};
+    use std::time::UNIX_EPOCH;
+
+    /// A recording firewall the test can still look at after the gate owns it.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Recording>>);
+
+    impl Firewall for Shared {
+        fn name(&self) -> &'static str {
+            "shared"
+        }
+        fn ensure(&mut self) -> Result<crate::firewall::Repairs, crate::firewall::FirewallError> {
+            self.0.lock().unwrap().ensure()
+        }
+        fn open(&mut self, g: &Grant) -> Result<(), crate::firewall::FirewallError> {
+            self.0.lock().unwrap().open(g)
+        }
+        fn close(&mut self, g: &Grant) -> Result<(), crate::firewall::FirewallError> {
+            self.0.lock().unwrap().close(g)
+        }
+        fn list(&mut self) -> Result<Vec<Found>, crate::firewall::FirewallError> {
+            self.0.lock().unwrap().list()
+        }
+        fn remove(&mut self, f: &Found) -> Result<(), crate::firewall::FirewallError> {
+            self.0.lock().unwrap().remove(f)
+        }
+        fn flush(&mut self) -> Result<(), crate::firewall::FirewallError> {
+            self.0.lock().unwrap().flush()
+        }
+    }
+
+    const T0: u64 = 1_795_000_000; // 2026-11-18T11:06:40Z
+
+    fn wall(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(T0 + s)
+    }
+
+    fn ssh(duration: Option<u64>) -> FirewallAction {
+        FirewallAction {
+            ports: Ports::Some(vec![PortRange::parse("22/tcp").unwrap()]),
+            duration: duration.map(Duration::from_secs),
+        }
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    fn gate(flush: Option<LocalTime>) -> (Gate, Shared) {
+        let fw = Shared::default();
+        let flush = flush.map(|at| DailyFlush::new(at, jiff::tz::TimeZone::UTC));
+        (Gate::new(Box::new(fw.clone()), flush), fw)
+    }
+
+    #[test]
+    fn knock_ten_times_one_rule_then_closed_on_time() {
+        let (mut g, fw) = gate(None);
+        let mut s = Sessions::new();
+        for i in 0..10 {
+            g.open(
+                &mut s,
+                Instant::from_secs(i),
+                wall(i),
+                "ssh",
+                ip(2),
+                &ssh(Some(30)),
+            );
+        }
+        assert_eq!(
+            fw.0.lock().unwrap().rules.len(),
+            1,
+            "one rule, however many knocks"
+        );
+        assert_eq!(fw.0.lock().unwrap().rules[0].until, T0 + 9 + 30);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.poll_at(), Some(Instant::from_secs(39)));
+        for due in s.take_due(Instant::from_secs(39)) {
+            let Pending::Close { grant } = &due.pending else {
+                panic!()
+            };
+            g.close(grant, "time is up");
+        }
+        assert!(fw.0.lock().unwrap().rules.is_empty());
+    }
+
+    #[test]
+    fn closing_sequence_closes_only_that_source() {
+        let (mut g, fw) = gate(None);
+        let mut s = Sessions::new();
+        g.open(
+            &mut s,
+            Instant::ZERO,
+            wall(0),
+            "ssh",
+            ip(2),
+            &ssh(Some(3600)),
+        );
+        g.open(
+            &mut s,
+            Instant::ZERO,
+            wall(0),
+            "ssh",
+            ip(3),
+            &ssh(Some(3600)),
+        );
+        assert!(g.close_door(&mut s, "ssh", ip(2), "closeSSH"));
+        assert!(!g.close_door(&mut s, "ssh", ip(2), "closeSSH"));
+        let rules = fw.0.lock().unwrap().rules.clone();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].src, ip(3));
+    }
+
+    #[test]
+    fn reconcile_restores_missing_and_removes_unaccounted_rules() {
+        let (mut g, fw) = gate(None);
+        let mut s = Sessions::new();
+        g.open(
+            &mut s,
+            Instant::ZERO,
+            wall(0),
+            "ssh",
+            ip(2),
+            &ssh(Some(3600)),
+        );
+        {
+            let mut f = fw.0.lock().unwrap();
+            // Someone flushed the chain, and a stale rule from a lost journal is there.
+            f.rules.clear();
+            f.rules.push(Grant {
+                door: "ssh".into(),
+                src: ip(9),
+                ports: Ports::All,
+                until: T0 + 99,
+            });
+        }
+        assert_eq!(g.reconcile(&s), (1, 1));
+        let rules = fw.0.lock().unwrap().rules.clone();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].src, ip(2));
+        assert!(fw.0.lock().unwrap().calls.contains(&Call::Ensure));
+        // Nothing to do the second time.
+        assert_eq!(g.reconcile(&s), (0, 0));
+    }
+
+    #[test]
+    fn daily_flush_closes_openings_and_default_duration_runs_to_it() {
+        let at = LocalTime {
+            hour: 4,
+            minute: 0,
+            second: 0,
+        };
+        let (mut g, fw) = gate(Some(at));
+        let mut s = Sessions::new();
+        // T0 is 2026-11-18T11:06:40Z: the next 04:00 UTC is 16h53m20s (60 800 s) away.
+        assert!(!g.tick(&mut s, Instant::ZERO, wall(0)));
+        g.open(&mut s, Instant::ZERO, wall(0), "ssh", ip(2), &ssh(None));
+        let until = fw.0.lock().unwrap().rules[0].until;
+        assert_eq!(until, T0 + 60_800);
+        let mut flushed_at = None;
+        for t in (5..70_000).step_by(5) {
+            if g.tick(&mut s, Instant::from_secs(t), wall(t)) {
+                flushed_at = Some(t);
+                break;
+            }
+        }
+        assert_eq!(
+            flushed_at,
+            Some(60_800),
+            "flushed at 04:00:00 UTC (first tick at or after it)"
+        );
+        assert!(s.is_empty());
+        assert!(fw.0.lock().unwrap().calls.contains(&Call::Flush));
+    }
+
+    #[test]
+    fn firewall_failure_is_logged_not_fatal_and_leaves_no_phantom_session() {
+        let (mut g, fw) = gate(None);
+        let mut s = Sessions::new();
+        fw.0.lock().unwrap().fail = true;
+        g.open(&mut s, Instant::ZERO, wall(0), "ssh", ip(2), &ssh(Some(30)));
+        assert!(!g.healthy());
+        assert!(
+            s.is_empty(),
+            "a door that did not open is not shown as open"
+        );
+        fw.0.lock().unwrap().fail = false;
+        g.open(&mut s, Instant::ZERO, wall(0), "ssh", ip(2), &ssh(Some(30)));
+        assert!(g.healthy());
+        assert_eq!(s.len(), 1);
+    }
+}
