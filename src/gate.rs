@@ -101,7 +101,10 @@ impl Gate {
         match sessions.open(now, wall, door, src, duration, pending) {
             OpenOutcome::New => {
                 if note(&mut self.healthy, "open", self.fw.open(&grant)).is_some() {
-                    info!(%src, door, "{src}: {door}: opened {} for {}s", grant.ports, duration.as_secs());
+                    // (The no-op backend of --dry-run says "would open" itself.)
+                    if self.fw.name() != "none" {
+                        info!(%src, door, "{src}: {door}: opened {} for {}s", grant.ports, duration.as_secs());
+                    }
                 } else {
                     sessions.remove_close(door, src);
                 }

@@ -1,0 +1,453 @@
+//! Firewall doors end to end: the real daemon manages the real `KNOCKD` chain (iptables and
+//! ip6tables) in a gateway namespace whose base policy drops everything but established
+//! traffic, as the image's firewall does. A listener on port 2222 stands for SSH; the tests
+//! connect to it from the knocker's namespace and from a third one.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(10);
+
+/// The base firewall of the gateway: loopback, established/related and ICMPv6 (neighbour
+/// discovery) accepted, everything else dropped.
+fn lock_down(gw: &Netns) {
+    for ipt in ["iptables", "ip6tables"] {
+        gw.ok(&[ipt, "-w", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]);
+        gw.ok(&[
+            ipt,
+            "-w",
+            "-A",
+            "INPUT",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+        ]);
+        gw.ok(&[ipt, "-w", "-P", "INPUT", "DROP"]);
+    }
+    gw.ok(&[
+        "ip6tables",
+        "-w",
+        "-A",
+        "INPUT",
+        "-p",
+        "ipv6-icmp",
+        "-j",
+        "ACCEPT",
+    ]);
+}
+
+/// `nc -lk 2222` in the gateway namespace, IPv4 and IPv6; killed on drop.
+struct Listener(Vec<Child>);
+
+impl Listener {
+    fn start(gw: &Netns) -> Listener {
+        let spawn = |family: &str| {
+            gw.cmd("nc")
+                .args([family, "-lk", "2222"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nc -l")
+        };
+        let l = Listener(vec![spawn("-4"), spawn("-6")]);
+        std::thread::sleep(Duration::from_millis(200));
+        l
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Whether a TCP connection from `ns` to `addr:2222` succeeds within a second.
+fn connects(ns: &Netns, addr: &str) -> bool {
+    ns.run(&["nc", "-z", "-w", "1", addr, "2222"])
+        .status
+        .success()
+}
+
+/// Polls until `connects` gives `want`, within `limit`.
+fn wait_connects(ns: &Netns, addr: &str, want: bool, limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if connects(ns, addr) == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "connecting to {addr}:2222 from {} should {}succeed after {limit:?}",
+        ns.name,
+        if want { "" } else { "not " }
+    );
+}
+
+fn config(duration: &str, extra_firewall: &str) -> String {
+    format!(
+        r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[firewall]
+{extra_firewall}
+
+[[door]]
+name = "openSSH"
+sequence = ["7000", "8000", "9000"]
+firewall = {{ ports = ["2222/tcp"], duration = "{duration}" }}
+
+[[door]]
+name = "closeSSH"
+sequence = ["9100", "8100", "7100"]
+close = "openSSH"
+"#
+    )
+}
+
+fn knock(lab: &Lab, client: usize, ports: &[&str]) {
+    let link = lab.link(client);
+    let mut args = vec![knockgate(), "knock", link.gw_v4.as_str()];
+    args.extend_from_slice(ports);
+    lab.client(client).ok(&args);
+}
+
+/// The rules of chain KNOCKD (`-A KNOCKD ...` lines) for a family.
+fn chain(gw: &Netns, ipt: &str) -> Vec<String> {
+    let out = gw.ok(&[ipt, "-w", "-S", "KNOCKD"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-A KNOCKD"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn jumps(gw: &Netns, ipt: &str) -> usize {
+    let out = gw.ok(&[ipt, "-w", "-S", "INPUT"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.ends_with("-j KNOCKD"))
+        .count()
+}
+
+fn first_input_rule(gw: &Netns, ipt: &str) -> String {
+    let out = gw.ok(&[ipt, "-w", "-S", "INPUT"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("-A INPUT"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn door_opens_for_the_knocker_only_and_closes_after_its_duration() {
+    if !can_run_netns() {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add_client();
+    lock_down(&lab.gw);
+    let _listener = Listener::start(&lab.gw);
+    let cfg = lab.write_config("knockgate.toml", &config("4s", "daily_flush = \"off\""));
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let (knocker, other) = (lab.client(0), lab.client(1));
+    let gw4 = lab.link(0).gw_v4.clone();
+    let gw6 = lab.link(0).gw_v6.clone();
+    // The chain exists, jumped to from the first rule of INPUT, other rules untouched.
+    assert_eq!(first_input_rule(&lab.gw, "iptables"), "-A INPUT -j KNOCKD");
+    assert_eq!(first_input_rule(&lab.gw, "ip6tables"), "-A INPUT -j KNOCKD");
+    assert!(!connects(knocker, &gw4), "open before any knock");
+
+    knock(&lab, 0, &["7000", "8000", "9000"]);
+    wait_connects(knocker, &gw4, true, LONG);
+    let opened = Instant::now();
+    daemon.wait_log("openSSH: opened 2222/tcp for 4s", LONG);
+    // A third host is still refused (it reaches the gateway through its own link).
+    assert!(
+        !connects(other, &lab.link(1).gw_v4),
+        "open for a host that did not knock"
+    );
+    // IPv6 is a separate opening: closed until knocked over IPv6.
+    assert!(!connects(knocker, &gw6));
+    lab.client(0)
+        .ok(&[knockgate(), "knock", "-6", &gw6, "7000", "8000", "9000"]);
+    wait_connects(knocker, &gw6, true, LONG);
+
+    // After the duration, closed again, by the daemon (and the kernel's datestop).
+    wait_connects(knocker, &gw4, false, LONG);
+    assert!(
+        opened.elapsed() >= Duration::from_secs(3),
+        "closed early: {:?}",
+        opened.elapsed()
+    );
+    wait_connects(knocker, &gw6, false, LONG);
+    daemon.wait_log("openSSH: closed 2222/tcp (time is up)", LONG);
+    assert!(chain(&lab.gw, "iptables").is_empty());
+    assert!(chain(&lab.gw, "ip6tables").is_empty());
+}
+
+#[test]
+fn closing_sequence_closes_the_door() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    lock_down(&lab.gw);
+    let _listener = Listener::start(&lab.gw);
+    let cfg = lab.write_config("knockgate.toml", &config("1h", ""));
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let gw4 = lab.link(0).gw_v4.clone();
+    knock(&lab, 0, &["7000", "8000", "9000"]);
+    wait_connects(lab.client(0), &gw4, true, LONG);
+    knock(&lab, 0, &["9100", "8100", "7100"]);
+    wait_connects(lab.client(0), &gw4, false, LONG);
+    daemon.wait_log("openSSH: closed 2222/tcp (closed by closeSSH)", LONG);
+    assert!(chain(&lab.gw, "iptables").is_empty());
+}
+
+#[test]
+fn ten_knocks_leave_exactly_one_rule() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    lock_down(&lab.gw);
+    let cfg = lab.write_config("knockgate.toml", &config("1h", ""));
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    for i in 0..10 {
+        knock(&lab, 0, &["7000", "8000", "9000"]);
+        if i == 0 {
+            daemon.wait_log("openSSH: opened", LONG);
+        }
+    }
+    let text = "already open: extended";
+    let start = Instant::now();
+    while daemon.log_text().matches(text).count() < 9 && start.elapsed() < LONG {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        daemon.log_text().matches(text).count(),
+        9,
+        "{}",
+        daemon.log_text()
+    );
+    let rules = chain(&lab.gw, "iptables");
+    assert_eq!(rules.len(), 1, "{rules:#?}");
+    assert!(rules[0].contains(&lab.link(0).client_v4), "{rules:?}");
+    assert_eq!(jumps(&lab.gw, "iptables"), 1);
+}
+
+#[test]
+fn external_flush_and_deleted_jump_are_repaired() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    lock_down(&lab.gw);
+    let _listener = Listener::start(&lab.gw);
+    let cfg = lab.write_config("knockgate.toml", &config("1h", ""));
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let gw4 = lab.link(0).gw_v4.clone();
+    knock(&lab, 0, &["7000", "8000", "9000"]);
+    wait_connects(lab.client(0), &gw4, true, LONG);
+
+    // The cron.daily recipe, or an admin, flushes the chain behind knockgate's back.
+    lab.gw.ok(&["iptables", "-w", "-F", "KNOCKD"]);
+    assert!(!connects(lab.client(0), &gw4));
+    wait_connects(lab.client(0), &gw4, true, LONG);
+    daemon.wait_log("was removed from outside", LONG);
+
+    // The jump from INPUT is deleted, then duplicated.
+    lab.gw
+        .ok(&["iptables", "-w", "-D", "INPUT", "-j", "KNOCKD"]);
+    wait_connects(lab.client(0), &gw4, true, LONG);
+    assert_eq!(jumps(&lab.gw, "iptables"), 1);
+    lab.gw
+        .ok(&["iptables", "-w", "-A", "INPUT", "-j", "KNOCKD"]);
+    let start = Instant::now();
+    while jumps(&lab.gw, "iptables") != 1 && start.elapsed() < LONG {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(jumps(&lab.gw, "iptables"), 1);
+    assert_eq!(first_input_rule(&lab.gw, "iptables"), "-A INPUT -j KNOCKD");
+}
+
+fn local_time_in(secs: u64) -> String {
+    let t = jiff::Zoned::now()
+        .checked_add(jiff::SignedDuration::from_secs(secs as i64))
+        .unwrap();
+    t.strftime("%H:%M:%S").to_string()
+}
+
+#[test]
+fn daily_flush_at_a_configured_time_closes_every_door() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    lock_down(&lab.gw);
+    let _listener = Listener::start(&lab.gw);
+    let at = local_time_in(8);
+    let cfg = lab.write_config(
+        "knockgate.toml",
+        &config("1h", &format!("daily_flush = \"{at}\"")),
+    );
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let gw4 = lab.link(0).gw_v4.clone();
+    knock(&lab, 0, &["7000", "8000", "9000"]);
+    wait_connects(lab.client(0), &gw4, true, LONG);
+    daemon.wait_log(
+        "daily flush: chain flushed, 1 door(s) closed",
+        Duration::from_secs(20),
+    );
+    wait_connects(lab.client(0), &gw4, false, LONG);
+    assert!(chain(&lab.gw, "iptables").is_empty());
+    assert_eq!(jumps(&lab.gw, "iptables"), 1, "the jump survives the flush");
+    let journal = read(&lab.path("state/sessions.json"));
+    assert!(journal.contains("\"sessions\": []"), "{journal}");
+}
+
+/// The comment's expiry of every knockgate rule in the chain.
+fn rule_expiries(gw: &Netns, ipt: &str) -> Vec<u64> {
+    chain(gw, ipt)
+        .iter()
+        .filter_map(|r| {
+            let c = r.split("knockgate:").nth(1)?;
+            let until = c
+                .split(|ch: char| !ch.is_ascii_digit() && ch != ':')
+                .next()?;
+            until.rsplit(':').next()?.parse().ok()
+        })
+        .collect()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn twenty_sigkills_around_open_and_close_never_leave_a_door_open_late() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    lock_down(&lab.gw);
+    let cfg = lab.write_config("knockgate.toml", &config("2s", "daily_flush = \"off\""));
+    let journal = lab.path("state/sessions.json");
+    let mut seed = u64::from(std::process::id()) | 1;
+    eprintln!("seed {seed}");
+    let mut rand_ms = |max: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % max
+    };
+    for cycle in 0..20 {
+        let mut daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+        // Started and reconciled: nothing in the chain is past its expiry, the chain equals
+        // the journal, one jump, no duplicates.
+        let now = unix_now();
+        let expiries = rule_expiries(&lab.gw, "iptables");
+        assert!(
+            expiries.iter().all(|u| *u + 1 >= now),
+            "cycle {cycle}: expired rule left: {expiries:?} at {now}"
+        );
+        let rules = chain(&lab.gw, "iptables");
+        let unique: BTreeSet<&String> = rules.iter().collect();
+        assert_eq!(
+            unique.len(),
+            rules.len(),
+            "cycle {cycle}: duplicate rules {rules:#?}"
+        );
+        assert_eq!(jumps(&lab.gw, "iptables"), 1, "cycle {cycle}");
+        let text = read(&journal);
+        let in_journal = text.matches("\"kind\": \"close\"").count();
+        assert_eq!(
+            in_journal,
+            rules.len(),
+            "cycle {cycle}: chain {rules:#?} vs journal {text}"
+        );
+
+        knock(&lab, 0, &["7000", "8000", "9000"]);
+        std::thread::sleep(Duration::from_millis(rand_ms(2500)));
+        daemon.signal("KILL");
+        daemon.wait_exit(LONG);
+    }
+    // The last opening still closes on time with no daemon running: the kernel's datestop.
+    // Then a restart cleans it up.
+    std::thread::sleep(Duration::from_secs(3));
+    let _daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    assert!(
+        chain(&lab.gw, "iptables").is_empty(),
+        "{:#?}",
+        chain(&lab.gw, "iptables")
+    );
+    assert!(!read(&journal).contains("\"kind\": \"close\""));
+}
+
+#[test]
+fn kernel_datestop_closes_the_door_when_the_daemon_is_dead() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    lock_down(&lab.gw);
+    let _listener = Listener::start(&lab.gw);
+    let cfg = lab.write_config("knockgate.toml", &config("3s", "daily_flush = \"off\""));
+    let mut daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let gw4 = lab.link(0).gw_v4.clone();
+    knock(&lab, 0, &["7000", "8000", "9000"]);
+    wait_connects(lab.client(0), &gw4, true, LONG);
+    daemon.signal("KILL");
+    daemon.wait_exit(LONG);
+    // The rule is still there, but stops matching at its expiry.
+    assert_eq!(chain(&lab.gw, "iptables").len(), 1);
+    wait_connects(lab.client(0), &gw4, false, LONG);
+    assert_eq!(
+        chain(&lab.gw, "iptables").len(),
+        1,
+        "the daemon is dead: nobody removed it"
+    );
+}
+
+#[test]
+fn dry_run_touches_no_firewall() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let cfg = lab.write_config("knockgate.toml", &config("1h", ""));
+    let daemon = lab.start_daemon(&cfg, &["--dry-run"], &["kgw0"]);
+    knock(&lab, 0, &["7000", "8000", "9000"]);
+    daemon.wait_log("openSSH: (dry run) would open 2222/tcp", LONG);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.gw.name,
+            "iptables",
+            "-w",
+            "-S",
+            "KNOCKD",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "dry run created the chain");
+}
