@@ -1,6 +1,309 @@
-//! The iptables/ip6tables backend (being written on branch `firewall`).
+//! The iptables/ip6tables backend: knockgate's chain in the filter table of both families,
+//! driven by running `iptables -w` and `ip6tables -w` from an argv (no shell).
+//!
+//! Rule text is built by pure functions ([`rule_args`], [`comment`], [`datestop`]) and read
+//! back by pure functions ([`parse_rules`], [`parse_comment`]); [`Iptables`] only applies them.
+//!
+//! Invariants (see the parent module): the chain is created only if absent; INPUT holds exactly
+//! one unconditional `-j CHAIN` jump at the configured position and no other INPUT rule is ever
+//! touched (repairs delete jumps by their spec `-D INPUT -j CHAIN`, never by number); `open`
+//! checks (`-C`) before it appends (`-A`), `close` and `remove` check before they delete (`-D`);
+//! every rule carries `-m comment --comment knockgate:<door>:<until>` and
+//! `-m time --datestop <until, UTC>`.
+//!
+//! IPv6 is best effort where IPv4 must not suffer for it: on a host whose ip6tables does not work
+//! (kernel without IPv6, no ip6tables binary), [`Firewall::ensure`], [`Firewall::list`] and
+//! [`Firewall::flush`] do their IPv4 work, succeed, and log the IPv6 failure once (`warn`) until
+//! IPv6 works again (`info`). Only an operation on an IPv6 source (`open`, `close`, `remove` of an
+//! IPv6 grant) reports the IPv6 failure as an error.
+//!
+//! Every operation runs its commands one after the other and waits for them (a few
+//! milliseconds each): `ensure` runs 2-4 per family (more when it repairs), `open`/`close` 1-2
+//! per rule, `list` and `flush` 1 per family (2 when the chain is missing).
 
-use super::{Firewall, FirewallError, Found, Grant, Repairs};
+use std::net::IpAddr;
+use std::process::{Command, Output, Stdio};
+
+use tracing::{info, warn};
+
+use super::{Firewall, FirewallError, Found, Grant, Ports, Repairs};
+use crate::knock::Proto;
+
+/// Ports one `-m multiport` match can hold (a range takes two).
+pub const MULTIPORT_MAX: usize = 15;
+/// Largest `--datestop` iptables accepts: 2038-01-19T03:14:07 (`i32::MAX` seconds).
+pub const DATESTOP_MAX: u64 = i32::MAX as u64;
+/// Smallest `--datestop` written: 1970-01-01T00:00:01. (`iptables -S` prints a datestop of 0
+/// as a bare `-m time`, which would no longer match the rule for `-C`/`-D`.)
+pub const DATESTOP_MIN: u64 = 1;
+/// How long a command waits for the xtables lock (`-w SECONDS`; the legacy backend takes
+/// the lock, the nf_tables backend does not).
+pub const LOCK_WAIT_SECS: u32 = 10;
+
+const COMMENT_PREFIX: &str = "knockgate:";
+/// The comment match holds at most 255 bytes.
+const COMMENT_MAX: usize = 255;
+
+/// IPv4 (`iptables`) or IPv6 (`ip6tables`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The family whose tables hold rules for `ip` (an IPv4-mapped IPv6 address is IPv4).
+    pub fn of(ip: IpAddr) -> Family {
+        match ip.to_canonical() {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+/// Whether a character may appear in a door name inside a comment.
+fn safe_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+}
+
+/// The comment that tags a grant's rules: `knockgate:<door>:<until>`, with every character of
+/// `door` outside `[A-Za-z0-9_.-]` replaced by `_` and the door cut so the comment fits the
+/// comment match's 255 bytes.
+pub fn comment(door: &str, until: u64) -> String {
+    let tail = format!(":{until}");
+    let room = COMMENT_MAX - COMMENT_PREFIX.len() - tail.len();
+    let door: String = door
+        .chars()
+        .map(|c| if safe_char(c) { c } else { '_' })
+        .take(room)
+        .collect();
+    format!("{COMMENT_PREFIX}{door}{tail}")
+}
+
+/// Reads a comment written by [`comment`]: `Some((door, until))`, or `None` if it is not ours.
+pub fn parse_comment(text: &str) -> Option<(String, u64)> {
+    let rest = text.strip_prefix(COMMENT_PREFIX)?;
+    let (door, until) = rest.rsplit_once(':')?;
+    if !door.chars().all(safe_char)
+        || until.is_empty()
+        || !until.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some((door.to_string(), until.parse().ok()?))
+}
+
+/// `until` (Unix seconds) as `-m time --datestop` reads it: `YYYY-MM-DDThh:mm:ss`, UTC (the time
+/// match compares UTC unless given `--kerneltz`, which knockgate never gives), clamped to
+/// [`DATESTOP_MIN`]..=[`DATESTOP_MAX`].
+pub fn datestop(until: u64) -> String {
+    let t = until.clamp(DATESTOP_MIN, DATESTOP_MAX) as i64;
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Port lists for `--dports`, each within [`MULTIPORT_MAX`] (a range `a:b` counts as 2), in
+/// the order given.
+pub fn multiport_lists(ranges: &[(u16, u16)]) -> Vec<String> {
+    let mut lists = Vec::new();
+    let mut items: Vec<String> = Vec::new();
+    let mut used = 0;
+    for &(first, last) in ranges {
+        let (item, cost) = if first == last {
+            (first.to_string(), 1)
+        } else {
+            (format!("{first}:{last}"), 2)
+        };
+        if used + cost > MULTIPORT_MAX {
+            lists.push(items.join(","));
+            items.clear();
+            used = 0;
+        }
+        items.push(item);
+        used += cost;
+    }
+    if !items.is_empty() {
+        lists.push(items.join(","));
+    }
+    lists
+}
+
+/// The rules of a grant, each as the arguments after `-A`/`-C`/`-D` (starting with the chain):
+/// `KNOCKD -s 192.0.2.7/32 -p tcp -m multiport --dports 22,5060:5069 -m comment --comment
+/// knockgate:openSSH:1763726430 -m time --datestop 2025-11-21T12:00:30 -j ACCEPT`.
+///
+/// One rule per protocol (TCP first), more when the ports exceed one multiport match; ports are
+/// sorted and duplicates dropped. [`Ports::All`] is one rule without `-p`. The source is the
+/// host (`/32` or `/128`; an IPv4-mapped IPv6 address is written as IPv4). An empty
+/// `Ports::Some` opens nothing: no rules.
+pub fn rule_args(chain: &str, grant: &Grant) -> Vec<Vec<String>> {
+    let src = grant.src.to_canonical();
+    let host = match src {
+        IpAddr::V4(a) => format!("{a}/32"),
+        IpAddr::V6(a) => format!("{a}/128"),
+    };
+    let head = |rule: &mut Vec<String>| {
+        rule.extend([chain.to_string(), "-s".into(), host.clone()]);
+    };
+    let tail = |rule: &mut Vec<String>| {
+        rule.extend([
+            "-m".into(),
+            "comment".into(),
+            "--comment".into(),
+            comment(&grant.door, grant.until),
+            "-m".into(),
+            "time".into(),
+            "--datestop".into(),
+            datestop(grant.until),
+            "-j".into(),
+            "ACCEPT".into(),
+        ]);
+    };
+    let mut rules = Vec::new();
+    match &grant.ports {
+        Ports::All => {
+            let mut rule = Vec::new();
+            head(&mut rule);
+            tail(&mut rule);
+            rules.push(rule);
+        }
+        Ports::Some(ranges) => {
+            for proto in [Proto::Tcp, Proto::Udp] {
+                let mut these: Vec<(u16, u16)> = ranges
+                    .iter()
+                    .filter(|r| r.proto == proto)
+                    .map(|r| (r.first, r.last))
+                    .collect();
+                these.sort_unstable();
+                these.dedup();
+                for list in multiport_lists(&these) {
+                    let mut rule = Vec::new();
+                    head(&mut rule);
+                    rule.extend([
+                        "-p".into(),
+                        proto.as_str().into(),
+                        "-m".into(),
+                        "multiport".into(),
+                        "--dports".into(),
+                        list,
+                    ]);
+                    tail(&mut rule);
+                    rules.push(rule);
+                }
+            }
+        }
+    }
+    rules
+}
+
+/// The value after `flag` in a rule's words, unless the flag is negated (`! -s ADDR`).
+fn value_after<'a>(words: &'a [String], flag: &str) -> Option<&'a str> {
+    let i = words.iter().position(|w| w == flag)?;
+    if i > 0 && words[i - 1] == "!" {
+        return None;
+    }
+    words.get(i + 1).map(String::as_str)
+}
+
+/// knockgate's rules in `iptables -S CHAIN` output: the `-A CHAIN` lines whose comment
+/// [`parse_comment`] accepts and whose source is one host (`/32`, `/128`). Every other rule
+/// (a foreign one, or a line that does not split) is left out.
+pub fn parse_rules(chain: &str, listing: &str) -> Vec<Found> {
+    let mut found = Vec::new();
+    for line in listing.lines() {
+        let Ok(words) = shell_words::split(line) else {
+            continue;
+        };
+        if words.len() < 2 || words[0] != "-A" || words[1] != chain {
+            continue;
+        }
+        let spec = words[2..].to_vec();
+        let Some((door, until)) = value_after(&spec, "--comment").and_then(parse_comment) else {
+            continue;
+        };
+        let Some((addr, len)) = value_after(&spec, "-s").and_then(|s| s.split_once('/')) else {
+            continue;
+        };
+        let Ok(src) = addr.parse::<IpAddr>() else {
+            continue;
+        };
+        let host = match src {
+            IpAddr::V4(_) => "32",
+            IpAddr::V6(_) => "128",
+        };
+        if len != host {
+            continue;
+        }
+        found.push(Found {
+            door,
+            src,
+            until,
+            spec,
+        });
+    }
+    found
+}
+
+/// What [`Iptables::ensure`] must do to INPUT's jumps, from `iptables -S INPUT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JumpPlan {
+    /// How many `-D INPUT -j CHAIN` to run (each deletes the first jump).
+    pub delete: usize,
+    /// Then `-I INPUT <n> -j CHAIN`, if any.
+    pub insert_at: Option<usize>,
+}
+
+/// Plans the jump repair: the jump belongs after `position - 1` other rules (after all of them
+/// when INPUT has fewer). One correct jump: nothing to do. If the last jump is in the right
+/// place, the ones before it are deleted (deletion by spec removes the first match). Otherwise
+/// every jump is deleted and one inserted.
+pub(crate) fn plan_jumps(listing: &str, chain: &str, position: u32) -> JumpPlan {
+    let mut others = 0usize;
+    // For each jump, the number of other rules before it.
+    let mut jumps = Vec::new();
+    for line in listing.lines() {
+        let words = shell_words::split(line).unwrap_or_default();
+        if words.len() < 2 || words[0] != "-A" || words[1] != "INPUT" {
+            continue;
+        }
+        if words[2..] == ["-j", chain] {
+            jumps.push(others);
+        } else {
+            others += 1;
+        }
+    }
+    let target = (position.max(1) as usize).min(others + 1);
+    match jumps.last() {
+        Some(&last) if last == target - 1 => JumpPlan {
+            delete: jumps.len() - 1,
+            insert_at: None,
+        },
+        _ => JumpPlan {
+            delete: jumps.len(),
+            insert_at: Some(target),
+        },
+    }
+}
 
 /// Runs `iptables -w` and `ip6tables -w` (or, in tests, inside a network namespace).
 #[derive(Debug, Clone)]
@@ -8,14 +311,23 @@ pub struct Iptables {
     chain: String,
     position: u32,
     prefix: Vec<String>,
+    v4: String,
+    v6: String,
+    /// The IPv6 failure last logged, until IPv6 works again (so it is logged once).
+    v6_problem: Option<String>,
 }
 
 impl Iptables {
+    /// The backend for `chain` in the filter table, its INPUT jump at 1-based `position` (0 is
+    /// taken as 1; a position past INPUT's end puts the jump last).
     pub fn new(chain: &str, position: u32) -> Iptables {
         Iptables {
             chain: chain.to_string(),
-            position,
+            position: position.max(1),
             prefix: Vec::new(),
+            v4: "iptables".into(),
+            v6: "ip6tables".into(),
+            v6_problem: None,
         }
     }
 
@@ -25,12 +337,146 @@ impl Iptables {
         self
     }
 
-    fn unimplemented(&self) -> FirewallError {
-        FirewallError::Command {
-            command: format!("{:?} {} {}", self.prefix, self.chain, self.position),
-            status: "unimplemented".into(),
-            stderr: String::new(),
+    /// Other programs for IPv4 and IPv6 (default `iptables`, `ip6tables`), such as
+    /// `iptables-legacy` and `ip6tables-legacy`.
+    pub fn with_programs(mut self, v4: &str, v6: &str) -> Iptables {
+        self.v4 = v4.to_string();
+        self.v6 = v6.to_string();
+        self
+    }
+
+    pub fn chain(&self) -> &str {
+        &self.chain
+    }
+
+    fn argv(&self, family: Family, args: &[&str]) -> Vec<String> {
+        let program = match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        };
+        let mut argv = self.prefix.clone();
+        argv.push(program.clone());
+        argv.push("-w".into());
+        argv.push(LOCK_WAIT_SECS.to_string());
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv
+    }
+
+    /// Runs a command and returns its argv and output, whatever its exit status.
+    fn exec(&self, family: Family, args: &[&str]) -> Result<(Vec<String>, Output), FirewallError> {
+        let argv = self.argv(family, args);
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| FirewallError::Spawn {
+                program: argv[0].clone(),
+                source,
+            })?;
+        Ok((argv, out))
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    fn run(&self, family: Family, args: &[&str]) -> Result<String, FirewallError> {
+        let (argv, out) = self.exec(family, args)?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(failed(&argv, &out))
         }
+    }
+
+    /// `-C`: whether the rule exists (exit 0), is absent (exit 1, which includes a missing
+    /// chain), or the check itself failed (any other status).
+    fn exists(&self, family: Family, rule: &[&str]) -> Result<bool, FirewallError> {
+        let mut args = vec!["-C"];
+        args.extend_from_slice(rule);
+        let (argv, out) = self.exec(family, &args)?;
+        match out.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(failed(&argv, &out)),
+        }
+    }
+
+    /// Whether the chain is certainly absent: `-S` of the whole filter table works and has no
+    /// `-N CHAIN` line. Used when `-S CHAIN` or `-F CHAIN` fails, whose messages differ between
+    /// backends.
+    fn chain_missing(&self, family: Family) -> bool {
+        let Ok(all) = self.run(family, &["-S"]) else {
+            return false;
+        };
+        let declared = ["-N", self.chain.as_str()];
+        !all.lines()
+            .any(|l| l.split_whitespace().eq(declared.iter().copied()))
+    }
+
+    fn ensure_family(&self, family: Family) -> Result<Repairs, FirewallError> {
+        let chain = self.chain.as_str();
+        let mut repairs = Repairs::default();
+        if self.run(family, &["-S", chain]).is_err() {
+            self.run(family, &["-N", chain])?;
+            repairs.chain_created = true;
+        }
+        let input = self.run(family, &["-S", "INPUT"])?;
+        let plan = plan_jumps(&input, chain, self.position);
+        for _ in 0..plan.delete {
+            self.run(family, &["-D", "INPUT", "-j", chain])?;
+            repairs.jumps_fixed += 1;
+        }
+        if let Some(at) = plan.insert_at {
+            self.run(family, &["-I", "INPUT", &at.to_string(), "-j", chain])?;
+            repairs.jumps_fixed += 1;
+        }
+        Ok(repairs)
+    }
+
+    fn list_family(&self, family: Family) -> Result<Vec<Found>, FirewallError> {
+        match self.run(family, &["-S", &self.chain]) {
+            Ok(listing) => Ok(parse_rules(&self.chain, &listing)),
+            Err(_) if self.chain_missing(family) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn flush_family(&self, family: Family) -> Result<(), FirewallError> {
+        match self.run(family, &["-F", &self.chain]) {
+            Ok(_) => Ok(()),
+            Err(_) if self.chain_missing(family) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes `rule` (after the chain) if it exists.
+    fn delete(&self, family: Family, rule: &[&str]) -> Result<(), FirewallError> {
+        if self.exists(family, rule)? {
+            let mut args = vec!["-D"];
+            args.extend_from_slice(rule);
+            self.run(family, &args)?;
+        }
+        Ok(())
+    }
+
+    /// An IPv6 step of a both-families operation failed: logged once, not returned.
+    fn v6_failed(&mut self, what: &str, e: &FirewallError) {
+        if self.v6_problem.is_none() {
+            warn!(error = %e, chain = %self.chain, "IPv6 firewall unusable ({what}), IPv4 only until it works: {e}");
+        }
+        self.v6_problem = Some(e.to_string());
+    }
+
+    fn v6_worked(&mut self) {
+        if self.v6_problem.take().is_some() {
+            info!(chain = %self.chain, "IPv6 firewall works again");
+        }
+    }
+}
+
+fn failed(argv: &[String], out: &Output) -> FirewallError {
+    FirewallError::Command {
+        command: shell_words::join(argv),
+        status: out.status.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
     }
 }
 
@@ -38,22 +484,75 @@ impl Firewall for Iptables {
     fn name(&self) -> &'static str {
         "iptables"
     }
+
     fn ensure(&mut self) -> Result<Repairs, FirewallError> {
-        Err(self.unimplemented())
+        let mut repairs = self.ensure_family(Family::V4)?;
+        match self.ensure_family(Family::V6) {
+            Ok(r6) => {
+                self.v6_worked();
+                repairs.chain_created |= r6.chain_created;
+                repairs.jumps_fixed += r6.jumps_fixed;
+            }
+            Err(e) => self.v6_failed("ensure", &e),
+        }
+        Ok(repairs)
     }
-    fn open(&mut self, _grant: &Grant) -> Result<(), FirewallError> {
-        Err(self.unimplemented())
+
+    /// Appends each missing rule of the grant. On an error the rules before it stay: `close`
+    /// removes whichever exist.
+    fn open(&mut self, grant: &Grant) -> Result<(), FirewallError> {
+        let family = Family::of(grant.src);
+        for rule in rule_args(&self.chain, grant) {
+            let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+            if !self.exists(family, &rule)? {
+                let mut args = vec!["-A"];
+                args.extend_from_slice(&rule);
+                self.run(family, &args)?;
+            }
+        }
+        Ok(())
     }
-    fn close(&mut self, _grant: &Grant) -> Result<(), FirewallError> {
-        Err(self.unimplemented())
+
+    /// Deletes each rule of the grant that exists, going on past a failure; returns the first.
+    fn close(&mut self, grant: &Grant) -> Result<(), FirewallError> {
+        let family = Family::of(grant.src);
+        let mut first_error = None;
+        for rule in rule_args(&self.chain, grant) {
+            let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+            if let Err(e) = self.delete(family, &rule) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
+
+    /// Our rules in both families (a missing chain lists as empty; IPv6 failures are logged
+    /// and leave IPv6 out).
     fn list(&mut self) -> Result<Vec<Found>, FirewallError> {
-        Err(self.unimplemented())
+        let mut found = self.list_family(Family::V4)?;
+        match self.list_family(Family::V6) {
+            Ok(v6) => {
+                self.v6_worked();
+                found.extend(v6);
+            }
+            Err(e) => self.v6_failed("list", &e),
+        }
+        Ok(found)
     }
-    fn remove(&mut self, _found: &Found) -> Result<(), FirewallError> {
-        Err(self.unimplemented())
+
+    fn remove(&mut self, found: &Found) -> Result<(), FirewallError> {
+        let mut rule = vec![self.chain.as_str()];
+        rule.extend(found.spec.iter().map(String::as_str));
+        self.delete(Family::of(found.src), &rule)
     }
+
+    /// `-F CHAIN` in both families (INPUT and its jump stay). A missing chain is already empty.
     fn flush(&mut self) -> Result<(), FirewallError> {
-        Err(self.unimplemented())
+        let v4 = self.flush_family(Family::V4);
+        match self.flush_family(Family::V6) {
+            Ok(()) => self.v6_worked(),
+            Err(e) => self.v6_failed("flush", &e),
+        }
+        v4
     }
 }
