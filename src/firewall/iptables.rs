@@ -556,3 +556,336 @@ impl Firewall for Iptables {
         v4
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::PortRange;
+
+    fn ports(list: &[&str]) -> Ports {
+        Ports::Some(list.iter().map(|p| PortRange::parse(p).unwrap()).collect())
+    }
+
+    fn grant(door: &str, src: &str, ports: Ports, until: u64) -> Grant {
+        Grant {
+            door: door.into(),
+            src: src.parse().unwrap(),
+            ports,
+            until,
+        }
+    }
+
+    fn words(text: &str) -> Vec<String> {
+        text.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn rule_for_tcp_ports_and_a_range() {
+        let g = grant(
+            "openSSH",
+            "192.0.2.7",
+            ports(&["5060-5069/tcp", "22"]),
+            1_763_726_430,
+        );
+        assert_eq!(
+            rule_args("KNOCKD", &g),
+            vec![words(
+                "KNOCKD -s 192.0.2.7/32 -p tcp -m multiport --dports 22,5060:5069 \
+                 -m comment --comment knockgate:openSSH:1763726430 \
+                 -m time --datestop 2025-11-21T12:00:30 -j ACCEPT"
+            )]
+        );
+    }
+
+    #[test]
+    fn one_rule_per_protocol_tcp_first() {
+        let g = grant(
+            "sip",
+            "2001:db8::7",
+            ports(&["5060/udp", "443", "443/tcp", "5061/udp"]),
+            1_000_000_000,
+        );
+        let tail = "-m comment --comment knockgate:sip:1000000000 \
+                    -m time --datestop 2001-09-09T01:46:40 -j ACCEPT";
+        assert_eq!(
+            rule_args("KG", &g),
+            vec![
+                words(&format!(
+                    "KG -s 2001:db8::7/128 -p tcp -m multiport --dports 443 {tail}"
+                )),
+                words(&format!(
+                    "KG -s 2001:db8::7/128 -p udp -m multiport --dports 5060,5061 {tail}"
+                )),
+            ]
+        );
+    }
+
+    #[test]
+    fn all_ports_is_one_rule_without_protocol() {
+        let g = grant("everything", "::ffff:192.0.2.9", Ports::All, 1_763_726_430);
+        assert_eq!(
+            rule_args("KNOCKD", &g),
+            vec![words(
+                "KNOCKD -s 192.0.2.9/32 -m comment --comment knockgate:everything:1763726430 \
+                 -m time --datestop 2025-11-21T12:00:30 -j ACCEPT"
+            )]
+        );
+        assert_eq!(Family::of(g.src), Family::V4);
+        assert_eq!(
+            rule_args("KNOCKD", &grant("x", "192.0.2.9", Ports::Some(vec![]), 5)),
+            Vec::<Vec<String>>::new()
+        );
+    }
+
+    #[test]
+    fn multiport_splits_at_fifteen_slots_ranges_count_two() {
+        let singles: Vec<(u16, u16)> = (1..=16).map(|p| (p, p)).collect();
+        assert_eq!(
+            multiport_lists(&singles),
+            vec!["1,2,3,4,5,6,7,8,9,10,11,12,13,14,15", "16"]
+        );
+        // Seven ranges and a port fill 15 slots; an eighth range does not fit.
+        let mut ranges: Vec<(u16, u16)> = (0..7).map(|i| (2 * i + 1, 2 * i + 2)).collect();
+        ranges.push((15, 15));
+        assert_eq!(
+            multiport_lists(&ranges),
+            vec!["1:2,3:4,5:6,7:8,9:10,11:12,13:14,15"]
+        );
+        ranges.pop();
+        ranges.push((15, 16));
+        assert_eq!(
+            multiport_lists(&ranges),
+            vec!["1:2,3:4,5:6,7:8,9:10,11:12,13:14", "15:16"]
+        );
+        // 14 singles then a range: the range starts the next rule.
+        let mut r: Vec<(u16, u16)> = (1..=14).map(|p| (p, p)).collect();
+        r.push((100, 200));
+        assert_eq!(
+            multiport_lists(&r),
+            vec!["1,2,3,4,5,6,7,8,9,10,11,12,13,14", "100:200"]
+        );
+        assert!(multiport_lists(&[]).is_empty());
+
+        // Through rule_args: 20 TCP ports and one UDP port are three rules.
+        let list: Vec<String> = (1000..1020).map(|p| p.to_string()).collect();
+        let mut spec: Vec<&str> = list.iter().map(String::as_str).collect();
+        spec.push("53/udp");
+        let rules = rule_args("KNOCKD", &grant("many", "192.0.2.1", ports(&spec), 9));
+        let dports: Vec<(&str, &str)> = rules
+            .iter()
+            .map(|r| (r[4].as_str(), r[8].as_str()))
+            .collect();
+        assert_eq!(
+            dports,
+            vec![
+                (
+                    "tcp",
+                    "1000,1001,1002,1003,1004,1005,1006,1007,1008,1009,1010,1011,1012,1013,1014"
+                ),
+                ("tcp", "1015,1016,1017,1018,1019"),
+                ("udp", "53"),
+            ]
+        );
+    }
+
+    #[test]
+    fn datestop_is_utc_and_clamped() {
+        assert_eq!(datestop(1_763_726_430), "2025-11-21T12:00:30");
+        assert_eq!(datestop(951_782_400), "2000-02-29T00:00:00");
+        assert_eq!(datestop(1_709_164_799), "2024-02-28T23:59:59");
+        assert_eq!(datestop(1_709_251_200), "2024-03-01T00:00:00");
+        assert_eq!(datestop(2_147_483_647), "2038-01-19T03:14:07");
+        assert_eq!(datestop(2_147_483_648), "2038-01-19T03:14:07");
+        assert_eq!(datestop(u64::MAX), "2038-01-19T03:14:07");
+        assert_eq!(datestop(0), "1970-01-01T00:00:01");
+        assert_eq!(datestop(1), "1970-01-01T00:00:01");
+    }
+
+    #[test]
+    fn comment_round_trip_and_escaping() {
+        assert_eq!(
+            comment("openSSH", 1_763_726_430),
+            "knockgate:openSSH:1763726430"
+        );
+        assert_eq!(
+            parse_comment("knockgate:openSSH:1763726430"),
+            Some(("openSSH".into(), 1_763_726_430))
+        );
+        // Spaces, colons, quotes, non-ASCII: one `_` per character.
+        let c = comment("open SSH:\"ü\"", 7);
+        assert_eq!(c, "knockgate:open_SSH____:7");
+        assert_eq!(parse_comment(&c), Some(("open_SSH____".into(), 7)));
+        assert_eq!(comment("a.b-c_D9", 0), "knockgate:a.b-c_D9:0");
+        assert_eq!(parse_comment("knockgate::5"), Some((String::new(), 5)));
+        // Long names are cut so the comment fits 255 bytes, whatever the expiry's length.
+        for until in [0, 1_763_726_430, u64::MAX] {
+            let c = comment(&"é".repeat(300), until);
+            assert_eq!(c.len(), 255, "{c}");
+            let (door, back) = parse_comment(&c).unwrap();
+            assert_eq!(back, until);
+            assert!(door.chars().all(|ch| ch == '_'));
+        }
+        assert_eq!(comment(&"d".repeat(10), 1).len(), 22);
+        // Not ours.
+        for other in [
+            "added by hand",
+            "knockgate:open SSH:1",
+            "knockgate:door:",
+            "knockgate:door:12x",
+            "knockgate:door",
+            "knockgate:door:99999999999999999999999",
+            "Knockgate:door:1",
+            "",
+        ] {
+            assert_eq!(parse_comment(other), None, "{other}");
+        }
+    }
+
+    /// `iptables -S KNOCKD` as iptables 1.8.9 (nf_tables) printed it on Debian 12.
+    const LISTING_V4: &str = r#"-N KNOCKD
+-A KNOCKD -s 192.0.2.7/32 -p tcp -m multiport --dports 22,5060:5069 -m comment --comment "knockgate:openSSH:1763726430" -m time --datestop 2025-11-21T12:00:30 -j ACCEPT
+-A KNOCKD -s 192.0.2.8/32 -p udp -m multiport --dports 53 -m comment --comment "knockgate:dns:1763726431" -m time --datestop 2025-11-21T12:00:31 -j ACCEPT
+-A KNOCKD -s 192.0.2.9/32 -m comment --comment "knockgate:open SSH:1763726430" -j ACCEPT
+-A KNOCKD -s 192.0.2.10/32 -p tcp -m tcp --dport 80 -m comment --comment "added by hand" -j ACCEPT
+-A KNOCKD ! -s 192.0.2.11/32 -m comment --comment "knockgate:neg:1" -j ACCEPT
+-A KNOCKD -s 198.51.100.0/24 -m comment --comment "knockgate:net:1" -j ACCEPT
+-A KNOCKD -s 192.0.2.12/32 -m time --datestop 2038-01-19T03:14:07 -m comment --comment "knockgate:all:2147483647" -j ACCEPT
+"#;
+
+    /// `ip6tables -S KNOCKD`, same machine.
+    const LISTING_V6: &str = r#"-N KNOCKD
+-A KNOCKD -s 2001:db8::7/128 -p tcp -m multiport --dports 22 -m comment --comment "knockgate:openSSH:1763726430" -m time --datestop 2025-11-21T12:00:30 -j ACCEPT
+-A KNOCKD -s 2001:db8::8/128 -m comment --comment "knockgate:all ports:1763726430" -m time --datestop 2025-11-21T12:00:30 -j ACCEPT
+"#;
+
+    #[test]
+    fn parses_real_listings() {
+        let found = parse_rules("KNOCKD", LISTING_V4);
+        let summary: Vec<(&str, String, u64)> = found
+            .iter()
+            .map(|f| (f.door.as_str(), f.src.to_string(), f.until))
+            .collect();
+        // Foreign comments (with spaces too), a negated source and a network are left out.
+        assert_eq!(
+            summary,
+            vec![
+                ("openSSH", "192.0.2.7".into(), 1_763_726_430),
+                ("dns", "192.0.2.8".into(), 1_763_726_431),
+                ("all", "192.0.2.12".into(), 2_147_483_647),
+            ]
+        );
+        // The spec is what rule_args wrote (quotes removed), so -C/-D find the rule.
+        let g = grant(
+            "openSSH",
+            "192.0.2.7",
+            ports(&["22", "5060-5069"]),
+            1_763_726_430,
+        );
+        assert_eq!(found[0].spec, rule_args("KNOCKD", &g)[0][1..].to_vec());
+        let g = grant("dns", "192.0.2.8", ports(&["53/udp"]), 1_763_726_431);
+        assert_eq!(found[1].spec, rule_args("KNOCKD", &g)[0][1..].to_vec());
+
+        let found = parse_rules("KNOCKD", LISTING_V6);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].door, "openSSH");
+        assert_eq!(found[0].src, "2001:db8::7".parse::<IpAddr>().unwrap());
+        let g = grant("openSSH", "2001:db8::7", ports(&["22"]), 1_763_726_430);
+        assert_eq!(found[0].spec, rule_args("KNOCKD", &g)[0][1..].to_vec());
+
+        // Another chain's name, an empty or broken listing: nothing.
+        assert!(parse_rules("OTHER", LISTING_V4).is_empty());
+        assert!(parse_rules("KNOCKD", "").is_empty());
+        assert!(parse_rules("KNOCKD", "-A KNOCKD -m comment --comment \"unterminated").is_empty());
+    }
+
+    /// `iptables -S INPUT` with a conditional jump (not ours) and two of ours.
+    const INPUT: &str = "-P INPUT ACCEPT
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -j KNOCKD
+-A INPUT -i lo -j ACCEPT
+-A INPUT -i eth0 -j KNOCKD
+-A INPUT -j KNOCKD
+";
+
+    #[test]
+    fn jump_plans() {
+        let plan = |listing, position| plan_jumps(listing, "KNOCKD", position);
+        let none = JumpPlan {
+            delete: 0,
+            insert_at: None,
+        };
+        // Three other rules; jumps after 1 and after 3 of them.
+        assert_eq!(
+            plan(INPUT, 1),
+            JumpPlan {
+                delete: 2,
+                insert_at: Some(1)
+            }
+        );
+        assert_eq!(
+            plan(INPUT, 2),
+            JumpPlan {
+                delete: 2,
+                insert_at: Some(2)
+            }
+        );
+        // The last jump is in place: delete the one before it (deletion takes the first).
+        assert_eq!(
+            plan(INPUT, 4),
+            JumpPlan {
+                delete: 1,
+                insert_at: None
+            }
+        );
+        assert_eq!(plan(INPUT, 99), plan(INPUT, 4));
+        assert_eq!(
+            plan("-P INPUT DROP\n", 3),
+            JumpPlan {
+                delete: 0,
+                insert_at: Some(1)
+            }
+        );
+        assert_eq!(plan("-P INPUT DROP\n-A INPUT -j KNOCKD\n", 1), none);
+        assert_eq!(plan("-P INPUT DROP\n-A INPUT -j KNOCKD\n", 0), none);
+        assert_eq!(
+            plan(
+                "-A INPUT -j KNOCKD\n-A INPUT -j KNOCKD\n-A INPUT -j DROP\n",
+                1
+            ),
+            JumpPlan {
+                delete: 1,
+                insert_at: None
+            }
+        );
+        assert_eq!(
+            plan("-A INPUT -j DROP\n-A INPUT -j KNOCKD\n", 1),
+            JumpPlan {
+                delete: 1,
+                insert_at: Some(1)
+            }
+        );
+        // A jump to another chain is another rule.
+        assert_eq!(
+            plan("-A INPUT -j KNOCKD2\n", 1),
+            JumpPlan {
+                delete: 0,
+                insert_at: Some(1)
+            }
+        );
+    }
+
+    #[test]
+    fn command_lines() {
+        let fw = Iptables::new("KNOCKD", 0).in_netns("ns1");
+        assert_eq!(fw.position, 1);
+        assert_eq!(
+            fw.argv(Family::V6, &["-S", "KNOCKD"]),
+            words("ip netns exec ns1 ip6tables -w 10 -S KNOCKD")
+        );
+        let fw = Iptables::new("KNOCKD", 3).with_programs("iptables-legacy", "ip6tables-legacy");
+        assert_eq!(
+            fw.argv(Family::V4, &["-F", "KNOCKD"]),
+            words("iptables-legacy -w 10 -F KNOCKD")
+        );
+    }
+}
