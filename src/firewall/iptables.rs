@@ -312,19 +312,6 @@ pub(crate) fn plan_jumps(listing: &str, chain: &str, position: u32) -> JumpPlan 
     }
 }
 
-/// The comment that marks a rule as knockgate's: `knockgate:<door>:<until>` (stub: the real
-/// one, with the door name made safe, is on branch `firewall`).
-pub fn comment(door: &str, until: u64) -> String {
-    format!("knockgate:{door}:{until}")
-}
-
-/// The (door, until) of a knockgate comment.
-pub fn parse_comment(comment: &str) -> Option<(String, u64)> {
-    let rest = comment.strip_prefix("knockgate:")?;
-    let (door, until) = rest.rsplit_once(':')?;
-    Some((door.to_string(), until.parse().ok()?))
-}
-
 /// Runs `iptables -w` and `ip6tables -w` (or, in tests, inside a network namespace).
 #[derive(Debug, Clone)]
 pub struct Iptables {
