@@ -466,6 +466,9 @@ impl Daemon {
                 } else if self.gate.is_some() && new.firewall != self.config.firewall {
                     warn!("[firewall] changes take effect at the next restart");
                 }
+                if let Some(gate) = &mut self.gate {
+                    gate.reconcile(&self.sessions);
+                }
                 self.config = new;
                 self.refresh_interfaces();
                 info!(doors = self.config.doors.len(), "config reloaded");

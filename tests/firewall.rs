@@ -451,3 +451,47 @@ fn dry_run_touches_no_firewall() {
         .unwrap();
     assert!(!out.status.success(), "dry run created the chain");
 }
+
+#[test]
+fn established_connection_survives_the_close() {
+    if !can_run_netns() {
+        return;
+    }
+    use std::io::Write;
+    let lab = Lab::new();
+    lock_down(&lab.gw);
+    // A listener that records what it receives.
+    let received = lab.path("received");
+    let mut server = lab
+        .gw
+        .cmd("sh")
+        .args(["-c", &format!("nc -4 -l 2222 > {}", received.display())])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let cfg = lab.write_config("knockgate.toml", &config("1h", ""));
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let gw4 = lab.link(0).gw_v4.clone();
+    knock(&lab, 0, &["7000", "8000", "9000"]);
+    daemon.wait_log("openSSH: opened", LONG);
+    // An SSH-like session: connected while the door is open...
+    let mut session = lab
+        .client(0)
+        .cmd("nc")
+        .args(["-N", &gw4, "2222"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = session.stdin.take().unwrap();
+    stdin.write_all(b"before\n").unwrap();
+    wait_file(&received, "before", LONG);
+    // ...stays up after the door closes (the base ruleset accepts ESTABLISHED).
+    knock(&lab, 0, &["9100", "8100", "7100"]);
+    daemon.wait_log("openSSH: closed 2222/tcp (closed by closeSSH)", LONG);
+    stdin.write_all(b"after\n").unwrap();
+    drop(stdin);
+    wait_file(&received, "after", LONG);
+    let _ = session.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+}
