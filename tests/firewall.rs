@@ -200,19 +200,44 @@ fn door_opens_for_the_knocker_only_and_closes_after_its_duration() {
     assert!(chain(&lab.gw, "ip6tables").is_empty());
 }
 
+/// A locked-down gateway with the listener and the daemon, and the knocker let in: the
+/// common start of several tests.
+struct Opened {
+    lab: Lab,
+    _listener: Listener,
+    daemon: Daemon,
+    gw4: String,
+}
+
+fn knocked_open(duration: &str, firewall: &str) -> Opened {
+    let lab = Lab::new();
+    lock_down(&lab.gw);
+    let listener = Listener::start(&lab.gw);
+    let cfg = lab.write_config("knockgate.toml", &config(duration, firewall));
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let gw4 = lab.link(0).gw_v4.clone();
+    knock(&lab, 0, &["7000", "8000", "9000"]);
+    wait_connects(lab.client(0), &gw4, true, LONG);
+    Opened {
+        lab,
+        _listener: listener,
+        daemon,
+        gw4,
+    }
+}
+
 #[test]
 fn closing_sequence_closes_the_door() {
     if !can_run_netns() {
         return;
     }
-    let lab = Lab::new();
-    lock_down(&lab.gw);
-    let _listener = Listener::start(&lab.gw);
-    let cfg = lab.write_config("knockgate.toml", &config("1h", ""));
-    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
-    let gw4 = lab.link(0).gw_v4.clone();
-    knock(&lab, 0, &["7000", "8000", "9000"]);
-    wait_connects(lab.client(0), &gw4, true, LONG);
+    // (`_listener` must stay bound: a `..` would drop it, and kill the listener, at once.)
+    let Opened {
+        lab,
+        _listener,
+        daemon,
+        gw4,
+    } = knocked_open("1h", "");
     knock(&lab, 0, &["9100", "8100", "7100"]);
     wait_connects(lab.client(0), &gw4, false, LONG);
     daemon.wait_log("openSSH: closed 2222/tcp (closed by closeSSH)", LONG);
@@ -256,14 +281,13 @@ fn external_flush_and_deleted_jump_are_repaired() {
     if !can_run_netns() {
         return;
     }
-    let lab = Lab::new();
-    lock_down(&lab.gw);
-    let _listener = Listener::start(&lab.gw);
-    let cfg = lab.write_config("knockgate.toml", &config("1h", ""));
-    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
-    let gw4 = lab.link(0).gw_v4.clone();
-    knock(&lab, 0, &["7000", "8000", "9000"]);
-    wait_connects(lab.client(0), &gw4, true, LONG);
+    // (`_listener` must stay bound: a `..` would drop it, and kill the listener, at once.)
+    let Opened {
+        lab,
+        _listener,
+        daemon,
+        gw4,
+    } = knocked_open("1h", "");
 
     // The cron.daily recipe, or an admin, flushes the chain behind knockgate's back.
     lab.gw.ok(&["iptables", "-w", "-F", "KNOCKD"]);
@@ -407,14 +431,12 @@ fn kernel_datestop_closes_the_door_when_the_daemon_is_dead() {
     if !can_run_netns() {
         return;
     }
-    let lab = Lab::new();
-    lock_down(&lab.gw);
-    let _listener = Listener::start(&lab.gw);
-    let cfg = lab.write_config("knockgate.toml", &config("3s", "daily_flush = \"off\""));
-    let mut daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
-    let gw4 = lab.link(0).gw_v4.clone();
-    knock(&lab, 0, &["7000", "8000", "9000"]);
-    wait_connects(lab.client(0), &gw4, true, LONG);
+    let Opened {
+        lab,
+        _listener,
+        mut daemon,
+        gw4,
+    } = knocked_open("3s", "daily_flush = \"off\"");
     daemon.signal("KILL");
     daemon.wait_exit(LONG);
     // The rule is still there, but stops matching at its expiry.
