@@ -20,6 +20,7 @@ pub mod knockd_import;
 pub mod otp;
 pub mod replay;
 pub mod sessions;
+pub mod status;
 pub mod syslog;
 pub mod time;
 pub mod wire;

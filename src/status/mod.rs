@@ -1,0 +1,197 @@
+//! What the gateway is doing, for the status page, its JSON API and Prometheus metrics.
+//!
+//! The daemon loop builds a [`Snapshot`] (plain data, no locks inside) and publishes it on a
+//! [`Board`]; the HTTP server only ever clones the current `Arc<Snapshot>`, so a flood of
+//! requests can never block or slow the capture and the engine.
+//!
+//! Security: a snapshot never holds a knock sequence, a secret or a command line. Field names
+//! are the JSON API (`/api/status`): keep them stable.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// Everything the status page shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// knockgate's version.
+    pub version: String,
+    /// Wall-clock time of this snapshot, Unix seconds.
+    pub now_unix: u64,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// True when every capture is up and the firewall (if used) works.
+    pub healthy: bool,
+    pub captures: Vec<CaptureStatus>,
+    pub firewall: Option<FirewallStatus>,
+    pub doors: Vec<DoorStatus>,
+    /// Most recent first, at most [`RECENT`].
+    pub recent: Vec<Activity>,
+    /// Knocks (accepted steps) per hour over the last 24 hours, oldest first; the last entry is
+    /// the current hour.
+    pub knocks_per_hour: Vec<u32>,
+    pub counters: Counters,
+    pub relays: Vec<RelayStatus>,
+    pub led: Option<LedStatus>,
+}
+
+/// How many recent activities a snapshot keeps.
+pub const RECENT: usize = 50;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CaptureStatus {
+    pub interface: String,
+    pub up: bool,
+    /// Why it is down, if it is.
+    pub error: Option<String>,
+    pub addresses: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FirewallStatus {
+    /// `iptables` or `none`.
+    pub backend: String,
+    pub chain: String,
+    /// Whether the last firewall command succeeded.
+    pub healthy: bool,
+    /// Next daily flush, Unix seconds, if enabled.
+    pub next_flush_unix: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DoorStatus {
+    pub name: String,
+    /// What the door does: any of `firewall`, `close`, `command`, `gpio`, `wake_on_lan`.
+    pub actions: Vec<String>,
+    /// Number of steps of its sequence (never the ports).
+    pub steps: usize,
+    /// Open sessions (firewall openings and pending stop commands).
+    pub open: Vec<OpenSession>,
+    pub last_opened_unix: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpenSession {
+    pub src: IpAddr,
+    /// `firewall` or `command`.
+    pub kind: String,
+    pub opened_unix: u64,
+    pub expires_unix: u64,
+}
+
+/// What happened to one knocking source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Activity {
+    pub when_unix: u64,
+    pub src: IpAddr,
+    /// True for a source on the LAN (private, link-local or unique-local address).
+    pub lan: bool,
+    pub door: String,
+    /// `stage`, `open`, `timeout` or `reset`.
+    pub event: String,
+    pub stage: usize,
+    pub of: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Packets the captures delivered.
+    pub packets: u64,
+    /// Packets that reached the engine.
+    pub knocks: u64,
+    pub stages: u64,
+    pub opens: u64,
+    pub timeouts: u64,
+    pub resets: u64,
+    pub evictions: u64,
+    /// Packets that could not be parsed.
+    pub parse_errors: u64,
+    /// Packets dropped because the daemon loop was behind.
+    pub dropped_queue: u64,
+    /// Sources with an attempt in progress now.
+    pub tracked_sources: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RelayStatus {
+    pub name: String,
+    pub pin: u8,
+    pub on: bool,
+    /// When a pulse or the watchdog switches it off, Unix seconds.
+    pub off_at_unix: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LedStatus {
+    pub pin: u8,
+    /// `heartbeat`, `stage`, `open` or `error`.
+    pub pattern: String,
+}
+
+/// Whether an address is on the LAN side (private, link-local, unique-local, loopback).
+pub fn is_lan(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Where the daemon publishes snapshots and the server reads them.
+#[derive(Debug, Clone, Default)]
+pub struct Board(Arc<Mutex<Arc<Snapshot>>>);
+
+impl Board {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the current snapshot (the daemon loop).
+    pub fn publish(&self, snapshot: Snapshot) {
+        *self.0.lock().expect("board lock") = Arc::new(snapshot);
+    }
+
+    /// The current snapshot (the server): a pointer copy under a short lock.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.0.lock().expect("board lock").clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lan_addresses() {
+        for lan in [
+            "192.168.1.5",
+            "10.0.0.1",
+            "172.16.3.4",
+            "169.254.1.1",
+            "fd00::1",
+            "fe80::1",
+            "::1",
+            "127.0.0.1",
+        ] {
+            assert!(is_lan(lan.parse().unwrap()), "{lan}");
+        }
+        for wan in ["8.8.8.8", "2001:db8::1", "100.64.0.1", "172.32.0.1"] {
+            assert!(!is_lan(wan.parse().unwrap()), "{wan}");
+        }
+    }
+
+    #[test]
+    fn board_publishes_and_serves_the_latest() {
+        let b = Board::new();
+        let held = b.current();
+        b.publish(Snapshot {
+            version: "x".into(),
+            ..Snapshot::default()
+        });
+        assert_eq!(held.version, "");
+        assert_eq!(b.current().version, "x");
+    }
+}
