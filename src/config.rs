@@ -9,7 +9,7 @@
 //! [`DEFAULT_CONFIG_PATH`] is missing. `examples/knockgate.toml` documents every key.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,8 +46,121 @@ pub struct Config {
     pub origin: String,
     pub daemon: Daemon,
     pub firewall: FirewallConfig,
+    pub status: StatusConfig,
+    pub gpio: GpioConfig,
     pub doors: Vec<Door>,
 }
+
+/// Where the status page listens by default: loopback only. Set `[status] listen` to a LAN
+/// address to see it from a phone.
+pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:8080";
+
+/// `[status]`: the local status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Host header values accepted besides the listen address and `localhost`.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            enabled: true,
+            listen: DEFAULT_STATUS_LISTEN.parse().expect("a literal address"),
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+/// Which GPIO implementation drives the pins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpioBackend {
+    /// The Raspberry Pi's GPIO through /dev/gpiomem (rppal); ARM builds only.
+    Rppal,
+    /// No hardware: levels are logged (tests, `--dry-run`, any Linux machine).
+    Simulated,
+}
+
+impl Default for GpioBackend {
+    fn default() -> Self {
+        if cfg!(any(target_arch = "arm", target_arch = "aarch64")) {
+            GpioBackend::Rppal
+        } else {
+            GpioBackend::Simulated
+        }
+    }
+}
+
+/// A relay on a GPIO pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    pub name: String,
+    /// BCM pin number (0 to 27).
+    pub pin: u8,
+    /// The board switches the relay on with a low level (most cheap relay boards).
+    pub active_low: bool,
+    /// Longest time the relay may stay on, whatever asks for it (a watchdog).
+    pub max_on: Duration,
+    /// Relays of one group are never on together (one sprinkler zone at a time).
+    pub group: Option<String>,
+    /// State at start and at shutdown (normally off).
+    pub safe_on: bool,
+}
+
+/// The status LED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedConfig {
+    pub pin: u8,
+    pub active_low: bool,
+}
+
+/// `[gpio]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GpioConfig {
+    pub backend: GpioBackend,
+    pub relays: Vec<RelayConfig>,
+    pub led: Option<LedConfig>,
+}
+
+/// Default watchdog: no relay stays on longer than this unless configured.
+pub const DEFAULT_MAX_ON: Duration = Duration::from_secs(3600);
+
+/// What a door does to a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// On for this long, then off.
+    Pulse(Duration),
+    On,
+    Off,
+    Toggle,
+}
+
+/// A door's `gpio = { relay = "...", mode = "pulse", duration = "10m" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpioAction {
+    pub relay: String,
+    pub mode: RelayMode,
+}
+
+/// A door's `wake_on_lan = { mac = "...", ... }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WakeAction {
+    pub mac: [u8; 6],
+    /// Send on this interface (SO_BINDTODEVICE); default: the routing table decides.
+    pub interface: Option<String>,
+    pub port: u16,
+    /// Broadcast address to send to (default 255.255.255.255).
+    pub broadcast: IpAddr,
+    /// SecureOn password (6 bytes), appended to the magic packet.
+    pub password: Option<[u8; 6]>,
+    /// At most one packet per target per this long.
+    pub rate_limit: Duration,
+}
+
+/// Default wake-on-LAN rate limit per target.
+pub const DEFAULT_WAKE_RATE_LIMIT: Duration = Duration::from_secs(30);
 
 impl Config {
     /// Whether any door opens or closes firewall doors (only then is the chain managed).
@@ -149,6 +262,10 @@ pub struct Door {
     pub firewall: Option<FirewallAction>,
     /// Close the knocker's opening of this other door (a closing sequence).
     pub close: Option<String>,
+    /// Switch a relay.
+    pub gpio: Option<GpioAction>,
+    /// Send a wake-on-LAN magic packet.
+    pub wake_on_lan: Option<WakeAction>,
 }
 
 /// The IPv6 variant of a command, as knockd has it: unset falls back to the IPv4 command,
@@ -367,6 +484,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Checks a door name: 1 to 127 characters, no control characters.
+/// Parses a MAC address (or a SecureOn password): six hex bytes separated by `:` or `-`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = text.trim().split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (b, p) in mac.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
 /// Parses a local time of day: `HH:MM` or `HH:MM:SS` (24-hour clock).
 pub fn parse_local_time(text: &str) -> Result<LocalTime, String> {
     let bad = || {
@@ -434,6 +567,11 @@ pub(crate) fn check_interface_name(name: &str) -> Result<(), String> {
 struct RawConfig {
     daemon: Option<Spanned<RawDaemon>>,
     firewall: Option<Spanned<RawFirewall>>,
+    status: Option<Spanned<RawStatus>>,
+    gpio: Option<Spanned<RawGpio>>,
+    #[serde(default)]
+    relay: Vec<Spanned<RawRelay>>,
+    led: Option<Spanned<RawLed>>,
     #[serde(default)]
     door: Vec<Spanned<RawDoor>>,
 }
@@ -446,6 +584,61 @@ struct RawFirewall {
     chain: Option<Spanned<RawValue>>,
     jump_position: Option<Spanned<RawValue>>,
     daily_flush: Option<Spanned<RawValue>>,
+}
+
+/// `[status]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    enabled: Option<Spanned<RawValue>>,
+    listen: Option<Spanned<RawValue>>,
+    allowed_hosts: Option<Spanned<RawValue>>,
+}
+
+/// `[gpio]` (the relays are `[[relay]]` tables and the LED `[led]`, at the top level).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGpio {
+    backend: Option<Spanned<RawValue>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelay {
+    name: Option<Spanned<RawValue>>,
+    pin: Option<Spanned<RawValue>>,
+    active_low: Option<Spanned<RawValue>>,
+    max_on: Option<Spanned<RawValue>>,
+    group: Option<Spanned<RawValue>>,
+    safe_state: Option<Spanned<RawValue>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLed {
+    pin: Option<Spanned<RawValue>>,
+    active_low: Option<Spanned<RawValue>>,
+}
+
+/// A door's `gpio = { relay, mode, duration }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDoorGpio {
+    relay: Option<Spanned<RawValue>>,
+    mode: Option<Spanned<RawValue>>,
+    duration: Option<Spanned<RawValue>>,
+}
+
+/// A door's `wake_on_lan = { mac, interface, port, broadcast, password, rate_limit }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWake {
+    mac: Option<Spanned<RawValue>>,
+    interface: Option<Spanned<RawValue>>,
+    port: Option<Spanned<RawValue>>,
+    broadcast: Option<Spanned<RawValue>>,
+    password: Option<Spanned<RawValue>>,
+    rate_limit: Option<Spanned<RawValue>>,
 }
 
 /// A door's `firewall = { ports = [...], duration = "..." }`.
@@ -489,6 +682,8 @@ struct RawDoor {
     cmd_timeout: Option<Spanned<RawValue>>,
     firewall: Option<Spanned<RawDoorFirewall>>,
     close: Option<Spanned<RawValue>>,
+    gpio: Option<Spanned<RawDoorGpio>>,
+    wake_on_lan: Option<Spanned<RawWake>>,
 }
 
 /// Any TOML value, with positions kept for the elements of arrays.
@@ -580,7 +775,22 @@ struct Skeleton {
 }
 
 /// Keys of each table, for "did you mean" hints.
-const TOP_KEYS: &[&str] = &["daemon", "firewall", "door"];
+const TOP_KEYS: &[&str] = &[
+    "daemon", "firewall", "status", "gpio", "relay", "led", "door",
+];
+const STATUS_KEYS: &[&str] = &["enabled", "listen", "allowed_hosts"];
+const GPIO_KEYS: &[&str] = &["backend"];
+const RELAY_KEYS: &[&str] = &["name", "pin", "active_low", "max_on", "group", "safe_state"];
+const LED_KEYS: &[&str] = &["pin", "active_low"];
+const DOOR_GPIO_KEYS: &[&str] = &["relay", "mode", "duration"];
+const WAKE_KEYS: &[&str] = &[
+    "mac",
+    "interface",
+    "port",
+    "broadcast",
+    "password",
+    "rate_limit",
+];
 const FIREWALL_KEYS: &[&str] = &["backend", "chain", "jump_position", "daily_flush"];
 const DOOR_FIREWALL_KEYS: &[&str] = &["ports", "duration"];
 const DAEMON_KEYS: &[&str] = &[
@@ -608,6 +818,8 @@ const DOOR_KEYS: &[&str] = &[
     "cmd_timeout",
     "firewall",
     "close",
+    "gpio",
+    "wake_on_lan",
 ];
 
 /// Validation context: the text (for line numbers) and its origin (for messages).
@@ -679,6 +891,24 @@ impl Cx<'_> {
                 (Some("daemon".to_string()), DAEMON_KEYS)
             } else if expected.contains("`jump_position`") {
                 (Some("firewall".to_string()), FIREWALL_KEYS)
+            } else if expected.contains("`allowed_hosts`") {
+                (Some("status".to_string()), STATUS_KEYS)
+            } else if expected.contains("`max_on`") {
+                (Some("relay".to_string()), RELAY_KEYS)
+            } else if expected == "expected `backend`" {
+                (Some("gpio".to_string()), GPIO_KEYS)
+            } else if expected == "expected `pin`, `active_low`" {
+                (Some("led".to_string()), LED_KEYS)
+            } else if expected.contains("`mode`") {
+                (
+                    Some(format!("{}.gpio", self.door_at(offset?))),
+                    DOOR_GPIO_KEYS,
+                )
+            } else if expected.contains("`mac`") {
+                (
+                    Some(format!("{}.wake_on_lan", self.door_at(offset?))),
+                    WAKE_KEYS,
+                )
             } else if expected.contains("`ports`") {
                 (
                     Some(format!("{}.firewall", self.door_at(offset?))),
@@ -851,6 +1081,11 @@ impl Cx<'_> {
             Some(f) => self.firewall(f.get_ref())?,
             None => FirewallConfig::default(),
         };
+        let status = match &raw.status {
+            Some(st) => self.status(st.get_ref())?,
+            None => StatusConfig::default(),
+        };
+        let gpio = self.gpio(&raw)?;
         for (i, door) in doors.iter().enumerate() {
             let raw_door = raw.door[i].get_ref();
             let d = door_key(i, Some(&door.name));
@@ -864,6 +1099,38 @@ impl Cx<'_> {
                 };
                 if let Some(message) = problem {
                     return Err(self.err(v, &format!("{d}.close"), message));
+                }
+            }
+            if let (Some(action), Some(v)) = (&door.gpio, &raw_door.gpio) {
+                let Some(relay) = gpio.relays.iter().find(|r| r.name == action.relay) else {
+                    let known: Vec<&str> = gpio.relays.iter().map(|r| r.name.as_str()).collect();
+                    return Err(self.err(
+                        v,
+                        &format!("{d}.gpio.relay"),
+                        format!(
+                            "no relay is named `{}`: declare it with [[relay]] (known: {})",
+                            action.relay,
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    ));
+                };
+                if let RelayMode::Pulse(p) = action.mode {
+                    if p > relay.max_on {
+                        return Err(self.err(
+                            v,
+                            &format!("{d}.gpio.duration"),
+                            format!(
+                                "a {}s pulse is longer than relay `{}`'s max_on ({}s): shorten it or raise max_on",
+                                p.as_secs(),
+                                relay.name,
+                                relay.max_on.as_secs()
+                            ),
+                        ));
+                    }
                 }
             }
             if let (Some(action), Some(f)) = (&door.firewall, &raw_door.firewall) {
@@ -880,7 +1147,355 @@ impl Cx<'_> {
             origin: self.origin.to_string(),
             daemon,
             firewall,
+            status,
+            gpio,
             doors,
+        })
+    }
+
+    fn boolean(&self, v: &Spanned<RawValue>, key: &str) -> Result<bool, ConfigError> {
+        match v.get_ref() {
+            RawValue::Boolean(b) => Ok(*b),
+            other => Err(self.err(
+                v,
+                key,
+                format!("expected true or false, found {}", other.kind()),
+            )),
+        }
+    }
+
+    /// A BCM GPIO pin number.
+    fn pin(&self, v: &Spanned<RawValue>, key: &str) -> Result<u8, ConfigError> {
+        match v.get_ref() {
+            RawValue::Integer(n) if (0..=27).contains(n) => Ok(u8::try_from(*n).expect("in range")),
+            other => Err(self.err(
+                v,
+                key,
+                format!(
+                    "expected a BCM GPIO number from 0 to 27 (the GPIO number, not the header pin), found {}",
+                    match other {
+                        RawValue::Integer(n) => n.to_string(),
+                        o => o.kind().to_string(),
+                    }
+                ),
+            )),
+        }
+    }
+
+    fn status(&self, raw: &RawStatus) -> Result<StatusConfig, ConfigError> {
+        let mut st = StatusConfig::default();
+        if let Some(v) = &raw.enabled {
+            st.enabled = self.boolean(v, "status.enabled")?;
+        }
+        if let Some(v) = &raw.listen {
+            let s = self.string(
+                v,
+                "status.listen",
+                "an address and port such as \"192.168.1.1:8080\"",
+            )?;
+            st.listen = s.trim().parse().map_err(|_| {
+                self.err(
+                    v,
+                    "status.listen",
+                    format!("`{s}` is not an address and port: expected e.g. \"192.168.1.1:8080\" or \"[fd00::1]:8080\""),
+                )
+            })?;
+        }
+        if let Some(v) = &raw.allowed_hosts {
+            let RawValue::Array(items) = v.get_ref() else {
+                return Err(self.err(
+                    v,
+                    "status.allowed_hosts",
+                    format!(
+                        "expected a list of host names such as [\"gateway.lan\"], found {}",
+                        v.get_ref().kind()
+                    ),
+                ));
+            };
+            for item in items {
+                let h = self.string(
+                    item,
+                    "status.allowed_hosts",
+                    "a host name such as \"gateway.lan\"",
+                )?;
+                if h.is_empty() || h.contains(['/', ' ', '@']) {
+                    return Err(self.err(
+                        item,
+                        "status.allowed_hosts",
+                        format!("`{h}` is not a host name"),
+                    ));
+                }
+                st.allowed_hosts.push(h.to_ascii_lowercase());
+            }
+        }
+        Ok(st)
+    }
+
+    fn gpio(&self, top: &RawConfig) -> Result<GpioConfig, ConfigError> {
+        let mut g = GpioConfig::default();
+        if let Some(v) = top
+            .gpio
+            .as_ref()
+            .and_then(|gp| gp.get_ref().backend.as_ref())
+        {
+            let s = self.string(v, "gpio.backend", "\"rppal\" or \"simulated\"")?;
+            g.backend = match s {
+                "rppal" => GpioBackend::Rppal,
+                "simulated" => GpioBackend::Simulated,
+                other => {
+                    return Err(self.err(
+                        v,
+                        "gpio.backend",
+                        format!("unknown backend `{other}`: expected \"rppal\" (a Raspberry Pi) or \"simulated\" (anywhere else)"),
+                    ))
+                }
+            };
+        }
+        let mut pins: Vec<(u8, String)> = Vec::new();
+        for (i, r) in top.relay.iter().enumerate() {
+            let rr = r.get_ref();
+            let key = |k: &str| format!("relay[{i}].{k}");
+            let Some(name_v) = &rr.name else {
+                return Err(self.err(
+                    r,
+                    &key("name"),
+                    "this relay has no name: add name = \"...\"",
+                ));
+            };
+            let name = self
+                .string(name_v, &key("name"), "a relay name")?
+                .to_string();
+            check_door_name(&name)
+                .map_err(|m| self.err(name_v, &key("name"), m.replace("door", "relay")))?;
+            if g.relays.iter().any(|o| o.name == name) {
+                return Err(self.err(
+                    name_v,
+                    &key("name"),
+                    format!("relay name `{name}` is used twice"),
+                ));
+            }
+            let key = |k: &str| format!("relay[{name}].{k}");
+            let Some(pin_v) = &rr.pin else {
+                return Err(self.err(
+                    r,
+                    &key("pin"),
+                    "this relay has no pin: add pin = 17 (a BCM GPIO number)",
+                ));
+            };
+            let pin = self.pin(pin_v, &key("pin"))?;
+            if let Some((_, other)) = pins.iter().find(|(p, _)| *p == pin) {
+                return Err(self.err(
+                    pin_v,
+                    &key("pin"),
+                    format!("GPIO {pin} is already used by {other}"),
+                ));
+            }
+            pins.push((pin, format!("relay `{name}`")));
+            let active_low = rr
+                .active_low
+                .as_ref()
+                .map(|v| self.boolean(v, &key("active_low")))
+                .transpose()?
+                .unwrap_or(false);
+            let max_on = rr
+                .max_on
+                .as_ref()
+                .map(|v| self.timeout(v, &key("max_on")))
+                .transpose()?
+                .unwrap_or(DEFAULT_MAX_ON);
+            let group = rr
+                .group
+                .as_ref()
+                .map(|v| {
+                    self.string(v, &key("group"), "a group name")
+                        .map(str::to_string)
+                })
+                .transpose()?;
+            let safe_on = match &rr.safe_state {
+                None => false,
+                Some(v) => match self.string(v, &key("safe_state"), "\"off\" or \"on\"")? {
+                    "off" => false,
+                    "on" => true,
+                    other => {
+                        return Err(self.err(
+                            v,
+                            &key("safe_state"),
+                            format!("`{other}`: expected \"off\" or \"on\""),
+                        ))
+                    }
+                },
+            };
+            g.relays.push(RelayConfig {
+                name,
+                pin,
+                active_low,
+                max_on,
+                group,
+                safe_on,
+            });
+        }
+        if let Some(l) = &top.led {
+            let lr = l.get_ref();
+            let Some(pin_v) = &lr.pin else {
+                return Err(self.err(
+                    l,
+                    "led.pin",
+                    "the LED needs a pin: add pin = 25 (a BCM GPIO number)",
+                ));
+            };
+            let pin = self.pin(pin_v, "led.pin")?;
+            if let Some((_, other)) = pins.iter().find(|(p, _)| *p == pin) {
+                return Err(self.err(
+                    pin_v,
+                    "led.pin",
+                    format!("GPIO {pin} is already used by {other}"),
+                ));
+            }
+            let active_low = lr
+                .active_low
+                .as_ref()
+                .map(|v| self.boolean(v, "led.active_low"))
+                .transpose()?
+                .unwrap_or(false);
+            g.led = Some(LedConfig { pin, active_low });
+        }
+        Ok(g)
+    }
+
+    fn door_gpio(&self, v: &Spanned<RawDoorGpio>, key: &str) -> Result<GpioAction, ConfigError> {
+        let raw = v.get_ref();
+        let Some(relay_v) = &raw.relay else {
+            return Err(self.err(
+                v,
+                &format!("{key}.relay"),
+                "name the relay: relay = \"zone1\"",
+            ));
+        };
+        let relay = self
+            .string(relay_v, &format!("{key}.relay"), "a relay name")?
+            .to_string();
+        let mode_name = match &raw.mode {
+            Some(m) => self.string(
+                m,
+                &format!("{key}.mode"),
+                "\"pulse\", \"on\", \"off\" or \"toggle\"",
+            )?,
+            None => "pulse",
+        };
+        let duration = raw
+            .duration
+            .as_ref()
+            .map(|d| self.timeout(d, &format!("{key}.duration")))
+            .transpose()?;
+        let at = raw.mode.as_ref().map_or(v.span(), |m| m.span());
+        let bad = |message: String| ConfigError {
+            file: self.origin.to_string(),
+            line: Some(self.line(at.start)),
+            key: Some(format!("{key}.mode")),
+            message,
+        };
+        let mode = match (mode_name, duration) {
+            ("pulse", Some(d)) => RelayMode::Pulse(d),
+            ("pulse", None) => return Err(bad("a pulse needs a duration: duration = \"500ms\" (garage door) or \"10m\" (sprinkler)".into())),
+            ("on", None) => RelayMode::On,
+            ("off", None) => RelayMode::Off,
+            ("toggle", None) => RelayMode::Toggle,
+            ("on" | "off" | "toggle", Some(_)) => return Err(bad(format!("mode \"{mode_name}\" takes no duration (use mode = \"pulse\")"))),
+            (other, _) => return Err(bad(format!("unknown mode `{other}`: expected \"pulse\", \"on\", \"off\" or \"toggle\""))),
+        };
+        Ok(GpioAction { relay, mode })
+    }
+
+    fn wake(&self, v: &Spanned<RawWake>, key: &str) -> Result<WakeAction, ConfigError> {
+        let raw = v.get_ref();
+        let k = |f: &str| format!("{key}.{f}");
+        let six = |val: &Spanned<RawValue>, field: &str| -> Result<[u8; 6], ConfigError> {
+            let s = self.string(
+                val,
+                &k(field),
+                "six hex bytes such as \"00:11:22:33:44:55\"",
+            )?;
+            parse_mac(s).ok_or_else(|| {
+                self.err(val, &k(field), format!("`{s}` is not six hex bytes: expected e.g. \"00:11:22:33:44:55\" (or with `-`)"))
+            })
+        };
+        let Some(mac_v) = &raw.mac else {
+            return Err(self.err(
+                v,
+                &k("mac"),
+                "give the MAC address of the machine to wake: mac = \"00:11:22:33:44:55\"",
+            ));
+        };
+        let mac = six(mac_v, "mac")?;
+        let interface = match &raw.interface {
+            Some(i) => {
+                let name = self.string(i, &k("interface"), "an interface name such as \"eth0\"")?;
+                check_interface_name(name).map_err(|m| self.err(i, &k("interface"), m))?;
+                Some(name.to_string())
+            }
+            None => None,
+        };
+        let port = match &raw.port {
+            None => 9,
+            Some(p) => match p.get_ref() {
+                RawValue::Integer(n) if (1..=65535).contains(n) => {
+                    u16::try_from(*n).expect("in range")
+                }
+                other => {
+                    return Err(self.err(
+                        p,
+                        &k("port"),
+                        format!(
+                            "expected a port from 1 to 65535 (usually 9 or 7), found {}",
+                            match other {
+                                RawValue::Integer(n) => n.to_string(),
+                                o => o.kind().to_string(),
+                            }
+                        ),
+                    ))
+                }
+            },
+        };
+        let broadcast = match &raw.broadcast {
+            None => IpAddr::from([255, 255, 255, 255]),
+            Some(b) => {
+                let s = self.string(
+                    b,
+                    &k("broadcast"),
+                    "an IPv4 broadcast address such as \"192.168.1.255\"",
+                )?;
+                match s.trim().parse::<IpAddr>() {
+                    Ok(ip @ IpAddr::V4(_)) => ip,
+                    _ => {
+                        return Err(self.err(
+                            b,
+                            &k("broadcast"),
+                            format!(
+                                "`{s}` is not an IPv4 address: wake-on-LAN is an IPv4 broadcast"
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        let password = raw
+            .password
+            .as_ref()
+            .map(|p| six(p, "password"))
+            .transpose()?;
+        let rate_limit = raw
+            .rate_limit
+            .as_ref()
+            .map(|r| self.timeout(r, &k("rate_limit")))
+            .transpose()?
+            .unwrap_or(DEFAULT_WAKE_RATE_LIMIT);
+        Ok(WakeAction {
+            mac,
+            interface,
+            port,
+            broadcast,
+            password,
+            rate_limit,
         })
     }
 
@@ -1319,6 +1934,16 @@ impl Cx<'_> {
             ),
             None => None,
         };
+        let gpio = raw
+            .gpio
+            .as_ref()
+            .map(|g| self.door_gpio(g, &key("gpio")))
+            .transpose()?;
+        let wake_on_lan = raw
+            .wake_on_lan
+            .as_ref()
+            .map(|w| self.wake(w, &key("wake_on_lan")))
+            .transpose()?;
         let door = Door {
             name,
             sequence,
@@ -1333,6 +1958,8 @@ impl Cx<'_> {
             cmd_timeout,
             firewall,
             close,
+            gpio,
+            wake_on_lan,
         };
         // A stop command runs only after a start command (as in knockd).
         if let Some(v) = &raw.stop_command {
@@ -1894,6 +2521,29 @@ one_time_sequences = "/etc/knockgate/otp"
         ("[[door]]\nname = \"a\"\nsequence = [1]\nclose = \"b\"", Some(4), Some("door[a].close"), "no door is named `b`"),
         ("[[door]]\nname = \"a\"\nsequence = [1]\nclose = \"a\"", Some(4), Some("door[a].close"), "cannot close itself"),
         ("[[door]]\nname = \"a\"\nsequence = [1]\n[[door]]\nname = \"b\"\nsequence = [2]\nclose = \"a\"", Some(7), Some("door[b].close"), "no firewall action"),
+        // [status], [gpio], relays, LED, door gpio and wake_on_lan.
+        ("[status]\nlisten = \"8080\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("status.listen"), "not an address and port"),
+        ("[status]\nenabled = \"yes\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("status.enabled"), "expected true or false"),
+        ("[status]\nallowed_hosts = \"gw.lan\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("status.allowed_hosts"), "a list of host names"),
+        ("[status]\nport = 80\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("status.port"), "unknown key `port`"),
+        ("[gpio]\nbackend = \"wiringpi\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("gpio.backend"), "\"simulated\""),
+        ("[[relay]]\nname = \"z1\"\npin = 40\n[[door]]\nname = \"a\"\nsequence = [1]", Some(3), Some("relay[z1].pin"), "0 to 27"),
+        ("[[relay]]\nname = \"z1\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(1), Some("relay[z1].pin"), "has no pin"),
+        ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[[relay]]\nname = \"z2\"\npin = 17\n[[door]]\nname = \"a\"\nsequence = [1]", Some(7), Some("relay[z2].pin"), "already used by relay `z1`"),
+        ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[[relay]]\nname = \"z1\"\npin = 18\n[[door]]\nname = \"a\"\nsequence = [1]", Some(6), Some("relay[1].name"), "used twice"),
+        ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[led]\npin = 17\n[[door]]\nname = \"a\"\nsequence = [1]", Some(6), Some("led.pin"), "already used"),
+        ("[[relay]]\nname = \"z1\"\npin = 17\nmaxon = \"1m\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(4), Some("relay.maxon"), "did you mean `max_on`"),
+        ("[[relay]]\nname = \"z1\"\npin = 17\nsafe_state = \"open\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(4), Some("relay[z1].safe_state"), "expected \"off\" or \"on\""),
+        ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[[door]]\nname = \"a\"\nsequence = [1]\ngpio = { relay = \"z9\", mode = \"on\" }", Some(8), Some("door[a].gpio.relay"), "no relay is named `z9`"),
+        ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[[door]]\nname = \"a\"\nsequence = [1]\ngpio = { relay = \"z1\", mode = \"pulse\" }", Some(8), Some("door[a].gpio.mode"), "needs a duration"),
+        ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[[door]]\nname = \"a\"\nsequence = [1]\ngpio = { relay = \"z1\", mode = \"blink\" }", Some(8), Some("door[a].gpio.mode"), "unknown mode `blink`"),
+        ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[[door]]\nname = \"a\"\nsequence = [1]\ngpio = { relay = \"z1\", mode = \"on\", duration = \"1s\" }", Some(8), Some("door[a].gpio.mode"), "takes no duration"),
+        ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[[door]]\nname = \"a\"\nsequence = [1]\ngpio = { relay = \"z1\", mode = \"pulse\", duration = \"1h\" }", Some(8), Some("door[a].gpio.duration"), "longer than relay `z1`'s max_on"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nwake_on_lan = { mac = \"00:11:22:33:44\" }", Some(4), Some("door[a].wake_on_lan.mac"), "not six hex bytes"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nwake_on_lan = { interface = \"eth0\" }", Some(4), Some("door[a].wake_on_lan.mac"), "give the MAC address"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nwake_on_lan = { mac = \"00:11:22:33:44:55\", broadcast = \"ff02::1\" }", Some(4), Some("door[a].wake_on_lan.broadcast"), "IPv4 broadcast"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nwake_on_lan = { mac = \"00:11:22:33:44:55\", port = 0 }", Some(4), Some("door[a].wake_on_lan.port"), "from 1 to 65535"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nwake_on_lan = { mac = \"00:11:22:33:44:55\", passwd = \"x\" }", Some(4), Some("door[a].wake_on_lan.passwd"), "did you mean `password`"),
     ];
 
     #[test]
@@ -1973,6 +2623,96 @@ close = "ssh"
         ] {
             assert!(parse_local_time(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn status_gpio_relays_led_and_door_actions() {
+        let c = ok(r#"
+[status]
+listen = "[fd00::1]:80"
+allowed_hosts = ["Gateway.lan"]
+
+[gpio]
+backend = "simulated"
+
+[[relay]]
+name = "zone1"
+pin = 17
+active_low = true
+max_on = "15m"
+group = "sprinklers"
+
+[[relay]]
+name = "garage"
+pin = 27
+safe_state = "off"
+
+[led]
+pin = 25
+
+[[door]]
+name = "water"
+sequence = [1, 2]
+gpio = { relay = "zone1", mode = "pulse", duration = "10m" }
+
+[[door]]
+name = "garage"
+sequence = [3, 4]
+gpio = { relay = "garage", mode = "toggle" }
+wake_on_lan = { mac = "00-11-22-aa-BB-cc", interface = "eth0", password = "01:02:03:04:05:06", rate_limit = "1m" }
+"#);
+        assert_eq!(
+            c.status,
+            StatusConfig {
+                enabled: true,
+                listen: "[fd00::1]:80".parse().unwrap(),
+                allowed_hosts: vec!["gateway.lan".into()],
+            }
+        );
+        assert_eq!(c.gpio.backend, GpioBackend::Simulated);
+        assert_eq!(
+            c.gpio.relays[0],
+            RelayConfig {
+                name: "zone1".into(),
+                pin: 17,
+                active_low: true,
+                max_on: Duration::from_secs(900),
+                group: Some("sprinklers".into()),
+                safe_on: false,
+            }
+        );
+        assert_eq!(c.gpio.relays[1].max_on, DEFAULT_MAX_ON);
+        assert_eq!(
+            c.gpio.led,
+            Some(LedConfig {
+                pin: 25,
+                active_low: false
+            })
+        );
+        assert_eq!(
+            c.doors[0].gpio,
+            Some(GpioAction {
+                relay: "zone1".into(),
+                mode: RelayMode::Pulse(Duration::from_secs(600))
+            })
+        );
+        assert_eq!(c.doors[1].gpio.as_ref().unwrap().mode, RelayMode::Toggle);
+        assert_eq!(
+            c.doors[1].wake_on_lan,
+            Some(WakeAction {
+                mac: [0x00, 0x11, 0x22, 0xaa, 0xbb, 0xcc],
+                interface: Some("eth0".into()),
+                port: 9,
+                broadcast: "255.255.255.255".parse().unwrap(),
+                password: Some([1, 2, 3, 4, 5, 6]),
+                rate_limit: Duration::from_secs(60),
+            })
+        );
+        // Defaults: status on loopback, GPIO simulated off a Pi.
+        let d = builtin();
+        assert_eq!(d.status.listen.to_string(), DEFAULT_STATUS_LISTEN);
+        assert!(d.status.enabled && d.gpio.relays.is_empty() && d.gpio.led.is_none());
+        assert_eq!(parse_mac("0:11:22:33:44:55"), None);
     }
 
     #[test]
