@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-packages=(libpcap-dev pkg-config iptables iproute2 knockd nmap netcat-openbsd procps)
+packages=(libpcap-dev pkg-config iptables iproute2 knockd nmap netcat-openbsd procps tcpdump)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

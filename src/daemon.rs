@@ -27,8 +27,11 @@ use crate::flush::DailyFlush;
 use crate::gate::Gate;
 use crate::knock::Proto;
 use crate::otp::{self, OtpError};
+use crate::outputs::Outputs;
 use crate::sessions::{self, OpenOutcome, Pending, Sessions};
+use crate::status::{self, Activity, Board, Snapshot};
 use crate::time::{Instant, MonotonicClock};
+use crate::wol;
 
 /// How often interfaces and their addresses are re-read (DHCP renewals, hot-plugged wlan0).
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
@@ -66,6 +69,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     OneTime(#[from] OtpError),
+    #[error(transparent)]
+    Gpio(#[from] crate::gpio::GpioError),
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -115,6 +120,67 @@ struct Daemon {
     tx: SyncSender<Msg>,
     events: Vec<Event>,
     next_refresh: Instant,
+    /// Relays and the status LED, when configured.
+    outputs: Option<Outputs>,
+    wake_limit: wol::RateLimit,
+    /// Where the status page reads what the daemon is doing.
+    board: Board,
+    report: Report,
+}
+
+/// What the status page shows beyond the live state: history and capture health.
+#[derive(Default)]
+struct Report {
+    started: Option<std::time::Instant>,
+    recent: std::collections::VecDeque<Activity>,
+    /// (hour since the Unix epoch, accepted knock steps in it), oldest first, at most 24.
+    hourly: std::collections::VecDeque<(u64, u32)>,
+    last_opened: BTreeMap<String, u64>,
+    /// Per interface: up, and the last error.
+    captures: BTreeMap<String, (bool, Option<String>)>,
+}
+
+impl Report {
+    fn record(&mut self, src: IpAddr, door: &str, event: &str, stage: usize, of: usize) {
+        let now = sessions::unix_ms(SystemTime::now()) / 1000;
+        if event == "stage" || event == "open" {
+            let hour = now / 3600;
+            match self.hourly.back_mut() {
+                Some((h, n)) if *h == hour => *n += 1,
+                _ => self.hourly.push_back((hour, 1)),
+            }
+            while self.hourly.front().is_some_and(|(h, _)| *h + 24 <= hour) {
+                self.hourly.pop_front();
+            }
+        }
+        if event == "open" {
+            self.last_opened.insert(door.to_string(), now);
+        }
+        self.recent.push_front(Activity {
+            when_unix: now,
+            src,
+            lan: status::is_lan(src),
+            door: door.to_string(),
+            event: event.to_string(),
+            stage,
+            of,
+        });
+        self.recent.truncate(status::RECENT);
+    }
+
+    /// Knocks per hour over the last 24 hours, oldest first.
+    fn per_hour(&self, now_unix: u64) -> Vec<u32> {
+        let hour = now_unix / 3600;
+        (0..24u64)
+            .rev()
+            .map(|ago| {
+                self.hourly
+                    .iter()
+                    .find(|(h, _)| *h + ago == hour)
+                    .map_or(0, |(_, n)| *n)
+            })
+            .collect()
+    }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -192,6 +258,7 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         })
         .map_err(DaemonError::Thread)?;
 
+    let outputs = Outputs::start(&config.gpio, opts.dry_run)?;
     let tracker = Tracker::new(otp.specs(&config), config.daemon.max_sources);
     let has_openings = sessions
         .iter()
@@ -213,6 +280,13 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         tx,
         events: Vec::new(),
         next_refresh: now,
+        outputs,
+        wake_limit: wol::RateLimit::default(),
+        board: Board::new(),
+        report: Report {
+            started: Some(std::time::Instant::now()),
+            ..Report::default()
+        },
     };
     info!(
         config = %daemon.config.origin,
@@ -255,6 +329,7 @@ impl Daemon {
             let wake = [
                 self.tracker.poll_at(),
                 self.sessions.poll_at(),
+                self.outputs.as_ref().and_then(Outputs::poll_at),
                 Some(self.next_refresh),
             ]
             .into_iter()
@@ -298,7 +373,14 @@ impl Daemon {
             }
             self.save_journal();
         }
+        if let Some(o) = &mut self.outputs {
+            let problem = self.report.captures.values().any(|(up, _)| !up)
+                || self.gate.as_ref().is_some_and(|g| !g.healthy());
+            o.set_error(now, problem);
+            o.poll(now);
+        }
         if now >= self.next_refresh {
+            self.publish(now);
             self.refresh_interfaces();
             if let Some(gate) = &mut self.gate {
                 if gate.tick(&mut self.sessions, now, SystemTime::now()) {
@@ -323,11 +405,15 @@ impl Daemon {
             }
             CaptureEvent::Up { iface, link } => {
                 info!(interface = %iface, ?link, "listening on {iface}");
+                self.report.captures.insert(iface.to_string(), (true, None));
                 // A new or returning interface may have brought addresses: don't wait.
                 self.refresh_interfaces();
             }
             CaptureEvent::Down { iface, error } => {
                 warn!(interface = %iface, "{error}; retrying");
+                self.report
+                    .captures
+                    .insert(iface.to_string(), (false, Some(error)));
             }
         }
     }
@@ -335,19 +421,151 @@ impl Daemon {
     fn handle(&mut self, now: Instant, events: &[Event]) {
         for event in events {
             let line = event.describe(self.tracker.doors());
+            let name = |door: usize| self.tracker.doors()[door].name.clone();
             match *event {
                 Event::Opened { src, door } => {
-                    let name = self.tracker.doors()[door].name.clone();
+                    let name = name(door);
+                    let of = self.tracker.doors()[door].sequence.len();
                     info!(%src, door = %name, "{line}");
+                    self.report.record(src, &name, "open", of, of);
+                    if let Some(o) = &mut self.outputs {
+                        o.opened(now);
+                    }
                     self.open(now, src, door);
                     self.retire_one_time(door);
+                    self.publish(now);
                 }
-                Event::Stage { src, stage, .. } | Event::Timeout { src, stage, .. } => {
+                Event::Stage {
+                    src,
+                    door,
+                    stage,
+                    of,
+                } => {
                     info!(%src, stage, "{line}");
+                    self.report.record(src, &name(door), "stage", stage, of);
+                    if let Some(o) = &mut self.outputs {
+                        o.stage(now);
+                    }
+                }
+                Event::Timeout { src, door, stage } => {
+                    info!(%src, stage, "{line}");
+                    let of = self.tracker.doors()[door].sequence.len();
+                    self.report.record(src, &name(door), "timeout", stage, of);
                 }
                 Event::Reset { src, stage, .. } => debug!(%src, stage, "{line}"),
             }
         }
+    }
+
+    /// Builds what the status page shows and publishes it.
+    fn publish(&mut self, now: Instant) {
+        let wall = sessions::unix_ms(SystemTime::now()) / 1000;
+        let stats = self.tracker.stats();
+        let captures: Vec<status::CaptureStatus> = self
+            .addresses
+            .iter()
+            .map(|(iface, addrs)| {
+                let (up, error) = self
+                    .report
+                    .captures
+                    .get(iface)
+                    .cloned()
+                    .unwrap_or((false, None));
+                status::CaptureStatus {
+                    interface: iface.clone(),
+                    up,
+                    error,
+                    addresses: addrs.clone(),
+                }
+            })
+            .collect();
+        let firewall = self.gate.as_ref().map(|g| status::FirewallStatus {
+            backend: g.backend().to_string(),
+            chain: self.config.firewall.chain.clone(),
+            healthy: g.healthy(),
+            next_flush_unix: g.next_flush().map(|t| t.as_second().max(0) as u64),
+        });
+        let doors = self
+            .config
+            .doors
+            .iter()
+            .map(|d| {
+                let mut actions = Vec::new();
+                for (on, what) in [
+                    (d.firewall.is_some(), "firewall"),
+                    (d.close.is_some(), "close"),
+                    (
+                        d.start_command.is_some()
+                            || !matches!(d.start_command_6, config::Command6::Inherit),
+                        "command",
+                    ),
+                    (d.gpio.is_some(), "gpio"),
+                    (d.wake_on_lan.is_some(), "wake_on_lan"),
+                ] {
+                    if on {
+                        actions.push(what.to_string());
+                    }
+                }
+                let open = self
+                    .sessions
+                    .iter()
+                    .filter(|s| s.door == d.name)
+                    .map(|s| status::OpenSession {
+                        src: s.src,
+                        kind: match s.pending {
+                            Pending::Close { .. } => "firewall".to_string(),
+                            Pending::Stop { .. } => "command".to_string(),
+                        },
+                        opened_unix: s.opened_unix_ms / 1000,
+                        expires_unix: s.expires_unix_ms / 1000,
+                    })
+                    .collect();
+                let steps = self
+                    .tracker
+                    .doors()
+                    .iter()
+                    .find(|t| t.name == d.name)
+                    .map_or(0, |t| t.sequence.len());
+                status::DoorStatus {
+                    name: d.name.clone(),
+                    actions,
+                    steps,
+                    open,
+                    last_opened_unix: self.report.last_opened.get(&d.name).copied(),
+                }
+            })
+            .collect();
+        let (relays, led) = match &self.outputs {
+            Some(o) => o.view(now),
+            None => (Vec::new(), None),
+        };
+        let healthy = captures.iter().all(|c| c.up) && firewall.as_ref().is_none_or(|f| f.healthy);
+        let snapshot = Snapshot {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            now_unix: wall,
+            uptime_secs: self.report.started.map_or(0, |s| s.elapsed().as_secs()),
+            healthy,
+            captures,
+            firewall,
+            doors,
+            recent: self.report.recent.iter().cloned().collect(),
+            knocks_per_hour: self.report.per_hour(wall),
+            counters: status::Counters {
+                packets: self.counters.packets.load(Ordering::Relaxed),
+                knocks: stats.knocks,
+                stages: stats.stages,
+                opens: stats.opens,
+                timeouts: stats.timeouts,
+                resets: stats.resets,
+                evictions: stats.evictions,
+                parse_errors: self.counters.malformed.load(Ordering::Relaxed),
+                dropped_queue: self.counters.queue_full.load(Ordering::Relaxed),
+                tracked_sources: self.tracker.tracked_sources() as u64,
+            },
+            relays,
+            led,
+        };
+        self.board.publish(snapshot);
     }
 
     fn open(&mut self, now: Instant, src: IpAddr, door: usize) {
@@ -398,6 +616,33 @@ impl Daemon {
         }
         if let (Some(target), Some(gate)) = (&d.close, &mut self.gate) {
             changed |= gate.close_door(&mut self.sessions, target, src, name);
+        }
+        if let (Some(action), Some(o)) = (&d.gpio, &mut self.outputs) {
+            o.relay(now, &action.relay, action.mode);
+        }
+        if let Some(w) = &d.wake_on_lan {
+            let mac = wol::mac_text(w.mac);
+            if !self.wake_limit.allow(now, w.mac, w.rate_limit) {
+                info!(
+                    door = name,
+                    "{name}: wake-on-LAN to {mac} not sent: rate-limited"
+                );
+            } else if self.opts.dry_run {
+                info!(
+                    door = name,
+                    "{name}: (dry run) would send wake-on-LAN to {mac}"
+                );
+            } else {
+                match wol::send(w) {
+                    Ok(n) => info!(
+                        door = name,
+                        "{name}: wake-on-LAN sent to {mac} ({n} bytes to {}:{})",
+                        w.broadcast,
+                        w.port
+                    ),
+                    Err(e) => error!(door = name, "{name}: cannot send wake-on-LAN to {mac}: {e}"),
+                }
+            }
         }
         if changed {
             self.save_journal();
@@ -577,6 +822,9 @@ impl Daemon {
     fn shutdown(&mut self) {
         for (_, c) in std::mem::take(&mut self.captures) {
             c.stop();
+        }
+        if let Some(o) = &mut self.outputs {
+            o.shutdown();
         }
         let open = self.sessions.take_all();
         for s in open {

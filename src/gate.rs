@@ -67,6 +67,11 @@ impl Gate {
         self.fw.name()
     }
 
+    /// The next daily flush, if enabled and scheduled.
+    pub fn next_flush(&self) -> Option<jiff::Timestamp> {
+        self.flush.as_ref().and_then(DailyFlush::next)
+    }
+
     /// Whether the last firewall operation succeeded.
     pub fn healthy(&self) -> bool {
         self.healthy

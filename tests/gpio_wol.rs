@@ -1,0 +1,329 @@
+//! Home automation by knock, end to end: wake-on-LAN magic packets seen on the receiving end of
+//! a veth pair, and relays and the status LED on the simulated GPIO backend, driven by real
+//! knocks through the real daemon.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(10);
+
+/// `tcpdump` on the client's end of the link, writing UDP port 9 packets to a file.
+struct Sniffer {
+    child: Child,
+    err: std::path::PathBuf,
+}
+
+impl Sniffer {
+    fn start(lab: &Lab, out: &Path) -> Sniffer {
+        let link = lab.link(0);
+        let err = lab.path("tcpdump.err");
+        let child = lab
+            .client(0)
+            .cmd("tcpdump")
+            // -Z root: tcpdump would otherwise drop to its own user before opening the file,
+            // and could not write into the test's private directory.
+            // --immediate-mode: deliver each packet at once, not when libpcap's 1 s buffer
+            // timeout expires (the test stops tcpdump sooner than that).
+            .args([
+                "-i",
+                &link.client_if,
+                "--immediate-mode",
+                "-Z",
+                "root",
+                "-U",
+                "-n",
+                "-w",
+            ])
+            .arg(out)
+            .arg("udp port 9")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("tcpdump");
+        wait_file(&err, "listening on", LONG);
+        Sniffer { child, err }
+    }
+
+    /// Stops tcpdump and returns the UDP payloads it saw.
+    fn payloads(mut self, file: &Path) -> Vec<Vec<u8>> {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let mut cap = pcap::Capture::from_file(file)
+            .unwrap_or_else(|e| panic!("{e}; tcpdump said: {}", read(&self.err)));
+        let mut out = Vec::new();
+        while let Ok(p) = cap.next_packet() {
+            let sliced = etherparse::SlicedPacket::from_ethernet(p.data).expect("a packet");
+            if let Some(etherparse::TransportSlice::Udp(udp)) = sliced.transport {
+                out.push(udp.payload().to_vec());
+            }
+        }
+        out
+    }
+}
+
+fn magic(mac: [u8; 6], password: Option<[u8; 6]>) -> Vec<u8> {
+    knockgate::wol::magic_packet(mac, password)
+}
+
+#[test]
+fn knock_wakes_a_host_once_per_rate_limit() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let config = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[[door]]
+name = "wakePC"
+sequence = ["7000", "8000"]
+wake_on_lan = { mac = "00:11:22:33:44:55", interface = "kgw0", rate_limit = "1h" }
+
+[[door]]
+name = "wakeNAS"
+sequence = ["7100", "8100"]
+wake_on_lan = { mac = "aa:bb:cc:dd:ee:ff", interface = "kgw0", broadcast = "10.200.0.255", password = "01:02:03:04:05:06" }
+"#;
+    let cfg = lab.write_config("knockgate.toml", config);
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let dump = lab.path("wol.pcap");
+    let sniffer = Sniffer::start(&lab, &dump);
+    let gw = lab.link(0).gw_v4.clone();
+    let c = lab.client(0);
+    c.ok(&[knockgate(), "knock", &gw, "7000", "8000"]);
+    daemon.wait_log(
+        "wakePC: wake-on-LAN sent to 00:11:22:33:44:55 (102 bytes",
+        LONG,
+    );
+    // Knocked again within the rate limit: nothing is sent.
+    c.ok(&[knockgate(), "knock", &gw, "7000", "8000"]);
+    daemon.wait_log(
+        "wakePC: wake-on-LAN to 00:11:22:33:44:55 not sent: rate-limited",
+        LONG,
+    );
+    c.ok(&[knockgate(), "knock", &gw, "7100", "8100"]);
+    daemon.wait_log(
+        "wakeNAS: wake-on-LAN sent to aa:bb:cc:dd:ee:ff (108 bytes to 10.200.0.255:9)",
+        LONG,
+    );
+    let seen = sniffer.payloads(&dump);
+    assert_eq!(
+        seen,
+        vec![
+            magic([0x00, 0x11, 0x22, 0x33, 0x44, 0x55], None),
+            magic(
+                [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff],
+                Some([1, 2, 3, 4, 5, 6])
+            ),
+        ],
+        "the receiving end saw exactly one packet per target, with the right MAC"
+    );
+}
+
+#[test]
+fn knocking_at_a_sleeping_hosts_address_wakes_it() {
+    if !can_run_netns() {
+        return;
+    }
+    // knockd's Target use case: the knock is addressed to the NAS (asleep, it answers nothing),
+    // the gateway sees it and wakes the NAS.
+    let lab = Lab::new();
+    let config = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[[door]]
+name = "wakeNAS"
+sequence = ["4000", "4001"]
+target = "10.200.0.50"
+wake_on_lan = { mac = "02:00:00:00:00:50", interface = "kgw0" }
+"#;
+    let cfg = lab.write_config("knockgate.toml", config);
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let dump = lab.path("wol.pcap");
+    let sniffer = Sniffer::start(&lab, &dump);
+    let link = lab.link(0);
+    let mac = String::from_utf8(
+        lab.gw
+            .ok(&["cat", &format!("/sys/class/net/{}/address", link.gw_if)])
+            .stdout,
+    )
+    .unwrap();
+    let c = lab.client(0);
+    c.ip(&[
+        "neigh",
+        "add",
+        "10.200.0.50",
+        "lladdr",
+        mac.trim(),
+        "dev",
+        &link.client_if,
+    ]);
+    c.ok(&[knockgate(), "knock", "10.200.0.50", "4000", "4001"]);
+    daemon.wait_log("wakeNAS: wake-on-LAN sent to 02:00:00:00:00:50", LONG);
+    assert_eq!(
+        sniffer.payloads(&dump),
+        vec![magic([2, 0, 0, 0, 0, 0x50], None)]
+    );
+}
+
+const RELAYS: &str = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[gpio]
+backend = "simulated"
+
+[[relay]]
+name = "zone1"
+pin = 17
+group = "sprinklers"
+max_on = "2s"
+
+[[relay]]
+name = "zone2"
+pin = 18
+group = "sprinklers"
+
+[[relay]]
+name = "garage"
+pin = 27
+active_low = true
+
+[led]
+pin = 25
+
+[[door]]
+name = "water1"
+sequence = ["7000", "8000"]
+gpio = { relay = "zone1", mode = "on" }
+
+[[door]]
+name = "water2"
+sequence = ["7100", "8100"]
+gpio = { relay = "zone2", mode = "pulse", duration = "10m" }
+
+[[door]]
+name = "garage"
+sequence = ["7200", "8200"]
+gpio = { relay = "garage", mode = "pulse", duration = "700ms" }
+"#;
+
+/// The time at which a log line containing `needle` was written (its RFC 3339 prefix).
+fn logged_at(log: &str, needle: &str) -> jiff::Timestamp {
+    let line = log
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("`{needle}` not logged:\n{log}"));
+    line.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn relays_pulse_watchdog_groups_and_safe_state_by_knock() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let cfg = lab.write_config("knockgate.toml", RELAYS);
+    let mut daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    // At start every relay is in its safe state (off; high on the active-low garage board).
+    daemon.wait_log(
+        "garage (GPIO 27): off (safe state, simulated backend)",
+        LONG,
+    );
+    let gw = lab.link(0).gw_v4.clone();
+    let c = lab.client(0);
+
+    // Garage door: a 700 ms pulse.
+    c.ok(&[knockgate(), "knock", &gw, "7200", "8200"]);
+    daemon.wait_log("garage (GPIO 27): on (pulse)", LONG);
+    daemon.wait_log("garage (GPIO 27): off (time is up)", LONG);
+    let log = daemon.log_text();
+    let pulse = logged_at(&log, "garage (GPIO 27): off (time is up)")
+        .duration_since(logged_at(&log, "garage (GPIO 27): on (pulse)"));
+    assert!(
+        pulse >= jiff::SignedDuration::from_millis(650)
+            && pulse <= jiff::SignedDuration::from_millis(1500),
+        "pulse lasted {pulse:?}"
+    );
+
+    // Zone 1 "on": cut by its 2 s watchdog.
+    c.ok(&[knockgate(), "knock", &gw, "7000", "8000"]);
+    daemon.wait_log("zone1 (GPIO 17): on (on)", LONG);
+    let start = Instant::now();
+    daemon.wait_log("zone1 (GPIO 17): off (time is up)", LONG);
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "watchdog fired early"
+    );
+
+    // One zone at a time: zone1 on, then zone2 switches it off first.
+    c.ok(&[knockgate(), "knock", &gw, "7000", "8000"]);
+    daemon.wait_log("zone1 (GPIO 17): on (on)", LONG);
+    let before = daemon
+        .log_text()
+        .matches("zone1 (GPIO 17): on (on)")
+        .count();
+    assert_eq!(before, 2);
+    c.ok(&[knockgate(), "knock", &gw, "7100", "8100"]);
+    daemon.wait_log("zone1 (GPIO 17): off (exclusive group)", LONG);
+    daemon.wait_log("zone2 (GPIO 18): on (pulse)", LONG);
+
+    // SIGTERM: everything back to its safe state before exit.
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LONG), Some(0));
+    let log = daemon.log_text();
+    let safe_at_exit = log.rsplit("received signal 15").next().unwrap();
+    assert!(
+        safe_at_exit.contains("zone2 (GPIO 18): off (safe state)"),
+        "{safe_at_exit}"
+    );
+}
+
+#[test]
+fn status_led_heartbeats_and_lights_up_on_a_knock() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let cfg = lab.write_config("knockgate.toml", RELAYS);
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    // The heartbeat: GPIO 25 goes high and low again within a few seconds.
+    std::thread::sleep(Duration::from_millis(4500));
+    let log = daemon.log_text();
+    let highs = log.matches("simulated GPIO 25 high").count();
+    assert!(
+        (2..=4).contains(&highs),
+        "heartbeat flashes in 4.5 s: {highs}"
+    );
+    // A knock: the LED stays on for the door opening (3 s solid).
+    let gw = lab.link(0).gw_v4.clone();
+    lab.client(0)
+        .ok(&[knockgate(), "knock", &gw, "7200", "8200"]);
+    daemon.wait_log("garage (GPIO 27): on (pulse)", LONG);
+    std::thread::sleep(Duration::from_millis(3500));
+    let log = daemon.log_text();
+    // From the door opening, the LED is on (it may already be on from the stage blink) and
+    // does not go low for 3 s.
+    let opened = logged_at(&log, "garage: OPEN SESAME");
+    let after = &log[log.find("garage: OPEN SESAME").unwrap()..];
+    let off = logged_at(after, "simulated GPIO 25 low");
+    let solid = off.duration_since(opened);
+    assert!(
+        solid >= jiff::SignedDuration::from_millis(2800)
+            && solid <= jiff::SignedDuration::from_millis(3500),
+        "LED solid for {solid:?}"
+    );
+}
