@@ -327,3 +327,33 @@ fn status_led_heartbeats_and_lights_up_on_a_knock() {
         "LED solid for {solid:?}"
     );
 }
+
+#[test]
+fn pulse_interrupted_by_sigkill_is_not_resumed_at_restart() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let cfg = lab.write_config("knockgate.toml", RELAYS);
+    let mut daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let gw = lab.link(0).gw_v4.clone();
+    lab.client(0)
+        .ok(&[knockgate(), "knock", &gw, "7100", "8100"]);
+    daemon.wait_log("zone2 (GPIO 18): on (pulse)", LONG);
+    daemon.signal("KILL");
+    daemon.wait_exit(LONG);
+    // The restarted daemon puts the sprinkler in its safe state and leaves it there.
+    let before = daemon.log_text().len();
+    let restarted = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = restarted.log_text();
+    let after_restart = &log[before..];
+    assert!(
+        after_restart.contains("zone2 (GPIO 18): off (safe state"),
+        "{after_restart}"
+    );
+    assert!(
+        !after_restart.contains("zone2 (GPIO 18): on"),
+        "{after_restart}"
+    );
+}
