@@ -12,6 +12,14 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+pub mod html;
+pub mod json;
+pub mod metrics;
+
+pub use html::{render_chart_svg, render_html};
+pub use json::render_json;
+pub use metrics::render_metrics;
+
 /// Everything the status page shows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Snapshot {
