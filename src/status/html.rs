@@ -163,7 +163,7 @@ fn banner(h: &mut String, problems: &[String]) {
     if problems.is_empty() {
         h.push_str(
             "<section id=\"summary\" class=\"banner ok wide\"><h2 class=\"ok\">\u{2714} All OK</h2>\
-             <div class=\"muted\">Captures up, firewall working.</div></section>\n",
+             <div class=\"muted\">Every capture is up; the firewall, if used, works.</div></section>\n",
         );
         return;
     }
@@ -367,7 +367,7 @@ fn gpio(h: &mut String, s: &Snapshot) {
             };
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td class=\"num\">GPIO{}</td><td>{state}</td></tr>",
+                "<tr><td>{}</td><td>GPIO{}</td><td>{state}</td></tr>",
                 escape(&r.name),
                 r.pin
             );
