@@ -907,3 +907,36 @@ fn the_page_in_a_browser() {
         "the script counted from {early} to {late}"
     );
 }
+
+#[test]
+fn listens_on_ipv6_loopback() {
+    let board = Board::new();
+    board.publish(snapshot(now()));
+    let server = match StatusServer::start(
+        &ServerConfig {
+            listen: "[::1]:0".parse().unwrap(),
+            allowed_hosts: vec![],
+        },
+        board,
+    ) {
+        Ok(s) => s,
+        Err(server::StatusError::AddrNotAvailable { .. }) => {
+            eprintln!("no IPv6 loopback here: nothing to test");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let addr = server.local_addr();
+    assert!(addr.is_ipv6());
+    let r = exchange(
+        addr,
+        format!(
+            "GET /api/status HTTP/1.1\r\nHost: [::1]:{}\r\n\r\n",
+            addr.port()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    let r = exchange(addr, b"GET / HTTP/1.1\r\nHost: [fd00::1]\r\n\r\n");
+    assert_eq!(r.status, 200, "an address literal is always allowed");
+}

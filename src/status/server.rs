@@ -549,39 +549,35 @@ fn handle(head: &[u8], ctx: &Ctx, wall_now: u64) -> (Response, bool) {
         Err(rejected) => return (rejected, true),
     };
     let body = req.content_length.is_some_and(|n| n > 0) || req.chunked;
+    let mut response = answer(&req, ctx, wall_now);
+    // A response to HEAD never has a body, whatever its status.
+    response.head_only = req.method == "HEAD";
+    (response, body)
+}
+
+fn answer(req: &Request<'_>, ctx: &Ctx, wall_now: u64) -> Response {
     if let Some(host) = req.host {
         if !host_allowed(host, &ctx.hosts) {
-            return (
-                Response::error(
-                    421,
-                    "this Host is not allowed here; to reach the page by this name, \
-                     add it to [status] allowed_hosts",
-                ),
-                body,
+            return Response::error(
+                421,
+                "this Host is not allowed here; to reach the page by this name, \
+                 add it to [status] allowed_hosts",
             );
         }
     } else if req.http11 {
-        return (Response::error(400, "HTTP/1.1 needs a Host header"), body);
+        return Response::error(400, "HTTP/1.1 needs a Host header");
     }
     if req.chunked || req.content_length.is_some_and(|n| n > MAX_BODY) {
-        return (
-            Response::error(413, "request bodies are not accepted"),
-            body,
-        );
+        return Response::error(413, "request bodies are not accepted");
     }
-    let head_only = match req.method {
-        "GET" => false,
-        "HEAD" => true,
-        _ => return (Response::error(405, "only GET and HEAD"), body),
-    };
+    if req.method != "GET" && req.method != "HEAD" {
+        return Response::error(405, "only GET and HEAD");
+    }
     if !req.target.starts_with('/') {
-        return (Response::error(400, "the target must be a path"), body);
+        return Response::error(400, "the target must be a path");
     }
     let path = req.target.split(['?', '#']).next().unwrap_or("");
-    let snapshot = ctx.board.current();
-    let mut response = route(path, &snapshot, wall_now);
-    response.head_only = head_only;
-    (response, body)
+    route(path, &ctx.board.current(), wall_now)
 }
 
 fn route(path: &str, s: &Snapshot, wall_now: u64) -> Response {
@@ -904,6 +900,21 @@ mod tests {
             ["the daemon's status is 31 s old: its loop may be stuck"]
         );
         assert_eq!(route("/healthz", &s, 1001).body, b"ok\n");
+    }
+
+    #[test]
+    fn head_never_gets_a_body() {
+        let c = ctx(&[]);
+        for head in [
+            "HEAD / HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+            "HEAD /nope HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            "HEAD / HTTP/1.1\r\n\r\n",
+        ] {
+            let (r, _) = handle(head.as_bytes(), &c, 0);
+            assert_ne!(r.status, 200, "{head:?}");
+            let bytes = String::from_utf8(r.to_bytes("csp")).unwrap();
+            assert!(bytes.ends_with("\r\n\r\n"), "{head:?}: {bytes}");
+        }
     }
 
     #[test]
