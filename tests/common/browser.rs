@@ -22,7 +22,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(90);
 /// The Chromium binary: `$CHROMIUM`, else `chromium` on the PATH.
 pub fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CHROMIUM") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
