@@ -12,6 +12,16 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+pub mod html;
+pub mod json;
+pub mod metrics;
+pub mod server;
+
+pub use html::{render_chart_svg, render_html};
+pub use json::render_json;
+pub use metrics::render_metrics;
+pub use server::{ServerConfig, StatusError, StatusServer};
+
 /// Everything the status page shows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Snapshot {
