@@ -35,6 +35,8 @@ use crate::wol;
 
 /// How often interfaces and their addresses are re-read (DHCP renewals, hot-plugged wlan0).
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// How often the status page's snapshot is refreshed (it counts time left from it).
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// Bound of the channel from the capture threads.
 const QUEUE: usize = 8192;
 
@@ -126,6 +128,8 @@ struct Daemon {
     /// Where the status page reads what the daemon is doing.
     board: Board,
     report: Report,
+    next_publish: Instant,
+    server: Option<status::StatusServer>,
 }
 
 /// What the status page shows beyond the live state: history and capture health.
@@ -287,7 +291,12 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
             started: Some(std::time::Instant::now()),
             ..Report::default()
         },
+        next_publish: now,
+        server: None,
     };
+    if daemon.config.status.enabled {
+        daemon.start_status_page();
+    }
     info!(
         config = %daemon.config.origin,
         doors = daemon.config.doors.len(),
@@ -331,6 +340,7 @@ impl Daemon {
                 self.sessions.poll_at(),
                 self.outputs.as_ref().and_then(Outputs::poll_at),
                 Some(self.next_refresh),
+                self.server.as_ref().map(|_| self.next_publish),
             ]
             .into_iter()
             .flatten()
@@ -379,8 +389,11 @@ impl Daemon {
             o.set_error(now, problem);
             o.poll(now);
         }
-        if now >= self.next_refresh {
+        if self.server.is_some() && now >= self.next_publish {
             self.publish(now);
+            self.next_publish = now + PUBLISH_EVERY;
+        }
+        if now >= self.next_refresh {
             self.refresh_interfaces();
             if let Some(gate) = &mut self.gate {
                 if gate.tick(&mut self.sessions, now, SystemTime::now()) {
@@ -454,6 +467,22 @@ impl Daemon {
                 }
                 Event::Reset { src, stage, .. } => debug!(%src, stage, "{line}"),
             }
+        }
+    }
+
+    /// Starts the status page. A page that cannot start (port taken) is logged, not fatal:
+    /// the doors matter more than the page.
+    fn start_status_page(&mut self) {
+        let cfg = status::ServerConfig {
+            listen: self.config.status.listen,
+            allowed_hosts: self.config.status.allowed_hosts.clone(),
+        };
+        match status::StatusServer::start(&cfg, self.board.clone()) {
+            Ok(server) => {
+                info!(listen = %server.local_addr(), "status page on http://{}/", server.local_addr());
+                self.server = Some(server);
+            }
+            Err(e) => error!("status page not started: {e}"),
         }
     }
 
@@ -825,6 +854,9 @@ impl Daemon {
         }
         if let Some(o) = &mut self.outputs {
             o.shutdown();
+        }
+        if let Some(server) = self.server.take() {
+            server.stop();
         }
         let open = self.sessions.take_all();
         for s in open {

@@ -197,6 +197,38 @@ impl Lab {
         i
     }
 
+    /// A veth from the test process's own namespace into the gateway, so the test can talk to
+    /// the gateway directly (its status page). Returns the gateway's address on it. Deleting the
+    /// gateway namespace deletes both ends.
+    pub fn add_host_link(&self) -> String {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let host_if = format!("kh{}x{}", std::process::id() % 100_000, n);
+        let (gw, host) = (
+            format!("10.251.{}.1", n % 250),
+            format!("10.251.{}.2", n % 250),
+        );
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            "name",
+            &host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "kgh0",
+            "netns",
+            &self.gw.name,
+        ]);
+        sh(&["ip", "addr", "add", &format!("{host}/30"), "dev", &host_if]);
+        sh(&["ip", "link", "set", &host_if, "up"]);
+        self.gw
+            .ip(&["addr", "add", &format!("{gw}/30"), "dev", "kgh0"]);
+        self.gw.ip(&["link", "set", "kgh0", "up"]);
+        gw
+    }
+
     pub fn client(&self, i: usize) -> &Netns {
         &self.clients[i].0
     }
