@@ -16,6 +16,7 @@ pub mod flush;
 pub mod fsutil;
 pub mod gate;
 pub mod gpio;
+pub mod hmacseq;
 pub mod knock;
 pub mod knockd_import;
 pub mod otp;
