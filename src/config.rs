@@ -266,6 +266,15 @@ pub struct Door {
     pub gpio: Option<GpioAction>,
     /// Send a wake-on-LAN magic packet.
     pub wake_on_lan: Option<WakeAction>,
+    /// The sequence is derived from a secret and the time (instead of `sequence`).
+    pub hmac: Option<HmacConfig>,
+}
+
+/// A door's `hmac = { secret_file, steps, ports, window }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HmacConfig {
+    pub secret_file: PathBuf,
+    pub params: crate::hmacseq::Params,
 }
 
 /// The IPv6 variant of a command, as knockd has it: unset falls back to the IPv4 command,
@@ -629,6 +638,16 @@ struct RawDoorGpio {
     duration: Option<Spanned<RawValue>>,
 }
 
+/// A door's `hmac = { secret_file, steps, ports, window }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHmac {
+    secret_file: Option<Spanned<RawValue>>,
+    steps: Option<Spanned<RawValue>>,
+    ports: Option<Spanned<RawValue>>,
+    window: Option<Spanned<RawValue>>,
+}
+
 /// A door's `wake_on_lan = { mac, interface, port, broadcast, password, rate_limit }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -684,6 +703,7 @@ struct RawDoor {
     close: Option<Spanned<RawValue>>,
     gpio: Option<Spanned<RawDoorGpio>>,
     wake_on_lan: Option<Spanned<RawWake>>,
+    hmac: Option<Spanned<RawHmac>>,
 }
 
 /// Any TOML value, with positions kept for the elements of arrays.
@@ -783,6 +803,7 @@ const GPIO_KEYS: &[&str] = &["backend"];
 const RELAY_KEYS: &[&str] = &["name", "pin", "active_low", "max_on", "group", "safe_state"];
 const LED_KEYS: &[&str] = &["pin", "active_low"];
 const DOOR_GPIO_KEYS: &[&str] = &["relay", "mode", "duration"];
+const HMAC_KEYS: &[&str] = &["secret_file", "steps", "ports", "window"];
 const WAKE_KEYS: &[&str] = &[
     "mac",
     "interface",
@@ -820,6 +841,7 @@ const DOOR_KEYS: &[&str] = &[
     "close",
     "gpio",
     "wake_on_lan",
+    "hmac",
 ];
 
 /// Validation context: the text (for line numbers) and its origin (for messages).
@@ -904,6 +926,8 @@ impl Cx<'_> {
                     Some(format!("{}.gpio", self.door_at(offset?))),
                     DOOR_GPIO_KEYS,
                 )
+            } else if expected.contains("`secret_file`") {
+                (Some(format!("{}.hmac", self.door_at(offset?))), HMAC_KEYS)
             } else if expected.contains("`mac`") {
                 (
                     Some(format!("{}.wake_on_lan", self.door_at(offset?))),
@@ -1406,6 +1430,72 @@ impl Cx<'_> {
         Ok(GpioAction { relay, mode })
     }
 
+    fn hmac(&self, v: &Spanned<RawHmac>, key: &str) -> Result<HmacConfig, ConfigError> {
+        let raw = v.get_ref();
+        let k = |f: &str| format!("{key}.{f}");
+        let Some(file_v) = &raw.secret_file else {
+            return Err(self.err(
+                v,
+                &k("secret_file"),
+                "name the secret: secret_file = \"/etc/knockgate/ssh.secret\" (create it with `openssl rand -hex 32`, mode 600)",
+            ));
+        };
+        let secret_file = self.path(file_v, &k("secret_file"))?;
+        let mut params = crate::hmacseq::Params::default();
+        if let Some(sv) = &raw.steps {
+            match sv.get_ref() {
+                RawValue::Integer(n) if (2..=8).contains(n) => params.steps = *n as usize,
+                other => {
+                    return Err(self.err(
+                        sv,
+                        &k("steps"),
+                        format!(
+                            "expected a number of knocks from 2 to 8, found {}",
+                            match other {
+                                RawValue::Integer(n) => n.to_string(),
+                                o => o.kind().to_string(),
+                            }
+                        ),
+                    ))
+                }
+            }
+        }
+        if let Some(pv) = &raw.ports {
+            let s = self.string(pv, &k("ports"), "a port range such as \"10000-60000\"")?;
+            let range = s.split_once('-').and_then(|(a, b)| {
+                Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+            });
+            match range {
+                Some((a, b)) if a >= 1 && b > a && usize::from(b - a) >= 8 * params.steps => {
+                    params.first = a;
+                    params.last = b;
+                }
+                _ => {
+                    return Err(self.err(
+                        pv,
+                        &k("ports"),
+                        format!("`{s}`: expected a range \"FIRST-LAST\" of ports (1 to 65535) wide enough for the sequence, e.g. \"10000-60000\""),
+                    ))
+                }
+            }
+        }
+        if let Some(wv) = &raw.window {
+            let w = self.timeout(wv, &k("window"))?;
+            if w.as_secs() < 5 || w.subsec_nanos() != 0 {
+                return Err(self.err(
+                    wv,
+                    &k("window"),
+                    "a window is a whole number of seconds, at least 5 (30 s is TOTP's usual)",
+                ));
+            }
+            params.window = w.as_secs();
+        }
+        Ok(HmacConfig {
+            secret_file,
+            params,
+        })
+    }
+
     fn wake(&self, v: &Spanned<RawWake>, key: &str) -> Result<WakeAction, ConfigError> {
         let raw = v.get_ref();
         let k = |f: &str| format!("{key}.{f}");
@@ -1828,11 +1918,24 @@ impl Cx<'_> {
             }
             None => None,
         };
-        if raw.sequence.is_none() && one_time_sequences.is_none() {
+        let hmac = match &raw.hmac {
+            Some(h) => {
+                if raw.sequence.is_some() || raw.one_time_sequences.is_some() {
+                    return Err(self.err(
+                        h,
+                        &key("hmac"),
+                        "give one of `sequence`, `one_time_sequences` or `hmac`: with hmac the sequence is derived from the secret and the time",
+                    ));
+                }
+                Some(self.hmac(h, &key("hmac"))?)
+            }
+            None => None,
+        };
+        if raw.sequence.is_none() && one_time_sequences.is_none() && hmac.is_none() {
             return Err(self.err(
                 spanned,
                 &key("sequence"),
-                "this door has no sequence: add sequence = [\"7000/tcp\", \"8000/tcp\", \"9000/tcp\"] (or one_time_sequences = \"/path/to/file\")",
+                "this door has no sequence: add sequence = [\"7000/tcp\", \"8000/tcp\", \"9000/tcp\"] (or one_time_sequences = \"/path/to/file\", or hmac = { secret_file = \"/path\" })",
             ));
         }
 
@@ -1960,6 +2063,7 @@ impl Cx<'_> {
             close,
             gpio,
             wake_on_lan,
+            hmac,
         };
         // A stop command runs only after a start command (as in knockd).
         if let Some(v) = &raw.stop_command {

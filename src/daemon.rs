@@ -21,12 +21,12 @@ use tracing::{debug, error, info, warn};
 use crate::capture::{self, Capture, CaptureEvent, Counters, FilterSpec};
 use crate::command;
 use crate::config::{self, Backend, Config, Interfaces, Vars};
+use crate::doorset::{Dynamic, Origin, SourceError};
 use crate::engine::{Event, Tracker};
 use crate::firewall::{iptables::Iptables, Firewall, Noop};
 use crate::flush::DailyFlush;
 use crate::gate::Gate;
 use crate::knock::Proto;
-use crate::otp::{self, OtpError};
 use crate::outputs::Outputs;
 use crate::sessions::{self, OpenOutcome, Pending, Sessions};
 use crate::status::{self, Activity, Board, Snapshot};
@@ -70,7 +70,7 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    OneTime(#[from] OtpError),
+    Doors(#[from] SourceError),
     #[error(transparent)]
     Gpio(#[from] crate::gpio::GpioError),
     #[error("cannot start a thread: {0}")]
@@ -107,7 +107,12 @@ impl From<CaptureEvent> for Msg {
 struct Daemon {
     opts: Options,
     config: Config,
-    otp: otp::Lists,
+    /// One-time lists and HMAC secrets: the doors whose sequences change.
+    dynamic: Dynamic,
+    /// For each engine door, the config door (and HMAC window) it stands for.
+    origin: Vec<Origin>,
+    /// When the HMAC windows change next.
+    next_window: Option<Instant>,
     clock: MonotonicClock,
     tracker: Tracker,
     sessions: Sessions,
@@ -189,7 +194,7 @@ impl Report {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
-    let otp = otp::Lists::load(&config)?;
+    let dynamic = Dynamic::load(&config)?;
     let clock = MonotonicClock::new();
     let now = clock.now();
     let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
@@ -263,7 +268,8 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         .map_err(DaemonError::Thread)?;
 
     let outputs = Outputs::start(&config.gpio, opts.dry_run)?;
-    let tracker = Tracker::new(otp.specs(&config), config.daemon.max_sources);
+    let doorset = dynamic.doors(&config, unix_now());
+    let tracker = Tracker::new(doorset.specs, config.daemon.max_sources);
     let has_openings = sessions
         .iter()
         .any(|s| matches!(s.pending, Pending::Close { .. }));
@@ -271,7 +277,9 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
     let mut daemon = Daemon {
         opts,
         config,
-        otp,
+        dynamic,
+        origin: doorset.origin,
+        next_window: None,
         clock,
         tracker,
         sessions,
@@ -297,6 +305,7 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
     if daemon.config.status.enabled {
         daemon.start_status_page();
     }
+    daemon.rebuild_doors(now);
     info!(
         config = %daemon.config.origin,
         doors = daemon.config.doors.len(),
@@ -317,6 +326,10 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
     daemon.main_loop(rx);
     daemon.shutdown();
     Ok(())
+}
+
+fn unix_now() -> u64 {
+    sessions::unix_ms(SystemTime::now()) / 1000
 }
 
 /// The firewall backend the config asks for (a no-op one with `--dry-run`).
@@ -341,6 +354,7 @@ impl Daemon {
                 self.outputs.as_ref().and_then(Outputs::poll_at),
                 Some(self.next_refresh),
                 self.server.as_ref().map(|_| self.next_publish),
+                self.next_window,
             ]
             .into_iter()
             .flatten()
@@ -388,6 +402,9 @@ impl Daemon {
                 || self.gate.as_ref().is_some_and(|g| !g.healthy());
             o.set_error(now, problem);
             o.poll(now);
+        }
+        if self.next_window.is_some_and(|t| now >= t) {
+            self.rebuild_doors(now);
         }
         if self.server.is_some() && now >= self.next_publish {
             self.publish(now);
@@ -444,8 +461,11 @@ impl Daemon {
                     if let Some(o) = &mut self.outputs {
                         o.opened(now);
                     }
-                    self.open(now, src, door);
-                    self.retire_one_time(door);
+                    let origin = self.origin[door];
+                    self.open(now, src, origin.door);
+                    if self.dynamic.used(&self.config, origin, unix_now()) {
+                        self.rebuild_doors(now);
+                    }
                     self.publish(now);
                 }
                 Event::Stage {
@@ -678,27 +698,31 @@ impl Daemon {
         }
     }
 
-    /// After a door opened: retire its one-time sequence, if it has one, and give the engine
-    /// the next.
-    fn retire_one_time(&mut self, door: usize) {
-        let Some(name) = self.config.doors.get(door).map(|d| d.name.clone()) else {
-            return;
+    /// Gives the engine the doors' current sequences (one-time lists, HMAC windows), keeping
+    /// attempts in progress on sequences that stay, and schedules the next window change.
+    fn rebuild_doors(&mut self, now: Instant) {
+        let unix = unix_now();
+        let set = self.dynamic.doors(&self.config, unix);
+        let udp = |specs: &[crate::engine::DoorSpec]| -> BTreeSet<u16> {
+            specs
+                .iter()
+                .flat_map(|d| d.sequence.iter())
+                .filter(|k| k.proto == Proto::Udp)
+                .map(|k| k.port)
+                .collect()
         };
-        let Some(list) = self.otp.get_mut(&name) else {
-            return;
-        };
-        if let Err(e) = list.consume() {
-            error!(door = %name, "{name}: {e}; the used sequence stays retired until restart only");
-        }
-        let left = list.remaining();
-        if left == 0 {
-            warn!(door = %name, "{name}: no one-time sequences left in {}: door disabled", list.path().display());
-        } else {
-            info!(door = %name, left, "{name}: one-time sequence used, {left} left");
-        }
+        let filter_changes = udp(&set.specs) != udp(self.tracker.doors());
         self.tracker
-            .set_doors(self.otp.specs(&self.config), self.config.daemon.max_sources);
-        self.refresh_interfaces();
+            .set_doors(set.specs, self.config.daemon.max_sources);
+        self.origin = set.origin;
+        if filter_changes {
+            // The capture filter passes UDP only to sequence ports: follow the new ones.
+            self.refresh_interfaces();
+        }
+        self.next_window = self
+            .dynamic
+            .next_change(unix)
+            .map(|at| now + Duration::from_secs(at.saturating_sub(unix)));
     }
 
     fn save_journal(&self) {
@@ -718,16 +742,10 @@ impl Daemon {
         info!("re-reading config file: {}", path.display());
         let loaded = load_config(self.opts.config_path.as_deref())
             .map_err(|e| e.to_string())
-            .and_then(|c| {
-                otp::Lists::load(&c)
-                    .map(|o| (c, o))
-                    .map_err(|e| e.to_string())
-            });
+            .and_then(|c| Dynamic::load(&c).map(|o| (c, o)).map_err(|e| e.to_string()));
         match loaded {
-            Ok((new, otp)) => {
-                self.tracker
-                    .set_doors(otp.specs(&new), new.daemon.max_sources);
-                self.otp = otp;
+            Ok((new, dynamic)) => {
+                self.dynamic = dynamic;
                 if new.daemon.log_file != self.config.daemon.log_file
                     || new.daemon.state_dir != self.config.daemon.state_dir
                 {
@@ -744,6 +762,7 @@ impl Daemon {
                     gate.reconcile(&self.sessions);
                 }
                 self.config = new;
+                self.rebuild_doors(self.clock.now());
                 self.refresh_interfaces();
                 info!(doors = self.config.doors.len(), "config reloaded");
             }

@@ -10,6 +10,7 @@ pub mod client;
 pub mod command;
 pub mod config;
 pub mod daemon;
+pub mod doorset;
 pub mod engine;
 pub mod firewall;
 pub mod flush;

@@ -50,6 +50,8 @@ enum Cmd {
     },
     /// Send a knock sequence (like knockd's `knock`).
     Knock(KnockArgs),
+    /// Print the current ports of a time-based (hmac) door, to knock by hand or with an app.
+    Otp(HmacArgs),
     /// Convert a knockd.conf to knockgate TOML (printed on stdout).
     ImportKnockd { file: PathBuf },
     /// Run a capture file through the parser and engine and print what would happen.
@@ -67,9 +69,14 @@ enum Cmd {
 struct KnockArgs {
     /// Host to knock on
     host: String,
-    /// Knocks: PORT[:tcp|udp] (or a service name from /etc/services)
-    #[arg(required = true)]
+    /// Knocks: PORT[:tcp|udp] (or a service name from /etc/services); none with --secret-file
+    #[arg(
+        required_unless_present = "secret_file",
+        conflicts_with = "secret_file"
+    )]
     ports: Vec<String>,
+    #[command(flatten)]
+    hmac: HmacArgs,
     /// Make UDP the default protocol
     #[arg(short, long)]
     udp: bool,
@@ -87,6 +94,62 @@ struct KnockArgs {
     verbose: bool,
 }
 
+/// A door whose sequence comes from a secret and the time (`hmac = {...}` in the config).
+#[derive(Args)]
+struct HmacArgs {
+    /// Compute the sequence from this secret file (the door's `hmac.secret_file`)
+    #[arg(long, requires = "door")]
+    secret_file: Option<PathBuf>,
+    /// The door's name (part of the derivation)
+    #[arg(long)]
+    door: Option<String>,
+    /// Knocks in the sequence (the door's `hmac.steps`)
+    #[arg(long, default_value_t = 4)]
+    steps: usize,
+    /// Port range (the door's `hmac.ports`)
+    #[arg(long, default_value = "10000-60000")]
+    port_range: String,
+    /// Window length in seconds (the door's `hmac.window`)
+    #[arg(long, default_value_t = 30)]
+    window: u64,
+}
+
+impl HmacArgs {
+    /// The current sequence, if a secret file was given.
+    fn sequence(&self) -> anyhow::Result<Option<Vec<knockgate::knock::KnockSpec>>> {
+        let (Some(file), Some(door)) = (&self.secret_file, &self.door) else {
+            return Ok(None);
+        };
+        let secret = knockgate::hmacseq::Secret::load(file)?;
+        let (first, last) = self
+            .port_range
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+            .filter(|(a, b): &(u16, u16)| *a >= 1 && b > a)
+            .ok_or_else(|| {
+                anyhow::anyhow!("--port-range `{}`: expected FIRST-LAST", self.port_range)
+            })?;
+        anyhow::ensure!((2..=8).contains(&self.steps), "--steps: from 2 to 8");
+        anyhow::ensure!(self.window >= 5, "--window: at least 5 seconds");
+        let params = knockgate::hmacseq::Params {
+            steps: self.steps,
+            first,
+            last,
+            window: self.window,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Ok(Some(knockgate::hmacseq::sequence(
+            &secret,
+            door,
+            params.counter(now),
+            &params,
+        )))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -97,6 +160,7 @@ fn main() -> ExitCode {
         } => exit(run_daemon(config, interface, dry_run)),
         Cmd::Check { config } => check(config.as_deref()),
         Cmd::Knock(args) => exit(knock(args)),
+        Cmd::Otp(args) => exit(otp(&args)),
         Cmd::ImportKnockd { file } => import(&file),
         Cmd::Replay {
             config,
@@ -112,10 +176,13 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
         Err(e) => {
             eprintln!("knockgate: {e:#}");
             let config_error = e.downcast_ref::<config::ConfigError>().is_some()
-                || e.downcast_ref::<knockgate::otp::OtpError>().is_some()
+                || e.downcast_ref::<knockgate::doorset::SourceError>()
+                    .is_some()
+                || e.downcast_ref::<knockgate::replay::ReplayError>()
+                    .is_some_and(|r| matches!(r, knockgate::replay::ReplayError::Doors(_)))
                 || matches!(
                     e.downcast_ref::<daemon::DaemonError>(),
-                    Some(daemon::DaemonError::Config(_) | daemon::DaemonError::OneTime(_))
+                    Some(daemon::DaemonError::Config(_) | daemon::DaemonError::Doors(_))
                 );
             if config_error {
                 ExitCode::from(EX_CONFIG)
@@ -199,7 +266,7 @@ fn check(path: Option<&Path>) -> ExitCode {
     let loaded = daemon::load_config(path)
         .map_err(|e| e.to_string())
         .and_then(|cfg| {
-            knockgate::otp::Lists::load(&cfg)
+            knockgate::doorset::Dynamic::load(&cfg)
                 .map(|_| cfg)
                 .map_err(|e| e.to_string())
         });
@@ -221,11 +288,14 @@ fn knock(args: KnockArgs) -> anyhow::Result<()> {
         (_, true) => Family::V6,
         _ => Family::Any,
     };
-    let knocks = args
-        .ports
-        .iter()
-        .map(|p| client::parse_knock(p, args.udp))
-        .collect::<Result<Vec<_>, _>>()?;
+    let knocks = match args.hmac.sequence()? {
+        Some(seq) => seq,
+        None => args
+            .ports
+            .iter()
+            .map(|p| client::parse_knock(p, args.udp))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     let addr = client::resolve(&args.host, family)?;
     let plan = client::Plan {
         addr,
@@ -237,6 +307,14 @@ fn knock(args: KnockArgs) -> anyhow::Result<()> {
             println!("hitting {} {}:{}", k.proto, addr, k.port);
         }
     })?;
+    Ok(())
+}
+
+fn otp(args: &HmacArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.secret_file.is_some(), "give --secret-file and --door");
+    let seq = args.sequence()?.expect("secret file given");
+    let ports: Vec<String> = seq.iter().map(|k| k.port.to_string()).collect();
+    println!("{}", ports.join(" "));
     Ok(())
 }
 

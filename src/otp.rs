@@ -154,13 +154,9 @@ impl Lists {
         self.0.get_mut(door)
     }
 
-    /// What the engine runs: each door with its fixed sequence, or its active one-time
-    /// sequence (empty, so disabled, when used up).
-    pub fn specs(&self, config: &Config) -> Vec<DoorSpec> {
-        config.doors.iter().map(|d| self.spec(d)).collect()
-    }
-
-    fn spec(&self, door: &Door) -> DoorSpec {
+    /// What the engine runs for `door`: its fixed sequence, or its active one-time sequence
+    /// (empty, so disabled, when used up).
+    pub fn spec(&self, door: &Door) -> DoorSpec {
         let mut spec = DoorSpec::from(door);
         if let Some(list) = self.0.get(&door.name) {
             spec.sequence = list.active().to_vec();

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::config::{Config, Vars};
+use crate::doorset::{Dynamic, Origin, SourceError};
 use crate::engine::{Event, Tracker};
 use crate::firewall::Grant;
-use crate::otp;
 use crate::sessions::{OpenOutcome, Pending, Sessions};
 use crate::time::Instant;
 use crate::wire::{self, LinkType};
@@ -26,7 +26,7 @@ pub enum ReplayError {
     #[error("{path}: unsupported link type {dlt}")]
     LinkType { path: String, dlt: i32 },
     #[error(transparent)]
-    OneTime(#[from] otp::OtpError),
+    Doors(#[from] SourceError),
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -57,8 +57,13 @@ pub fn replay(
         path: path.clone(),
         dlt,
     })?;
-    let mut otp = otp::Lists::load(config)?;
-    let mut tracker = Tracker::new(otp.specs(config), config.daemon.max_sources);
+    // Doors whose sequences change (one-time lists, HMAC windows) follow the packets' own
+    // timestamps, so a capture replays as it happened.
+    let mut dynamic = Dynamic::load(config)?;
+    let mut built_at: Option<u64> = None;
+    let set = dynamic.doors(config, 0);
+    let mut doors = set.origin;
+    let mut tracker = Tracker::new(set.specs, config.daemon.max_sources);
     let mut sessions = Sessions::new();
     let mut summary = Summary::default();
     let mut events = Vec::new();
@@ -89,8 +94,20 @@ pub fn replay(
             }
         };
         summary.knocks += 1;
+        let unix = u64::try_from(packet.header.ts.tv_sec).unwrap_or(0);
+        let stale = match built_at {
+            None => true,
+            Some(at) => dynamic.next_change(at).is_some_and(|next| unix >= next),
+        };
+        if stale {
+            let set = dynamic.doors(config, unix);
+            tracker.set_doors(set.specs, config.daemon.max_sources);
+            doors = set.origin;
+            built_at = Some(unix);
+        }
         advance(
             config,
+            &doors,
             &mut tracker,
             &mut sessions,
             Some(now),
@@ -102,6 +119,7 @@ pub fn replay(
         tracker.on_knock(now, &knock, dst_is_local, &mut events);
         report(
             config,
+            &doors,
             &tracker,
             &mut sessions,
             now,
@@ -109,21 +127,29 @@ pub fn replay(
             &mut summary,
             out,
         )?;
-        // A used one-time sequence is retired (in memory: replay never writes the file).
+        // What an opening used is retired (in memory: replay never writes a one-time list).
         let mut retired = false;
         for e in &events {
             if let Event::Opened { door, .. } = e {
-                if let Some(list) = otp.get_mut(&config.doors[*door].name) {
-                    retired |= list.retire();
-                }
+                retired |= dynamic.used_in_memory(config, doors[*door], unix);
             }
         }
         if retired {
-            tracker.set_doors(otp.specs(config), config.daemon.max_sources);
+            let set = dynamic.doors(config, unix);
+            tracker.set_doors(set.specs, config.daemon.max_sources);
+            doors = set.origin;
         }
     }
     // What the daemon would still do after the capture ends.
-    advance(config, &mut tracker, &mut sessions, None, &mut summary, out)?;
+    advance(
+        config,
+        &doors,
+        &mut tracker,
+        &mut sessions,
+        None,
+        &mut summary,
+        out,
+    )?;
     writeln!(
         out,
         "# {} packets, {} knocks, {} malformed, {} opened",
@@ -133,8 +159,10 @@ pub fn replay(
 }
 
 /// Fires every timer due up to `until` (all of them with None), each at its own time.
+#[allow(clippy::too_many_arguments)]
 fn advance(
     config: &Config,
+    doors: &[Origin],
     tracker: &mut Tracker,
     sessions: &mut Sessions,
     until: Option<Instant>,
@@ -152,7 +180,7 @@ fn advance(
         };
         events.clear();
         tracker.poll(at, &mut events);
-        report(config, tracker, sessions, at, &events, summary, out)?;
+        report(config, doors, tracker, sessions, at, &events, summary, out)?;
         close_due(sessions, at, out)?;
     }
 }
@@ -185,8 +213,10 @@ fn close_due(sessions: &mut Sessions, now: Instant, out: &mut impl Write) -> std
 }
 
 /// Prints the events, and for each opened door the actions the daemon would take.
+#[allow(clippy::too_many_arguments)]
 fn report(
     config: &Config,
+    doors: &[Origin],
     tracker: &Tracker,
     sessions: &mut Sessions,
     now: Instant,
@@ -201,7 +231,7 @@ fn report(
             continue;
         };
         summary.opens += 1;
-        let d = &config.doors[door];
+        let d = &config.doors[doors[door].door];
         let name = d.name.as_str();
         let vars = Vars {
             ip: src,

@@ -1,0 +1,340 @@
+//! What the engine runs: every door's current sequence(s), and which door and window each
+//! comes from.
+//!
+//! - A door with a fixed `sequence` is one engine door.
+//! - A door with `one_time_sequences` is one engine door with the active line of its list
+//!   (empty, so disabled, when the list is used up); see [`crate::otp`].
+//! - A door with `hmac` is three engine doors: the sequences of the previous, current and next
+//!   time windows (±1 window of clock skew, as TOTP allows). A window whose sequence opened
+//!   the door once is disabled until it rolls out, so a replay is refused inside the window too,
+//!   from any source.
+//!
+//! The engine's door indices are positions in [`DoorSet::specs`]; [`DoorSet::origin`] maps
+//! them back to the config's doors.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::engine::DoorSpec;
+use crate::hmacseq::{self, Params, Secret, SecretError};
+use crate::otp::{self, OtpError};
+
+/// Where an engine door comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Index in the config's doors.
+    pub door: usize,
+    /// For an HMAC door, the window counter of this sequence.
+    pub window: Option<u64>,
+}
+
+/// The engine's doors and their origins, index for index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoorSet {
+    pub specs: Vec<DoorSpec>,
+    pub origin: Vec<Origin>,
+}
+
+/// A door's sequence source that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    OneTime(#[from] OtpError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+#[derive(Debug, Clone)]
+struct HmacDoor {
+    secret: Secret,
+    params: Params,
+    /// Windows whose sequence already opened the door.
+    used: BTreeSet<u64>,
+}
+
+/// The doors whose sequences change: one-time lists and HMAC doors.
+#[derive(Debug, Clone)]
+pub struct Dynamic {
+    otp: otp::Lists,
+    hmac: BTreeMap<String, HmacDoor>,
+}
+
+impl Dynamic {
+    /// Reads every one-time list and secret the config names.
+    pub fn load(config: &Config) -> Result<Dynamic, SourceError> {
+        let mut hmac = BTreeMap::new();
+        for d in &config.doors {
+            if let Some(h) = &d.hmac {
+                hmac.insert(
+                    d.name.clone(),
+                    HmacDoor {
+                        secret: Secret::load(&h.secret_file)?,
+                        params: h.params.clone(),
+                        used: BTreeSet::new(),
+                    },
+                );
+            }
+        }
+        Ok(Dynamic {
+            otp: otp::Lists::load(config)?,
+            hmac,
+        })
+    }
+
+    /// The engine's doors at wall-clock time `unix_secs`.
+    pub fn doors(&self, config: &Config, unix_secs: u64) -> DoorSet {
+        let mut set = DoorSet {
+            specs: Vec::new(),
+            origin: Vec::new(),
+        };
+        for (i, d) in config.doors.iter().enumerate() {
+            let Some(h) = self.hmac.get(&d.name) else {
+                set.specs.push(self.otp.spec(d));
+                set.origin.push(Origin {
+                    door: i,
+                    window: None,
+                });
+                continue;
+            };
+            let now = h.params.counter(unix_secs);
+            for w in [now.saturating_sub(1), now, now + 1] {
+                let mut spec = DoorSpec::from(d);
+                spec.sequence = if h.used.contains(&w) {
+                    Vec::new()
+                } else {
+                    hmacseq::sequence(&h.secret, &d.name, w, &h.params)
+                };
+                set.specs.push(spec);
+                set.origin.push(Origin {
+                    door: i,
+                    window: Some(w),
+                });
+            }
+        }
+        set
+    }
+
+    /// When (Unix seconds) the HMAC windows next change, if there are HMAC doors.
+    pub fn next_change(&self, unix_secs: u64) -> Option<u64> {
+        self.hmac
+            .values()
+            .map(|h| (h.params.counter(unix_secs) + 1) * h.params.window)
+            .min()
+    }
+
+    /// A door opened from `origin`: retires what it used (a one-time line, an HMAC window).
+    /// Returns whether the engine's doors must be rebuilt.
+    pub fn used(&mut self, config: &Config, origin: Origin, unix_secs: u64) -> bool {
+        let Some(door) = config.doors.get(origin.door) else {
+            return false;
+        };
+        let name = &door.name;
+        if let (Some(h), Some(w)) = (self.hmac.get_mut(name), origin.window) {
+            h.used.insert(w);
+            // Forget windows that can no longer be accepted.
+            let oldest = h.params.counter(unix_secs).saturating_sub(1);
+            h.used.retain(|u| *u >= oldest);
+            info!(door = %name, window = w, "{name}: time-based sequence of window {w} used: it cannot open again");
+            return true;
+        }
+        let Some(list) = self.otp.get_mut(name) else {
+            return false;
+        };
+        if let Err(e) = list.consume() {
+            error!(door = %name, "{name}: {e}; the used sequence stays retired until restart only");
+        }
+        let left = list.remaining();
+        if left == 0 {
+            warn!(door = %name, "{name}: no one-time sequences left in {}: door disabled", list.path().display());
+        } else {
+            info!(door = %name, left, "{name}: one-time sequence used, {left} left");
+        }
+        true
+    }
+
+    /// Replay: retires in memory only, never writing a one-time list.
+    pub fn used_in_memory(&mut self, config: &Config, origin: Origin, unix_secs: u64) -> bool {
+        let Some(door) = config.doors.get(origin.door) else {
+            return false;
+        };
+        if let (Some(h), Some(w)) = (self.hmac.get_mut(&door.name), origin.window) {
+            h.used.insert(w);
+            let oldest = h.params.counter(unix_secs).saturating_sub(1);
+            h.used.retain(|u| *u >= oldest);
+            return true;
+        }
+        self.otp.get_mut(&door.name).is_some_and(|l| l.retire())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knock::KnockSpec;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn config(dir: &std::path::Path) -> Config {
+        let secret = dir.join("s");
+        std::fs::write(&secret, "000102030405060708090a0b0c0d0e0f").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        crate::config::parse(
+            &format!(
+                "[[door]]\nname = \"fixed\"\nsequence = [1, 2]\n\n[[door]]\nname = \"totp\"\nhmac = {{ secret_file = \"{}\" }}\n",
+                secret.display()
+            ),
+            "t.toml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn hmac_door_is_three_windows_and_a_used_window_is_disabled() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        let mut d = Dynamic::load(&c).unwrap();
+        let t = 1_795_000_010; // window 59_833_333
+        let set = d.doors(&c, t);
+        assert_eq!(set.specs.len(), 4);
+        assert_eq!(
+            set.origin[1..]
+                .iter()
+                .map(|o| o.window.unwrap())
+                .collect::<Vec<_>>(),
+            vec![59_833_332, 59_833_333, 59_833_334]
+        );
+        assert!(set.origin[1..].iter().all(|o| o.door == 1));
+        assert!(set.specs[1..]
+            .iter()
+            .all(|s| s.name == "totp" && s.sequence.len() == 4));
+        assert_eq!(d.next_change(t), Some(1_795_000_020));
+        // Window 59_833_333 opens once: then it is disabled; the others are not.
+        assert!(d.used(&c, set.origin[2], t));
+        let set = d.doors(&c, t);
+        assert!(set.specs[2].sequence.is_empty());
+        assert!(!set.specs[1].sequence.is_empty() && !set.specs[3].sequence.is_empty());
+        // Two windows later it has rolled out of reach.
+        let later = d.doors(&c, t + 60);
+        assert_eq!(later.origin[1].window, Some(59_833_334));
+        assert!(later.specs[1..].iter().all(|s| !s.sequence.is_empty()));
+    }
+
+    #[test]
+    fn unreadable_secret_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        std::fs::set_permissions(dir.path().join("s"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let e = Dynamic::load(&c).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+    }
+
+    /// The whole HMAC story through the engine, with explicit wall-clock times.
+    #[test]
+    fn hmac_knocks_through_the_engine() {
+        use crate::engine::{Event, Tracker};
+        use crate::knock::{Knock, Proto, TcpFlags};
+        use crate::time::Instant;
+        use std::net::IpAddr;
+
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        let mut dynamic = Dynamic::load(&c).unwrap();
+        let secret = Secret::load(&dir.path().join("s")).unwrap();
+        let params = Params::default();
+        let t0 = 1_795_000_010u64; // window w = 59_833_333
+        let w = params.counter(t0);
+        let (a, b): (IpAddr, IpAddr) = (
+            "192.0.2.10".parse().unwrap(),
+            "198.51.100.7".parse().unwrap(),
+        );
+
+        let mut set = dynamic.doors(&c, t0);
+        let mut tracker = Tracker::new(set.specs.clone(), 100);
+        // Sends `ports` from `src` at wall time `unix`; returns the origin that opened, if any.
+        let mut knock = |set: &mut DoorSet,
+                         tracker: &mut Tracker,
+                         dynamic: &mut Dynamic,
+                         src: IpAddr,
+                         ports: &[KnockSpec],
+                         unix: u64| {
+            if dynamic.next_change(unix).is_some() {
+                *set = dynamic.doors(&c, unix);
+                tracker.set_doors(set.specs.clone(), 100);
+            }
+            let mut opened = None;
+            for (i, k) in ports.iter().enumerate() {
+                let mut out = Vec::new();
+                let knock = Knock {
+                    src,
+                    dst: src,
+                    proto: Proto::Tcp,
+                    dst_port: k.port,
+                    tcp_flags: TcpFlags(TcpFlags::SYN),
+                };
+                let now =
+                    Instant::from_secs(unix) + std::time::Duration::from_millis(i as u64 * 10);
+                tracker.on_knock(now, &knock, true, &mut out);
+                for e in out {
+                    if let Event::Opened { door, .. } = e {
+                        let origin = set.origin[door];
+                        opened = Some(origin);
+                        if dynamic.used(&c, origin, unix) {
+                            *set = dynamic.doors(&c, unix);
+                            tracker.set_doors(set.specs.clone(), 100);
+                        }
+                    }
+                }
+            }
+            opened
+        };
+        let now_seq = hmacseq::sequence(&secret, "totp", w, &params);
+        // The right secret opens, in window w.
+        assert_eq!(
+            knock(&mut set, &mut tracker, &mut dynamic, a, &now_seq, t0),
+            Some(Origin {
+                door: 1,
+                window: Some(w)
+            })
+        );
+        // Replayed in the same window, from the same source or another: refused.
+        assert_eq!(
+            knock(&mut set, &mut tracker, &mut dynamic, a, &now_seq, t0 + 5),
+            None
+        );
+        assert_eq!(
+            knock(&mut set, &mut tracker, &mut dynamic, b, &now_seq, t0 + 6),
+            None
+        );
+        // A client whose clock is one window behind is accepted (once)...
+        let prev = hmacseq::sequence(&secret, "totp", w - 1, &params);
+        assert_eq!(
+            knock(&mut set, &mut tracker, &mut dynamic, b, &prev, t0 + 7),
+            Some(Origin {
+                door: 1,
+                window: Some(w - 1)
+            })
+        );
+        // ...two windows behind is not.
+        let old = hmacseq::sequence(&secret, "totp", w - 2, &params);
+        assert_eq!(
+            knock(&mut set, &mut tracker, &mut dynamic, a, &old, t0 + 8),
+            None
+        );
+        // The next window's sequence works once the clock gets there; a wrong secret never.
+        let wrong = hmacseq::sequence(&Secret::from_bytes(&[0x55; 32]), "totp", w + 1, &params);
+        assert_eq!(
+            knock(&mut set, &mut tracker, &mut dynamic, a, &wrong, t0 + 30),
+            None
+        );
+        let next = hmacseq::sequence(&secret, "totp", w + 1, &params);
+        assert_eq!(
+            knock(&mut set, &mut tracker, &mut dynamic, a, &next, t0 + 31),
+            Some(Origin {
+                door: 1,
+                window: Some(w + 1)
+            })
+        );
+    }
+}
