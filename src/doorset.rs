@@ -253,12 +253,12 @@ mod tests {
         let mut set = dynamic.doors(&c, t0);
         let mut tracker = Tracker::new(set.specs.clone(), 100);
         // Sends `ports` from `src` at wall time `unix`; returns the origin that opened, if any.
-        let mut knock = |set: &mut DoorSet,
-                         tracker: &mut Tracker,
-                         dynamic: &mut Dynamic,
-                         src: IpAddr,
-                         ports: &[KnockSpec],
-                         unix: u64| {
+        let knock = |set: &mut DoorSet,
+                     tracker: &mut Tracker,
+                     dynamic: &mut Dynamic,
+                     src: IpAddr,
+                     ports: &[KnockSpec],
+                     unix: u64| {
             if dynamic.next_change(unix).is_some() {
                 *set = dynamic.doors(&c, unix);
                 tracker.set_doors(set.specs.clone(), 100);
