@@ -236,6 +236,8 @@ pub struct Daemon {
     pub pid_file: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub max_sources: usize,
+    /// Sources that fail too often are ignored for a while.
+    pub penalties: crate::limits::PenaltyConfig,
 }
 
 /// A door: a knock sequence and what happens when a source completes it.
@@ -679,6 +681,9 @@ struct RawDaemon {
     pid_file: Option<Spanned<RawValue>>,
     state_dir: Option<Spanned<RawValue>>,
     max_sources: Option<Spanned<RawValue>>,
+    max_failures: Option<Spanned<RawValue>>,
+    failure_window: Option<Spanned<RawValue>>,
+    ban: Option<Spanned<RawValue>>,
 }
 
 /// One `[[door]]`. Aliases are separate fields so that giving both is a clear error.
@@ -821,6 +826,9 @@ const DAEMON_KEYS: &[&str] = &[
     "pid_file",
     "state_dir",
     "max_sources",
+    "max_failures",
+    "failure_window",
+    "ban",
 ];
 const DOOR_KEYS: &[&str] = &[
     "name",
@@ -1072,6 +1080,7 @@ impl Cx<'_> {
                 pid_file: None,
                 state_dir: PathBuf::from(DEFAULT_STATE_DIR),
                 max_sources: DEFAULT_MAX_SOURCES,
+                penalties: crate::limits::PenaltyConfig::default(),
             },
         };
         if raw.door.is_empty() {
@@ -1760,6 +1769,33 @@ impl Cx<'_> {
                 }
             }
         };
+        let mut penalties = crate::limits::PenaltyConfig::default();
+        if let Some(v) = &raw.max_failures {
+            match v.get_ref() {
+                RawValue::Integer(n) if (0..=1_000_000).contains(n) => {
+                    penalties.max_failures = u32::try_from(*n).expect("in range")
+                }
+                other => {
+                    return Err(self.err(
+                        v,
+                        "daemon.max_failures",
+                        format!(
+                        "expected a number of failed attempts (0 turns the limit off), found {}",
+                        match other {
+                            RawValue::Integer(n) => n.to_string(),
+                            o => o.kind().to_string(),
+                        }
+                    ),
+                    ))
+                }
+            }
+        }
+        if let Some(v) = &raw.failure_window {
+            penalties.window = self.timeout(v, "daemon.failure_window")?;
+        }
+        if let Some(v) = &raw.ban {
+            penalties.ban = self.timeout(v, "daemon.ban")?;
+        }
         Ok(Daemon {
             interfaces,
             log_file,
@@ -1767,6 +1803,7 @@ impl Cx<'_> {
             pid_file,
             state_dir,
             max_sources,
+            penalties,
         })
     }
 
@@ -2395,6 +2432,11 @@ one_time_sequences = "/etc/knockgate/otp"
                 pid_file: None,
                 state_dir: PathBuf::from(DEFAULT_STATE_DIR),
                 max_sources: DEFAULT_MAX_SOURCES,
+                penalties: crate::limits::PenaltyConfig {
+                    max_failures: 20,
+                    window: Duration::from_secs(60),
+                    ban: Duration::from_secs(600),
+                },
             }
         );
         let d = &c.doors[0];
@@ -2648,6 +2690,14 @@ one_time_sequences = "/etc/knockgate/otp"
         ("[[door]]\nname = \"a\"\nsequence = [1]\nwake_on_lan = { mac = \"00:11:22:33:44:55\", broadcast = \"ff02::1\" }", Some(4), Some("door[a].wake_on_lan.broadcast"), "IPv4 broadcast"),
         ("[[door]]\nname = \"a\"\nsequence = [1]\nwake_on_lan = { mac = \"00:11:22:33:44:55\", port = 0 }", Some(4), Some("door[a].wake_on_lan.port"), "from 1 to 65535"),
         ("[[door]]\nname = \"a\"\nsequence = [1]\nwake_on_lan = { mac = \"00:11:22:33:44:55\", passwd = \"x\" }", Some(4), Some("door[a].wake_on_lan.passwd"), "did you mean `password`"),
+        ("[daemon]\nmax_failures = -1\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.max_failures"), "0 turns the limit off"),
+        ("[daemon]\nban = \"forever\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.ban"), ""),
+        ("[[door]]\nname = \"a\"\nhmac = { steps = 4 }", Some(3), Some("door[a].hmac.secret_file"), "name the secret"),
+        ("[[door]]\nname = \"a\"\nhmac = { secret_file = \"/s\", steps = 9 }", Some(3), Some("door[a].hmac.steps"), "from 2 to 8"),
+        ("[[door]]\nname = \"a\"\nhmac = { secret_file = \"/s\", ports = \"100-110\" }", Some(3), Some("door[a].hmac.ports"), "wide enough"),
+        ("[[door]]\nname = \"a\"\nhmac = { secret_file = \"/s\", window = \"2s\" }", Some(3), Some("door[a].hmac.window"), "at least 5"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nhmac = { secret_file = \"/s\" }", Some(4), Some("door[a].hmac"), "give one of"),
+        ("[[door]]\nname = \"a\"\nhmac = { secretfile = \"/s\" }", Some(3), Some("door[a].hmac.secretfile"), "did you mean `secret_file`"),
     ];
 
     #[test]

@@ -27,6 +27,7 @@ use crate::firewall::{iptables::Iptables, Firewall, Noop};
 use crate::flush::DailyFlush;
 use crate::gate::Gate;
 use crate::knock::Proto;
+use crate::limits::{LogLimit, Penalties, Verdict};
 use crate::outputs::Outputs;
 use crate::sessions::{self, OpenOutcome, Pending, Sessions};
 use crate::status::{self, Activity, Board, Snapshot};
@@ -135,7 +136,16 @@ struct Daemon {
     report: Report,
     next_publish: Instant,
     server: Option<status::StatusServer>,
+    /// Sources ignored after too many failed attempts.
+    penalties: Penalties,
+    /// Per-knock log lines (stages, timeouts, bans) are rate-limited: a scan cannot fill the
+    /// SD card.
+    log_limit: LogLimit,
 }
+
+/// Per-knock log lines: a burst of this many, then this many per second.
+const LOG_BURST: u32 = 50;
+const LOG_PER_SECOND: u32 = 5;
 
 /// What the status page shows beyond the live state: history and capture health.
 #[derive(Default)]
@@ -274,6 +284,8 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         .iter()
         .any(|s| matches!(s.pending, Pending::Close { .. }));
     let gate = (config.uses_firewall() || has_openings).then(|| make_gate(&config, opts.dry_run));
+    let (config_penalties, config_max_sources) =
+        (config.daemon.penalties, config.daemon.max_sources);
     let mut daemon = Daemon {
         opts,
         config,
@@ -301,6 +313,8 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         },
         next_publish: now,
         server: None,
+        penalties: Penalties::new(config_penalties, config_max_sources),
+        log_limit: LogLimit::new(LOG_BURST, LOG_PER_SECOND),
     };
     if daemon.config.status.enabled {
         daemon.start_status_page();
@@ -411,6 +425,13 @@ impl Daemon {
             self.next_publish = now + PUBLISH_EVERY;
         }
         if now >= self.next_refresh {
+            let held_back = self.log_limit.take_suppressed();
+            if held_back > 0 {
+                info!(
+                    held_back,
+                    "{held_back} knock log line(s) held back by the rate limit"
+                );
+            }
             self.refresh_interfaces();
             if let Some(gate) = &mut self.gate {
                 if gate.tick(&mut self.sessions, now, SystemTime::now()) {
@@ -425,6 +446,9 @@ impl Daemon {
         match event {
             CaptureEvent::Knock { knock, .. } => {
                 let now = self.clock.now();
+                if self.penalties.is_banned(knock.src, now) {
+                    return;
+                }
                 let dst_is_local = self.local.contains(&knock.dst);
                 let mut events = std::mem::take(&mut self.events);
                 events.clear();
@@ -474,18 +498,30 @@ impl Daemon {
                     stage,
                     of,
                 } => {
-                    info!(%src, stage, "{line}");
+                    if self.log_limit.allow(now) {
+                        info!(%src, stage, "{line}");
+                    }
                     self.report.record(src, &name(door), "stage", stage, of);
                     if let Some(o) = &mut self.outputs {
                         o.stage(now);
                     }
                 }
                 Event::Timeout { src, door, stage } => {
-                    info!(%src, stage, "{line}");
+                    if self.log_limit.allow(now) {
+                        info!(%src, stage, "{line}");
+                    }
                     let of = self.tracker.doors()[door].sequence.len();
                     self.report.record(src, &name(door), "timeout", stage, of);
+                    self.penalize(src, now);
                 }
-                Event::Reset { src, stage, .. } => debug!(%src, stage, "{line}"),
+                Event::Reset {
+                    src, stage, reason, ..
+                } => {
+                    debug!(%src, stage, "{line}");
+                    if matches!(reason, crate::engine::ResetReason::WrongKnock(_)) {
+                        self.penalize(src, now);
+                    }
+                }
             }
         }
     }
@@ -503,6 +539,16 @@ impl Daemon {
                 self.server = Some(server);
             }
             Err(e) => error!("status page not started: {e}"),
+        }
+    }
+
+    /// A failed attempt of `src`: too many, and it is ignored for a while.
+    fn penalize(&mut self, src: IpAddr, now: Instant) {
+        if let Verdict::Banned(until) = self.penalties.failed(src, now) {
+            if self.log_limit.allow(now) {
+                let secs = until.saturating_since(now).as_secs();
+                warn!(%src, "{src}: ignored for {secs}s after too many failed attempts");
+            }
         }
     }
 
@@ -761,6 +807,7 @@ impl Daemon {
                 if let Some(gate) = &mut self.gate {
                     gate.reconcile(&self.sessions);
                 }
+                self.penalties.set_config(new.daemon.penalties);
                 self.config = new;
                 self.rebuild_doors(self.clock.now());
                 self.refresh_interfaces();

@@ -20,6 +20,7 @@ pub mod gpio;
 pub mod hmacseq;
 pub mod knock;
 pub mod knockd_import;
+pub mod limits;
 pub mod otp;
 pub mod outputs;
 pub mod relays;

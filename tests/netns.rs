@@ -671,3 +671,72 @@ start_command = "sh -c 'echo %IP% >> @DIR@/opened'"
         Duration::from_secs(40),
     );
 }
+
+#[test]
+fn a_source_failing_too_often_is_ignored_for_a_while() {
+    if !can_run_netns() {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add_client();
+    let config = CONFIG
+        .replace(r#"["kgw0"]"#, r#"["kgw0", "kgw1"]"#)
+        .replace(
+            "[daemon]\n",
+            "[daemon]\nmax_failures = 3\nfailure_window = \"1m\"\nban = \"1h\"\n",
+        );
+    let cfg = lab.write_config("knockgate.toml", &config);
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0", "kgw1"]);
+    let (l0, l1) = (lab.link(0), lab.link(1));
+    // A guesser: four wrong tries.
+    for _ in 0..4 {
+        lab.client(0)
+            .ok(&[knockgate(), "knock", &l0.gw_v4, "7000", "1234"]);
+    }
+    daemon.wait_log(
+        &format!(
+            "{}: ignored for 3600s after too many failed attempts",
+            l0.client_v4
+        ),
+        LONG,
+    );
+    // Even the right sequence is ignored now...
+    lab.client(0)
+        .ok(&[knockgate(), "knock", &l0.gw_v4, "7000", "8000", "9000"]);
+    // ...while another host still gets in.
+    lab.client(1)
+        .ok(&[knockgate(), "knock", &l1.gw_v4, "7000", "8000", "9000"]);
+    daemon.wait_file(&lab.path("opened"), &format!("{}\n", l1.client_v4), LONG);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!read(&lab.path("opened")).contains(&format!("{}\n", l0.client_v4)));
+}
+
+#[test]
+fn a_knock_flood_cannot_flood_the_log() {
+    if !can_run_netns() {
+        return;
+    }
+    let config = CONFIG.replace("[daemon]\n", "[daemon]\nmax_failures = 0\n");
+    let (lab, daemon) = lab_with_daemon(&config, &[], &["kgw0"]);
+    let link = lab.link(0);
+    // 300 attempts in one burst: each first knock is a Stage 1, each next knock a reset.
+    let mut args = vec![knockgate().to_string(), "knock".into(), link.gw_v4.clone()];
+    for _ in 0..300 {
+        args.push("7000".into());
+        args.push("1".into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let start = Instant::now();
+    lab.client(0).ok(&args);
+    daemon.wait_log("knock log line(s) held back by the rate limit", LONG);
+    let took = start.elapsed().as_secs();
+    let stage_lines = daemon.log_text().matches("openSSH: Stage 1").count();
+    assert!(
+        stage_lines <= 50 + 5 * (took as usize + 1),
+        "{stage_lines} stage lines in {took}s"
+    );
+    assert!(
+        stage_lines >= 40,
+        "the first ones are logged: {stage_lines}"
+    );
+}
