@@ -485,9 +485,13 @@ impl Daemon {
                     if let Some(o) = &mut self.outputs {
                         o.opened(now);
                     }
+                    // Retire what the opening used (a one-time line is durably commented out)
+                    // before acting: a power cut right after the door opens can never
+                    // re-enable it.
                     let origin = self.origin[door];
+                    let retired = self.dynamic.used(&self.config, origin, unix_now());
                     self.open(now, src, origin.door);
-                    if self.dynamic.used(&self.config, origin, unix_now()) {
+                    if retired {
                         self.rebuild_doors(now);
                     }
                     self.publish(now);

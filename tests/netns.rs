@@ -740,3 +740,39 @@ fn a_knock_flood_cannot_flood_the_log() {
         "the first ones are logged: {stage_lines}"
     );
 }
+
+#[test]
+fn kill_right_after_a_one_time_open_never_re_enables_the_line() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let list = lab.path("ssh.otp");
+    std::fs::write(&list, "1001,1002\n2001,2002\n").unwrap();
+    let config = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[[door]]
+name = "otp"
+one_time_sequences = "@DIR@/ssh.otp"
+start_command = "sh -c 'echo %IP% >> @DIR@/opened'"
+"#;
+    let cfg = lab.write_config("knockgate.toml", config);
+    let link = lab.link(0);
+    let opened = lab.path("opened");
+    let mut daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    lab.client(0).ok(&["knock", &link.gw_v4, "1001", "1002"]);
+    // The power cut: SIGKILL the moment the door's command has run.
+    daemon.wait_file(&opened, &link.client_v4, LONG);
+    daemon.signal("KILL");
+    daemon.wait_exit(LONG);
+    assert!(read(&list).starts_with("#1001,1002\n"), "{}", read(&list));
+    // After the restart the used line stays used; the next one works.
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    lab.client(0).ok(&["knock", &link.gw_v4, "1001", "1002"]);
+    lab.client(0).ok(&["knock", &link.gw_v4, "2001", "2002"]);
+    daemon.wait_log("otp: no one-time sequences left", LONG);
+    assert_eq!(read(&opened).lines().count(), 2, "{}", read(&opened));
+}

@@ -271,6 +271,8 @@ pub fn knockgate() -> &'static str {
 pub struct Daemon {
     pub child: Option<Child>,
     pub log: PathBuf,
+    /// Where this daemon's part of the log starts (a restarted daemon appends to the same file).
+    pub log_start: usize,
 }
 
 impl Daemon {
@@ -286,6 +288,7 @@ impl Daemon {
             .append(true)
             .open(&log)
             .expect("log file");
+        let log_start = fs::metadata(&log).map(|m| m.len() as usize).unwrap_or(0);
         let child = ns
             .cmd(knockgate())
             .args(["run", "--config", config.to_str().expect("utf-8 path")])
@@ -299,6 +302,7 @@ impl Daemon {
         let d = Daemon {
             child: Some(child),
             log,
+            log_start,
         };
         for iface in wait_for {
             d.wait_log(&format!("listening on {iface}"), Duration::from_secs(15));
@@ -310,6 +314,7 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The whole log file (every daemon started on it).
     pub fn log_text(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = fs::File::open(&self.log) {
@@ -318,11 +323,17 @@ impl Daemon {
         s
     }
 
-    /// Waits until the log contains `needle` (counting every start appended to the same log).
+    /// This daemon's part of the log.
+    pub fn own_log(&self) -> String {
+        let all = self.log_text();
+        all.get(self.log_start..).unwrap_or_default().to_string()
+    }
+
+    /// Waits until this daemon's part of the log contains `needle`.
     pub fn wait_log(&self, needle: &str, limit: Duration) {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if self.log_text().contains(needle) {
+            if self.own_log().contains(needle) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
