@@ -108,10 +108,14 @@ setup() {
 }
 
 # Exports the variables cargo, the pcap crate's build script (pkg-config) and the linker need for
-# TARGET, and the qemu-user runner for `cargo test`/`cargo run`.
+# TARGET, and the qemu-user runner for `cargo test`/`cargo run`. For tests under qemu it also
+# sets KNOCKGATE_TEST_RUNNER (tests/cli.rs runs the built binary through it: there is no binfmt
+# here) and KNOCKGATE_TEST_NO_NETNS (the namespace tests skip, saying this reason: qemu-user
+# does not emulate the packet-socket options live capture needs; they run natively).
 target_env() {
     local key=${1//-/_}
     local KEY=${key^^}
+    local runner
     case "$1" in
     aarch64-unknown-linux-gnu)
         export "CARGO_TARGET_${KEY}_LINKER=aarch64-linux-gnu-gcc"
@@ -120,7 +124,7 @@ target_env() {
         export "PKG_CONFIG_ALLOW_CROSS_${key}=1"
         export "PKG_CONFIG_LIBDIR_${key}=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig"
         # `-L /`: without it qemu hangs in pthread_create once libc6:arm64 is installed.
-        export "CARGO_TARGET_${KEY}_RUNNER=qemu-aarch64 -L /"
+        runner="qemu-aarch64 -L /"
         ;;
     armv7-unknown-linux-gnueabihf)
         local lib=$ARMHF_SYSROOT/usr/lib/arm-linux-gnueabihf
@@ -132,13 +136,17 @@ target_env() {
         export "PKG_CONFIG_SYSROOT_DIR_${key}=$ARMHF_SYSROOT"
         export "CARGO_TARGET_${KEY}_RUSTFLAGS=-C link-arg=-Wl,-rpath-link,$lib:$lib2"
         # Libc from the cross package, the rest from the sysroot.
-        export "CARGO_TARGET_${KEY}_RUNNER=qemu-arm -L /usr/arm-linux-gnueabihf -E LD_LIBRARY_PATH=$lib:$lib2"
+        runner="qemu-arm -L /usr/arm-linux-gnueabihf -E LD_LIBRARY_PATH=$lib:$lib2"
         ;;
     *)
         log "unknown target $1 (known: ${TARGETS[*]})"
         exit 2
         ;;
     esac
+    export "CARGO_TARGET_${KEY}_RUNNER=$runner"
+    export KNOCKGATE_TEST_RUNNER="$runner"
+    export KNOCKGATE_TEST_NO_NETNS="ARM run under qemu-user ($1): qemu does not emulate the \
+packet-socket options live capture needs; the namespace tests run natively (scripts/test.sh)"
 }
 
 # `cargo SUBCOMMAND --target TARGET ARGS...`, in a subshell so that targets don't see each
