@@ -24,7 +24,8 @@ echo "== ARM: setup (scripts/cross.sh setup)"
 bash scripts/cross.sh setup
 
 echo "== ARM: cargo clippy --all-targets for aarch64 (code under cfg(target_arch), e.g. GPIO)"
-bash scripts/cross.sh cargo aarch64-unknown-linux-gnu clippy --locked --all-targets --quiet -- -D warnings
+bash scripts/cross.sh cargo aarch64-unknown-linux-gnu clippy --locked --all-targets --quiet \
+    -- -D warnings
 
 echo "== ARM: release builds"
 bash scripts/cross.sh build
@@ -43,7 +44,8 @@ echo "armv7 size budget: $armv7 <= $BUDGET bytes: ok"
 
 echo "== ARM: the release binaries run under qemu-user"
 for t in "${TARGETS[@]}"; do
-    bash scripts/cross.sh cargo "$t" run --release --locked --quiet -- check --config examples/knockgate.toml
+    bash scripts/cross.sh cargo "$t" run --release --locked --quiet \
+        -- check --config examples/knockgate.toml
 done
 
 echo "== ARM: cargo test --lib --bins --test cli under qemu-user (namespace tests: native only)"

@@ -4,9 +4,10 @@
 #
 #   scripts/cross.sh                  installs what is missing, then release-builds both targets
 #   scripts/cross.sh setup            only installs (idempotent)
-#   scripts/cross.sh cargo TARGET ARGS...
-#                                     runs `cargo ARGS... --target TARGET` with that target's
-#                                     linker, libpcap and qemu runner (e.g. `test --lib`)
+#   scripts/cross.sh cargo TARGET SUBCOMMAND ARGS...
+#                                     runs `cargo SUBCOMMAND --target TARGET ARGS...` with that
+#                                     target's linker, libpcap and qemu runner (`test --lib`,
+#                                     `run -- check`: tests and binaries run under qemu-user)
 #
 # TARGET is aarch64-unknown-linux-gnu (Pi 3/4/5, 64-bit OS) or armv7-unknown-linux-gnueabihf
 # (Pi 2/3/Zero 2, 32-bit OS). The binaries land in target/TARGET/release/knockgate.
@@ -32,8 +33,8 @@ ARMHF_SYSROOT=$ROOT/target/arm-sysroot/armhf
 # The armhf libraries the link needs: libpcap and its runtime dependencies, recursively
 # (`apt-cache depends --recurse libpcap0.8`), less libc6/libgcc-s1 (from the cross packages),
 # and libdbus-1-dev for dbus-1.pc (libpcap.pc requires it; pkg-config fails without it).
-ARMHF_DEBS=(libpcap0.8 libpcap0.8-dev libdbus-1-3 libdbus-1-dev libsystemd0 libcap2 libgcrypt20 libgpg-error0
-    liblz4-1 liblzma5 libzstd1)
+ARMHF_DEBS=(libpcap0.8 libpcap0.8-dev libdbus-1-3 libdbus-1-dev libsystemd0 libcap2 libgcrypt20
+    libgpg-error0 liblz4-1 liblzma5 libzstd1)
 
 log() { echo "cross.sh: $*" >&2; }
 
@@ -179,7 +180,7 @@ setup) setup ;;
 build) build ;;
 cargo)
     [ $# -ge 3 ] || {
-        log "usage: $0 cargo TARGET CARGO-ARGS..."
+        log "usage: $0 cargo TARGET SUBCOMMAND [ARGS...]"
         exit 2
     }
     target=$2
@@ -187,7 +188,7 @@ cargo)
     cargo_for "$target" "$@"
     ;;
 *)
-    log "usage: $0 [all|setup|build|cargo TARGET CARGO-ARGS...]"
+    log "usage: $0 [all|setup|build|cargo TARGET SUBCOMMAND [ARGS...]]"
     exit 2
     ;;
 esac
