@@ -8,8 +8,15 @@ use std::process::{Command, Output};
 
 use etherparse::PacketBuilder;
 
+/// Runs `knockgate ARGS`. Under an emulator (the ARM run under qemu-user, scripts/arm.sh),
+/// `KNOCKGATE_TEST_RUNNER` holds the emulator's command line, as cargo's target runner does for
+/// the test binary itself, and the binary is run through it.
 fn knockgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_knockgate"))
+    let runner = std::env::var("KNOCKGATE_TEST_RUNNER").unwrap_or_default();
+    let mut argv: Vec<&str> = runner.split_whitespace().collect();
+    argv.push(env!("CARGO_BIN_EXE_knockgate"));
+    Command::new(argv[0])
+        .args(&argv[1..])
         .args(args)
         .output()
         .expect("run knockgate")

@@ -7,7 +7,9 @@
 //! namespaces: the addresses are the labs' own.
 //!
 //! These tests need root. Outside CI they skip with a message; in CI (`CI` set) a missing
-//! privilege is a failure, never a silent skip.
+//! privilege is a failure, never a silent skip. The one deliberate skip is the ARM run under
+//! qemu-user (scripts/arm.sh sets `KNOCKGATE_TEST_NO_NETNS` to its reason): qemu-user does not
+//! emulate the packet-socket options live capture needs, so these tests run natively only.
 #![allow(dead_code)]
 
 use std::fs;
@@ -20,8 +22,16 @@ use std::time::{Duration, Instant};
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// True if namespace tests can run here; false (after saying why) if they must be skipped.
-/// Panics in CI, where they must run.
+/// Panics in CI, where they must run, unless `KNOCKGATE_TEST_NO_NETNS` says why not (the ARM
+/// run under qemu-user; scripts/test.sh fails a native CI run that prints SKIPPED).
 pub fn can_run_netns() -> bool {
+    if let Some(why) = std::env::var_os("KNOCKGATE_TEST_NO_NETNS") {
+        eprintln!(
+            "SKIPPED (KNOCKGATE_TEST_NO_NETNS): {}",
+            why.to_string_lossy()
+        );
+        return false;
+    }
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let root = status
         .lines()
