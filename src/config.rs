@@ -238,6 +238,8 @@ pub struct Daemon {
     pub max_sources: usize,
     /// Sources that fail too often are ignored for a while.
     pub penalties: crate::limits::PenaltyConfig,
+    /// Run as this unprivileged user after the setup that needs root.
+    pub user: Option<String>,
 }
 
 /// A door: a knock sequence and what happens when a source completes it.
@@ -684,6 +686,7 @@ struct RawDaemon {
     max_failures: Option<Spanned<RawValue>>,
     failure_window: Option<Spanned<RawValue>>,
     ban: Option<Spanned<RawValue>>,
+    user: Option<Spanned<RawValue>>,
 }
 
 /// One `[[door]]`. Aliases are separate fields so that giving both is a clear error.
@@ -829,6 +832,7 @@ const DAEMON_KEYS: &[&str] = &[
     "max_failures",
     "failure_window",
     "ban",
+    "user",
 ];
 const DOOR_KEYS: &[&str] = &[
     "name",
@@ -1081,6 +1085,7 @@ impl Cx<'_> {
                 state_dir: PathBuf::from(DEFAULT_STATE_DIR),
                 max_sources: DEFAULT_MAX_SOURCES,
                 penalties: crate::limits::PenaltyConfig::default(),
+                user: None,
             },
         };
         if raw.door.is_empty() {
@@ -1796,6 +1801,26 @@ impl Cx<'_> {
         if let Some(v) = &raw.ban {
             penalties.ban = self.timeout(v, "daemon.ban")?;
         }
+        let user = match &raw.user {
+            Some(v) => {
+                let name = self.string(v, "daemon.user", "a user name such as \"knockgate\"")?;
+                let valid = !name.is_empty()
+                    && name.len() <= 32
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+                    && !name.starts_with('-');
+                if !valid || name == "root" {
+                    return Err(self.err(
+                        v,
+                        "daemon.user",
+                        format!("`{name}` is not an unprivileged user name: expected e.g. \"knockgate\" (not root)"),
+                    ));
+                }
+                Some(name.to_string())
+            }
+            None => None,
+        };
         Ok(Daemon {
             interfaces,
             log_file,
@@ -1804,6 +1829,7 @@ impl Cx<'_> {
             state_dir,
             max_sources,
             penalties,
+            user,
         })
     }
 
@@ -2437,6 +2463,7 @@ one_time_sequences = "/etc/knockgate/otp"
                     window: Duration::from_secs(60),
                     ban: Duration::from_secs(600),
                 },
+                user: None,
             }
         );
         let d = &c.doors[0];
@@ -2698,6 +2725,8 @@ one_time_sequences = "/etc/knockgate/otp"
         ("[[door]]\nname = \"a\"\nhmac = { secret_file = \"/s\", window = \"2s\" }", Some(3), Some("door[a].hmac.window"), "at least 5"),
         ("[[door]]\nname = \"a\"\nsequence = [1]\nhmac = { secret_file = \"/s\" }", Some(4), Some("door[a].hmac"), "give one of"),
         ("[[door]]\nname = \"a\"\nhmac = { secretfile = \"/s\" }", Some(3), Some("door[a].hmac.secretfile"), "did you mean `secret_file`"),
+        ("[daemon]\nuser = \"root\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.user"), "not root"),
+        ("[daemon]\nuser = \"a b\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.user"), "not an unprivileged user name"),
     ];
 
     #[test]

@@ -74,6 +74,8 @@ pub enum DaemonError {
     Doors(#[from] SourceError),
     #[error(transparent)]
     Gpio(#[from] crate::gpio::GpioError),
+    #[error(transparent)]
+    Privileges(#[from] crate::privs::PrivError),
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -263,6 +265,23 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         })?;
     }
 
+    let outputs = Outputs::start(&config.gpio, opts.dry_run)?;
+    // Everything above needed root; from here on the daemon runs as [daemon] user, if set,
+    // with only the capabilities it needs. No thread exists yet: all inherit this.
+    if let Some(name) = &config.daemon.user {
+        let target = crate::privs::lookup(name)?;
+        if journal.is_some() {
+            crate::privs::hand_over(&config.daemon.state_dir, &target).map_err(|source| {
+                DaemonError::StateDir {
+                    path: config.daemon.state_dir.clone(),
+                    source,
+                }
+            })?;
+        }
+        let low_port = config.status.enabled && config.status.listen.port() < 1024;
+        crate::privs::drop_to(&target, &crate::privs::needed(low_port))?;
+        info!(user = %name, "running as {name}, with only the capabilities it needs");
+    }
     let signals_tx = tx.clone();
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(DaemonError::Thread)?;
@@ -277,7 +296,6 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         })
         .map_err(DaemonError::Thread)?;
 
-    let outputs = Outputs::start(&config.gpio, opts.dry_run)?;
     let doorset = dynamic.doors(&config, unix_now());
     let tracker = Tracker::new(doorset.specs, config.daemon.max_sources);
     let has_openings = sessions

@@ -23,6 +23,7 @@ pub mod knockd_import;
 pub mod limits;
 pub mod otp;
 pub mod outputs;
+pub mod privs;
 pub mod relays;
 pub mod replay;
 pub mod sessions;

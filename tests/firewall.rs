@@ -517,3 +517,57 @@ fn established_connection_survives_the_close() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// One field of /proc/PID/status.
+fn proc_status(pid: u32, field: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn runs_unprivileged_with_only_the_capabilities_it_needs() {
+    if !can_run_netns() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new();
+    // `nobody` must reach the lab's files (the door command writes one).
+    std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    lock_down(&lab.gw);
+    let _listener = Listener::start(&lab.gw);
+    let config = config("1h", "").replace("[daemon]\n", "[daemon]\nuser = \"nobody\"\n")
+        + "\n[[door]]\nname = \"cmd\"\nsequence = [\"7300\", \"8300\"]\nstart_command = \"sh -c 'echo %IP% $(id -u) >> @DIR@/opened'\"\n";
+    let cfg = lab.write_config("knockgate.toml", &config);
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    daemon.wait_log(
+        "running as nobody, with only the capabilities it needs",
+        LONG,
+    );
+    let pid = daemon.pid();
+    assert_eq!(proc_status(pid, "Uid"), "65534\t65534\t65534\t65534");
+    // CAP_NET_ADMIN (12) and CAP_NET_RAW (13), nothing else.
+    assert_eq!(proc_status(pid, "CapEff"), "0000000000003000");
+    assert_eq!(proc_status(pid, "CapPrm"), "0000000000003000");
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
+    // It still does its job: the firewall through iptables (ambient capability), a command
+    // (as nobody), the journal (its state directory was handed over).
+    let gw4 = lab.link(0).gw_v4.clone();
+    knock(&lab, 0, &["7000", "8000", "9000"]);
+    wait_connects(lab.client(0), &gw4, true, LONG);
+    knock(&lab, 0, &["7300", "8300"]);
+    daemon.wait_file(
+        &lab.path("opened"),
+        &format!("{} 65534", lab.link(0).client_v4),
+        LONG,
+    );
+    assert!(read(&lab.path("state/sessions.json")).contains("\"kind\": \"close\""));
+    assert!(
+        !daemon.own_log().contains("cannot save"),
+        "{}",
+        daemon.own_log()
+    );
+}
