@@ -271,12 +271,7 @@ fn relays_pulse_watchdog_groups_and_safe_state_by_knock() {
 
     // One zone at a time: zone1 on, then zone2 switches it off first.
     c.ok(&[knockgate(), "knock", &gw, "7000", "8000"]);
-    daemon.wait_log("zone1 (GPIO 17): on (on)", LONG);
-    let before = daemon
-        .log_text()
-        .matches("zone1 (GPIO 17): on (on)")
-        .count();
-    assert_eq!(before, 2);
+    daemon.wait_log_count("zone1 (GPIO 17): on (on)", 2, LONG);
     c.ok(&[knockgate(), "knock", &gw, "7100", "8100"]);
     daemon.wait_log("zone1 (GPIO 17): off (exclusive group)", LONG);
     daemon.wait_log("zone2 (GPIO 18): on (pulse)", LONG);

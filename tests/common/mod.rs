@@ -354,6 +354,21 @@ impl Daemon {
         );
     }
 
+    /// Waits until this daemon's part of the log contains `needle` at least `count` times.
+    pub fn wait_log_count(&self, needle: &str, count: usize, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.own_log().matches(needle).count() >= count {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "`{needle}` not {count} times in the daemon log after {limit:?}:\n{}",
+            self.own_log()
+        );
+    }
+
     /// Like [`wait_file`], with this daemon's log in the failure message.
     pub fn wait_file(&self, path: &Path, needle: &str, limit: Duration) -> String {
         let start = Instant::now();
