@@ -287,3 +287,194 @@ fn check_validates_one_time_sequence_files() {
     let out = knockgate(&["check", "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// Issue 9: at least 30 invalid configs, each refused by the real binary with exit 78 and a
+/// message naming the file, the line and the key.
+#[test]
+fn thirty_invalid_configs_each_exit_78_with_file_line_key() {
+    const D: &str = "[[door]]\nname = \"a\"\nsequence = [\"7000\"]\n";
+    let cases: Vec<(String, usize, &str)> = vec![
+        (
+            "[daemon]\ninterfaces = 5\n".to_string() + D,
+            2,
+            "daemon.interfaces",
+        ),
+        (
+            "[daemon]\ninterfaces = [\"eth0/1\"]\n".to_string() + D,
+            2,
+            "daemon.interfaces",
+        ),
+        (
+            "[daemon]\nlog_file = \"\"\n".to_string() + D,
+            2,
+            "daemon.log_file",
+        ),
+        (
+            "[daemon]\nsyslog = \"yes\"\n".to_string() + D,
+            2,
+            "daemon.syslog",
+        ),
+        (
+            "[daemon]\nmax_sources = 0\n".to_string() + D,
+            2,
+            "daemon.max_sources",
+        ),
+        (
+            "[daemon]\nmax_failures = -3\n".to_string() + D,
+            2,
+            "daemon.max_failures",
+        ),
+        ("[daemon]\nban = 0\n".to_string() + D, 2, "daemon.ban"),
+        (
+            "[daemon]\nuser = \"root\"\n".to_string() + D,
+            2,
+            "daemon.user",
+        ),
+        (
+            "[daemon]\nlogfile = \"/x\"\n".to_string() + D,
+            2,
+            "daemon.logfile",
+        ),
+        (
+            "[firewall]\nbackend = \"pf\"\n".to_string() + D,
+            2,
+            "firewall.backend",
+        ),
+        (
+            "[firewall]\nchain = \"INPUT\"\n".to_string() + D,
+            2,
+            "firewall.chain",
+        ),
+        (
+            "[firewall]\njump_position = 0\n".to_string() + D,
+            2,
+            "firewall.jump_position",
+        ),
+        (
+            "[firewall]\ndaily_flush = \"4am\"\n".to_string() + D,
+            2,
+            "firewall.daily_flush",
+        ),
+        (
+            "[status]\nlisten = \"localhost\"\n".to_string() + D,
+            2,
+            "status.listen",
+        ),
+        (
+            "[status]\nenabled = 1\n".to_string() + D,
+            2,
+            "status.enabled",
+        ),
+        (
+            "[gpio]\nbackend = \"sysfs\"\n".to_string() + D,
+            2,
+            "gpio.backend",
+        ),
+        (
+            "[[relay]]\nname = \"z\"\npin = 28\n".to_string() + D,
+            3,
+            "relay[z].pin",
+        ),
+        ("[led]\npin = \"25\"\n".to_string() + D, 2, "led.pin"),
+        (
+            "[[door]]\nsequence = [\"7000\"]\n".to_string(),
+            1,
+            "door[0].name",
+        ),
+        (
+            "[[door]]\nname = \"a\"\n".to_string(),
+            1,
+            "door[a].sequence",
+        ),
+        (
+            "[[door]]\nname = \"a\"\nsequence = [\"7000\", \"0\"]\n".to_string(),
+            3,
+            "door[a].sequence",
+        ),
+        (
+            "[[door]]\nname = \"a\"\nsequence = [\"70000\"]\n".to_string(),
+            3,
+            "door[a].sequence",
+        ),
+        (
+            "[[door]]\nname = \"a\"\nsequence = [\"7000/icmp\"]\n".to_string(),
+            3,
+            "door[a].sequence",
+        ),
+        (
+            D.to_string() + "seq_timeout = \"xyz\"\n",
+            4,
+            "door[a].seq_timeout",
+        ),
+        (
+            D.to_string() + "seq_timeout = 0\n",
+            4,
+            "door[a].seq_timeout",
+        ),
+        (
+            D.to_string() + "tcp_flags = \"syn,!syn\"\n",
+            4,
+            "door[a].tcp_flags",
+        ),
+        (
+            D.to_string() + "target = \"nas.lan\"\n",
+            4,
+            "door[a].target",
+        ),
+        (
+            D.to_string() + "start_command = \"echo 'unclosed\"\n",
+            4,
+            "door[a].start_command",
+        ),
+        (
+            D.to_string() + "stop_command = \"true\"\n",
+            4,
+            "door[a].stop_command",
+        ),
+        (
+            D.to_string() + "cmd_timeout = -1\n",
+            4,
+            "door[a].cmd_timeout",
+        ),
+        (
+            D.to_string() + "firewall = { ports = [\"22/sctp\"] }\n",
+            4,
+            "door[a].firewall.ports",
+        ),
+        (D.to_string() + "close = \"nothing\"\n", 4, "door[a].close"),
+        (
+            D.to_string() + "gpio = { relay = \"none\", mode = \"on\" }\n",
+            4,
+            "door[a].gpio.relay",
+        ),
+        (
+            D.to_string() + "wake_on_lan = { mac = \"zz:11:22:33:44:55\" }\n",
+            4,
+            "door[a].wake_on_lan.mac",
+        ),
+        (
+            D.to_string() + "TCPFlags = \"syn\"\n",
+            4,
+            "door[a].TCPFlags",
+        ),
+        (D.to_string() + D, 5, "door[a].name"),
+    ];
+    assert!(cases.len() >= 30);
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (config, line, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("case{i}.toml"));
+        fs::write(&path, config).unwrap();
+        let out = knockgate(&["check", "--config", path.to_str().unwrap()]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "case {i}:\n{config}\n{err}");
+        let place = format!("{}:{line}: key `{key}`", path.display());
+        assert!(
+            err.contains(&place),
+            "case {i}: `{place}` not in: {err}\n{config}"
+        );
+        assert!(
+            err.trim_end().len() > place.len() + 10,
+            "case {i}: no explanation: {err}"
+        );
+    }
+}
