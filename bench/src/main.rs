@@ -15,7 +15,7 @@
 //! - knockgate's tracked sources: its status JSON (`/api/status`, `counters.tracked_sources`).
 //!
 //! Subcommands (each prints one JSON object on stdout, except `sample` and `report`):
-//! `send`, `flood`, `latency`, `idle`, `mem`, `status`, `sample`, `report`.
+//! `send`, `flood`, `latency`, `idle`, `mem`, `quiet`, `status`, `sample`, `report`.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -46,6 +46,7 @@ fn main() {
         "latency" => latency(&opts),
         "idle" => idle(&opts),
         "mem" => mem(&opts),
+        "quiet" => quiet(&opts),
         "status" => status_cmd(&opts),
         "sample" => sample(&opts),
         "report" => report(&opts),
@@ -58,7 +59,7 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: knockgen send|flood|latency|idle|mem|status|sample|report --key value ...\n\
+        "usage: knockgen send|flood|latency|idle|mem|quiet|status|sample|report --key value ...\n\
          (see bench/run.sh for every use)"
     );
     std::process::exit(2);
@@ -265,22 +266,24 @@ fn children_cpu_ms(pid: u32) -> u64 {
     ticks * 10 // USER_HZ = 100
 }
 
-/// Waits until the process has used less than 0.3 ms of CPU in each of two consecutive 10 ms
-/// windows (it has drained what it was sent), or `limit` passes. Returns whether it settled.
+/// How long a process must stay idle to count as drained. Longer than knockd's libpcap read
+/// timeout (50 ms): with TPACKET_V3 the kernel hands it a partly filled block of packets only
+/// when that timer fires, so a knockd that looks idle for 50 ms may still have packets coming.
+const QUIET: Duration = Duration::from_millis(120);
+
+/// Waits until the process has used under 0.3 ms of CPU in every 10 ms window for [`QUIET`]
+/// (it has drained what it was sent), or `limit` passes. Returns whether it settled.
 fn wait_quiet(pid: u32, limit: Duration) -> Res<bool> {
     let start = Instant::now();
-    let mut quiet = 0;
+    let mut last_busy = Instant::now();
     let mut last = cpu_ns(pid)?;
     while start.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(10));
         let now = cpu_ns(pid)?;
-        if now - last < 300_000 {
-            quiet += 1;
-            if quiet >= 2 {
-                return Ok(true);
-            }
-        } else {
-            quiet = 0;
+        if now - last >= 300_000 {
+            last_busy = Instant::now();
+        } else if last_busy.elapsed() >= QUIET {
+            return Ok(true);
         }
         last = now;
     }
@@ -336,7 +339,7 @@ fn send(o: &Opts) -> Res<()> {
         .map(str::parse::<u32>)
         .transpose()
         .map_err(|_| "bad pid")?;
-    let batch = o.num::<u64>("batch", Some(500))?.max(1);
+    let batch = o.num::<u64>("batch", Some(1000))?.max(1);
 
     let start = Instant::now();
     let mut settled = true;
@@ -582,11 +585,25 @@ fn idle(o: &Opts) -> Res<()> {
     Ok(())
 }
 
-/// `mem`: VmRSS and VmHWM now.
+/// `mem`: VmRSS, VmHWM and CPU time (ms) now.
 fn mem(o: &Opts) -> Res<()> {
     let pid = o.num::<u32>("pid", None)?;
     let (rss, hwm) = memory(pid);
-    println!("{}", json!({"rss_kb": rss, "hwm_kb": hwm}));
+    let cpu = cpu_ns(pid)? as f64 / 1e6;
+    println!("{}", json!({"rss_kb": rss, "hwm_kb": hwm, "cpu_ms": cpu}));
+    Ok(())
+}
+
+/// `quiet`: waits (at most MAX-SECONDS) until the process is idle: it has drained its backlog.
+fn quiet(o: &Opts) -> Res<()> {
+    let pid = o.num::<u32>("pid", None)?;
+    let max = Duration::from_secs_f64(o.num::<f64>("max-seconds", None)?);
+    let t0 = Instant::now();
+    let settled = wait_quiet(pid, max)?;
+    println!(
+        "{}",
+        json!({"settled": settled, "waited_s": t0.elapsed().as_secs_f64()})
+    );
     Ok(())
 }
 
@@ -815,7 +832,16 @@ impl Report {
             "packets the daemon received",
             [0, 1].map(|i| match num(&res[i], "received") {
                 Some(n) => group(&format!("{n:.0}")),
-                None => "not reported by knockd".into(),
+                None if i == 1 => "not reported by knockd".into(),
+                None => "n/a".into(),
+            }),
+        );
+        add(
+            "of which dropped by the daemon (its loop behind)",
+            [0, 1].map(|i| match num(&res[i], "queue_full") {
+                Some(n) => group(&format!("{n:.0}")),
+                None if i == 1 => "not reported by knockd".into(),
+                None => "n/a".into(),
             }),
         );
         let kb = |v: Option<f64>| v.map_or("n/a".to_string(), |k| format!("{:.1} MiB", k / 1024.0));
