@@ -736,13 +736,10 @@ impl Report {
         let mut notes = Vec::new();
         for size in sizes.split_whitespace() {
             for (phase, what) in [
-                (
-                    "probe",
-                    "probe: SYN to the 2nd knock port from an untracked source",
-                ),
+                ("probe", "SYN to the 2nd knock port, untracked source"),
                 (
                     "preload",
-                    "first knock from a new source (the table growing to this size)",
+                    "first knock, new source (table growing to this size)",
                 ),
             ] {
                 let mut per = Vec::new();
@@ -829,11 +826,22 @@ impl Report {
             }),
         );
         add(
-            "packets the daemon received",
-            [0, 1].map(|i| match num(&res[i], "received") {
-                Some(n) => group(&format!("{n:.0}")),
-                None if i == 1 => "not reported by knockd".into(),
-                None => "n/a".into(),
+            "flood packets the daemon processed",
+            [0, 1].map(|i| {
+                // knockgate counts what its captures delivered; knockd says nothing, but every
+                // flood packet it processes starts an attempt and logs one `Stage 1` line.
+                let (n, how) = match i {
+                    0 => (num(&res[i], "received"), ""),
+                    _ => (num(&res[i], "stage1_lines"), ", from its Stage 1 lines"),
+                };
+                match (n, num(&f[i], "sent")) {
+                    (Some(n), Some(sent)) if sent > 0.0 => format!(
+                        "{} ({:.1} %{how})",
+                        group(&format!("{n:.0}")),
+                        (n / sent * 100.0).min(100.0)
+                    ),
+                    _ => "n/a".into(),
+                }
             }),
         );
         add(
@@ -896,13 +904,6 @@ impl Report {
                     if i == 1 { " (estimated)" } else { "" }
                 ),
                 _ => "n/a".into(),
-            }),
-        );
-        add(
-            "Stage 1 lines in the daemon's log",
-            [0, 1].map(|i| match num(&res[i], "stage1_lines") {
-                Some(n) => group(&format!("{n:.0}")),
-                None => "n/a".into(),
             }),
         );
         add(
@@ -1015,12 +1016,11 @@ impl Report {
             ),
         ];
         for (name, a, b, unit, p) in rows {
-            s += &format!(
-                "| {name} | {} | {} | {} |\n",
-                f(a, unit, p),
-                f(b, unit, p),
-                ratio(a, b)
-            );
+            let r = match b {
+                Some(0.0) => "— (knockd: 0)".to_string(),
+                _ => ratio(a, b),
+            };
+            s += &format!("| {name} | {} | {} | {r} |\n", f(a, unit, p), f(b, unit, p));
         }
         s += "\n";
         s
