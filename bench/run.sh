@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # knockgate and knockd side by side, on the same traffic, in one run (issue #9).
 #
-#   sudo bench/run.sh            # about 12 minutes; writes bench/results.md
+#   sudo bench/run.sh            # about 9 minutes; writes bench/results.md
 #
 # Builds knockgate (release) and the generator bench/ (knockgen), makes a gateway and a
 # client network namespace joined by a veth pair, and runs each measurement for knockgate,
