@@ -34,6 +34,8 @@ fi
 t1=$(date +%s)
 
 cd fuzz
+echo "== cargo fmt --check (the fuzz crate)"
+cargo fmt --check
 targets=${FUZZ_TARGETS:-$(cargo fuzz list)}
 echo "== cargo fuzz build (AddressSanitizer, debug assertions)"
 cargo fuzz build
