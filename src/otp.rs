@@ -119,14 +119,20 @@ impl OneTime {
         true
     }
 
+    /// The file's text as [`OneTime::consume`] writes it: used lines commented out.
+    pub fn text(&self) -> String {
+        let mut text = self.lines.join("\n");
+        text.push('\n');
+        text
+    }
+
     /// Retires the active sequence: in memory first, then durably on disk. The error, if any,
     /// is about the disk only; the sequence is retired either way.
     pub fn consume(&mut self) -> Result<(), OtpError> {
         if !self.retire() {
             return Ok(());
         }
-        let mut text = self.lines.join("\n");
-        text.push('\n');
+        let text = self.text();
         crate::fsutil::write_atomic(&self.path, text.as_bytes()).map_err(|source| OtpError::Io {
             path: self.path.clone(),
             source,

@@ -270,7 +270,21 @@ pub fn load(path: &Path) -> Result<Journal, JournalError> {
             })
         }
     };
-    let parsed = serde_json::from_slice::<Journal>(&text).and_then(|j| {
+    parse_journal(&text).map_err(|source| {
+        let moved = path.with_extension("json.corrupt");
+        let _ = fs::rename(path, &moved);
+        JournalError::Corrupt {
+            path: path.to_path_buf(),
+            moved: moved.display().to_string(),
+            source,
+        }
+    })
+}
+
+/// Parses a journal's bytes: JSON of this version, no unknown field. [`load`] reads the file
+/// with it; the fuzz target `journal` calls it directly.
+pub fn parse_journal(bytes: &[u8]) -> Result<Journal, serde_json::Error> {
+    serde_json::from_slice::<Journal>(bytes).and_then(|j| {
         if j.version == JOURNAL_VERSION {
             Ok(j)
         } else {
@@ -278,15 +292,6 @@ pub fn load(path: &Path) -> Result<Journal, JournalError> {
                 "journal version {} (this knockgate writes {JOURNAL_VERSION})",
                 j.version
             )))
-        }
-    });
-    parsed.map_err(|source| {
-        let moved = path.with_extension("json.corrupt");
-        let _ = fs::rename(path, &moved);
-        JournalError::Corrupt {
-            path: path.to_path_buf(),
-            moved: moved.display().to_string(),
-            source,
         }
     })
 }
@@ -439,6 +444,57 @@ mod tests {
         assert!(err.to_string().contains("moved aside"), "{err}");
         assert!(!path.exists());
         assert!(dir.path().join("sessions.json.corrupt").exists());
+    }
+
+    /// Writes journals as the daemon writes them, as seeds for the fuzz target `journal`
+    /// (`fuzz/corpus/journal/`). Run by `scripts/fuzz-seeds.sh`; the seeds are committed.
+    #[test]
+    #[ignore = "writes fuzz/corpus/journal; run by scripts/fuzz-seeds.sh"]
+    fn write_fuzz_seeds() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/journal");
+        fs::create_dir_all(&dir).unwrap();
+        let mut s = Sessions::new();
+        save(&dir.join("seed-empty.json"), &s.to_journal()).unwrap();
+        open(&mut s, 0, "openSSH", 2, 30, stop("logger"));
+        let v6: IpAddr = "2001:db8::5".parse().unwrap();
+        s.open(
+            Instant::from_secs(1),
+            wall(1),
+            "ssh",
+            v6,
+            Duration::from_secs(1800),
+            Pending::Close {
+                grant: Grant {
+                    door: "ssh".into(),
+                    src: v6,
+                    ports: Ports::Some(vec![
+                        PortRange::parse("22/tcp").unwrap(),
+                        PortRange::parse("5060-5069/udp").unwrap(),
+                    ]),
+                    until: 1_700_001_801,
+                },
+            },
+        );
+        s.open(
+            Instant::from_secs(2),
+            wall(2),
+            "lan",
+            src(7),
+            Duration::from_secs(3600),
+            Pending::Close {
+                grant: Grant {
+                    door: "lan".into(),
+                    src: src(7),
+                    ports: Ports::All,
+                    until: 1_700_003_602,
+                },
+            },
+        );
+        save(&dir.join("seed-three-sessions.json"), &s.to_journal()).unwrap();
+        for name in ["seed-empty.json", "seed-three-sessions.json"] {
+            let j = parse_journal(&fs::read(dir.join(name)).unwrap()).unwrap();
+            assert!(j.sessions.len() <= 3);
+        }
     }
 
     #[test]

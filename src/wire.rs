@@ -60,6 +60,18 @@ pub enum LinkType {
 }
 
 impl LinkType {
+    /// Every link type, in a fixed order (the fuzz target `wire` picks one by index).
+    pub const ALL: [LinkType; 8] = [
+        LinkType::Ethernet,
+        LinkType::LinuxSll,
+        LinkType::LinuxSll2,
+        LinkType::RawIp,
+        LinkType::Ipv4,
+        LinkType::Ipv6,
+        LinkType::Null,
+        LinkType::Loop,
+    ];
+
     /// Maps a libpcap `DLT_*` value (as `pcap_datalink` returns it) or a `LINKTYPE_*` value (as
     /// a savefile stores it) to a link type; `None` if knockgate cannot parse that link type.
     ///
@@ -1235,17 +1247,6 @@ mod tests {
         }
     }
 
-    const LINKS: [LinkType; 8] = [
-        LinkType::Ethernet,
-        LinkType::LinuxSll,
-        LinkType::LinuxSll2,
-        LinkType::RawIp,
-        LinkType::Ipv4,
-        LinkType::Ipv6,
-        LinkType::Null,
-        LinkType::Loop,
-    ];
-
     /// Random bytes for every link type, and random mutations of the fixtures (which reach
     /// deeper than random bytes do). The assertions: no panic, and the mutations reach both
     /// knocks and every refusal the parser has.
@@ -1254,7 +1255,7 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut seen = WireStats::default();
         let mut knocks = 0;
-        for link in LINKS {
+        for link in LinkType::ALL {
             for _ in 0..3000 {
                 let len = rng.below(160);
                 let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
@@ -1278,6 +1279,29 @@ mod tests {
         for (label, n) in seen.iter() {
             assert!(n > 0, "no mutation produced {label}: {seen}");
         }
+    }
+
+    /// Writes the fixtures as seeds for the fuzz target `wire` (`fuzz/corpus/wire/`): the
+    /// first byte is the link type's index in [`LinkType::ALL`], the rest the packet. Run by
+    /// `scripts/fuzz-seeds.sh`; the seeds are committed.
+    #[test]
+    #[ignore = "writes fuzz/corpus/wire; run by scripts/fuzz-seeds.sh"]
+    fn write_fuzz_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/wire");
+        std::fs::create_dir_all(&dir).unwrap();
+        let loop_v4 = [&[0, 0, 0, 2][..], &RAW_IPV4_TCP].concat();
+        let extra: [(&str, LinkType, &[u8]); 3] = [
+            ("IPV4_TCP", LinkType::Ipv4, &RAW_IPV4_TCP),
+            ("IPV6_TCP", LinkType::Ipv6, &RAW_IPV6_TCP),
+            ("LOOP_IPV4_TCP", LinkType::Loop, &loop_v4),
+        ];
+        for (name, link, bytes) in ALL.iter().chain(&extra) {
+            let index = LinkType::ALL.iter().position(|l| l == link).unwrap();
+            let seed = [&[index as u8][..], bytes].concat();
+            let path = dir.join(format!("seed-{}", name.to_ascii_lowercase()));
+            std::fs::write(&path, seed).unwrap();
+        }
+        assert!(std::fs::read_dir(&dir).unwrap().count() >= ALL.len() + extra.len());
     }
 
     #[test]

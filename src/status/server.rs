@@ -164,16 +164,28 @@ struct Ctx {
     waiting: Arc<AtomicUsize>,
 }
 
-impl StatusServer {
-    /// Binds `config.listen` and starts the accept thread and the workers.
-    pub fn start(config: &ServerConfig, board: Board) -> Result<StatusServer, StatusError> {
-        let hosts = config
-            .allowed_hosts
+impl Ctx {
+    fn new(allowed_hosts: &[String], board: Board) -> Result<Ctx, StatusError> {
+        let hosts = allowed_hosts
             .iter()
             .map(|h| {
                 normalize_host(h).ok_or_else(|| StatusError::BadAllowedHost { host: h.clone() })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        Ok(Ctx {
+            board,
+            hosts,
+            csp: content_security_policy(),
+            stop: Arc::new(AtomicBool::new(false)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+}
+
+impl StatusServer {
+    /// Binds `config.listen` and starts the accept thread and the workers.
+    pub fn start(config: &ServerConfig, board: Board) -> Result<StatusServer, StatusError> {
+        let ctx = Arc::new(Ctx::new(&config.allowed_hosts, board)?);
         let listener = bind(config.listen)?;
         let addr = listener
             .local_addr()
@@ -184,19 +196,11 @@ impl StatusServer {
             addr: config.listen,
             source,
         })?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let ctx = Arc::new(Ctx {
-            board,
-            hosts,
-            csp: content_security_policy(),
-            stop: stop.clone(),
-            waiting: Arc::new(AtomicUsize::new(0)),
-        });
         let (tx, rx) = mpsc::sync_channel::<TcpStream>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let mut server = StatusServer {
             addr,
-            stop,
+            stop: ctx.stop.clone(),
             listener: waker,
             threads: Vec::with_capacity(WORKERS + 1),
         };
@@ -313,18 +317,12 @@ fn worker(rx: &Mutex<Receiver<TcpStream>>, ctx: &Ctx) {
 fn serve(mut stream: TcpStream, ctx: &Ctx) {
     let start = Instant::now();
     let _ = stream.set_nodelay(true);
-    let (response, unread) = match read_head(&mut stream, start, &ctx.stop, &ctx.waiting) {
-        Ok((head, extra)) => {
-            let wall = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let (response, body) = handle(&head, ctx, wall);
-            (response, extra || body)
-        }
-        Err(HeadError::RequestLineTooLong) => (Response::error(414, "request line too long"), true),
-        Err(HeadError::TooLarge) => (Response::error(431, "request head too large"), true),
-        Err(HeadError::Timeout) => (Response::error(408, "request head too slow"), false),
-        Err(HeadError::Gone) => return,
+    let head = read_head(&mut stream, start, &ctx.stop, &ctx.waiting);
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let Some((response, unread)) = response_for(head, ctx, wall) else {
+        return;
     };
     debug!(status = response.status, "status page request");
     let bytes = response.to_bytes(&ctx.csp);
@@ -335,6 +333,49 @@ fn serve(mut stream: TcpStream, ctx: &Ctx) {
             drain(&mut stream);
         }
     }
+}
+
+/// The response to what [`read_head`] got, and whether request bytes are left unread; `None`
+/// when there is no one to answer.
+fn response_for(
+    head: Result<(Vec<u8>, bool), HeadError>,
+    ctx: &Ctx,
+    wall_now: u64,
+) -> Option<(Response, bool)> {
+    Some(match head {
+        Ok((head, extra)) => {
+            let (response, body) = handle(&head, ctx, wall_now);
+            (response, extra || body)
+        }
+        Err(HeadError::RequestLineTooLong) => (Response::error(414, "request line too long"), true),
+        Err(HeadError::TooLarge) => (Response::error(431, "request head too large"), true),
+        Err(HeadError::Timeout) => (Response::error(408, "request head too slow"), false),
+        Err(HeadError::Gone) => return None,
+    })
+}
+
+/// The bytes the server sends back to a client that sent `request` and then waited, without a
+/// socket: the head is framed ([`MAX_HEAD`]) and answered as a worker does, with
+/// `allowed_hosts` as in [`ServerConfig`], `snapshot` as the current one and `wall_now` as the
+/// time (Unix seconds). `Ok(None)` when `request` holds no complete head (a worker would wait
+/// for more, then answer 408). For the fuzz target `http` (`fuzz/fuzz_targets/http.rs`).
+pub fn respond(
+    request: &[u8],
+    allowed_hosts: &[String],
+    snapshot: Snapshot,
+    wall_now: u64,
+) -> Result<Option<Vec<u8>>, StatusError> {
+    let board = Board::new();
+    board.publish(snapshot);
+    let ctx = Ctx::new(allowed_hosts, board)?;
+    // A worker never buffers more than MAX_HEAD bytes.
+    let read = &request[..request.len().min(MAX_HEAD)];
+    let head = match frame(read, 0) {
+        Ok(Some(end)) => Ok((read[..end].to_vec(), request.len() > end)),
+        Ok(None) => return Ok(None),
+        Err(e) => Err(e),
+    };
+    Ok(response_for(head, &ctx, wall_now).map(|(r, _)| r.to_bytes(&ctx.csp)))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -374,17 +415,10 @@ fn read_head(
             Ok(n) => {
                 let from = buf.len().saturating_sub(3);
                 buf.extend_from_slice(&chunk[..n]);
-                if let Some(end) = head_end(&buf, from) {
+                if let Some(end) = frame(&buf, from)? {
                     let extra = buf.len() > end;
                     buf.truncate(end);
                     return Ok((buf, extra));
-                }
-                if buf.len() >= MAX_HEAD {
-                    return Err(if buf.contains(&b'\n') {
-                        HeadError::TooLarge
-                    } else {
-                        HeadError::RequestLineTooLong
-                    });
                 }
             }
             Err(e)
@@ -397,6 +431,22 @@ fn read_head(
             Err(_) => return Err(HeadError::Gone),
         }
     }
+}
+
+/// Where the head ends in the bytes read so far (`buf`, searched from `from`): `Some(end)`, or
+/// `None` to read more, or an error once [`MAX_HEAD`] bytes hold no complete head.
+fn frame(buf: &[u8], from: usize) -> Result<Option<usize>, HeadError> {
+    if let Some(end) = head_end(buf, from) {
+        return Ok(Some(end));
+    }
+    if buf.len() >= MAX_HEAD {
+        return Err(if buf.contains(&b'\n') {
+            HeadError::TooLarge
+        } else {
+            HeadError::RequestLineTooLong
+        });
+    }
+    Ok(None)
 }
 
 /// The index just after the head's terminating empty line (CRLF CRLF, or bare LF LF as RFC 9112
@@ -934,6 +984,41 @@ mod tests {
                 .join("\n")
         };
         assert_eq!(strip_date(get_head), strip_date(head.trim_end()));
+    }
+
+    /// `respond` (the fuzz target's entry) frames and answers as a worker does.
+    #[test]
+    fn respond_frames_and_answers_like_a_worker() {
+        let hosts = ["gw.lan".to_string()];
+        let status = |req: &[u8]| {
+            respond(req, &hosts, sample(), 1_790_000_001)
+                .unwrap()
+                .map(|r| String::from_utf8_lossy(&r[..12]).into_owned())
+        };
+        assert_eq!(
+            status(b"GET /api/status HTTP/1.1\r\nHost: GW.lan:8080\r\n\r\n").as_deref(),
+            Some("HTTP/1.1 200")
+        );
+        assert_eq!(
+            status(b"GET / HTTP/1.1\nHost: evil.example\n\nGET / HTTP/1.1").as_deref(),
+            Some("HTTP/1.1 421")
+        );
+        // Incomplete: a worker would read on, then time out.
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: gw.lan\r\n"), None);
+        assert_eq!(status(b""), None);
+        // MAX_HEAD bytes without the end of the head.
+        let mut long = b"GET /".to_vec();
+        long.resize(MAX_HEAD + 100, b'a');
+        assert_eq!(status(&long).as_deref(), Some("HTTP/1.1 414"));
+        long[10] = b'\n';
+        assert_eq!(status(&long).as_deref(), Some("HTTP/1.1 431"));
+        // The end of the head beyond MAX_HEAD is never seen.
+        long.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(status(&long).as_deref(), Some("HTTP/1.1 431"));
+        assert!(matches!(
+            respond(b"", &["http://gw.lan/".to_string()], sample(), 0),
+            Err(StatusError::BadAllowedHost { .. })
+        ));
     }
 
     #[test]
