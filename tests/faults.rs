@@ -275,6 +275,10 @@ fn full_or_read_only_state_directory_while_running_loses_no_door() {
     lab.client(0)
         .ok(&[knockgate(), "knock", &link.gw_v4, "7000", "8000"]);
     daemon.wait_log_count("timed: running command: sh -c 'echo open", 3, LONG);
-    let journal = read(&lab.path("state/sessions.json"));
-    assert!(journal.contains("\"door\": \"timed\""), "{journal}");
+    // (The journal is written right after the command starts: wait for it.)
+    daemon.wait_file(
+        &lab.path("state/sessions.json"),
+        "\"door\": \"timed\"",
+        LONG,
+    );
 }
