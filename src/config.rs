@@ -1202,22 +1202,30 @@ impl Cx<'_> {
         }
     }
 
+    /// An integer in `range`; otherwise `EXPECTED, found X` (X the number, or what was given).
+    fn integer(
+        &self,
+        v: &Spanned<RawValue>,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+        expected: &str,
+    ) -> Result<i64, ConfigError> {
+        match v.get_ref() {
+            RawValue::Integer(n) if range.contains(n) => Ok(*n),
+            RawValue::Integer(n) => Err(self.err(v, key, format!("{expected}, found {n}"))),
+            other => Err(self.err(v, key, format!("{expected}, found {}", other.kind()))),
+        }
+    }
+
     /// A BCM GPIO pin number.
     fn pin(&self, v: &Spanned<RawValue>, key: &str) -> Result<u8, ConfigError> {
-        match v.get_ref() {
-            RawValue::Integer(n) if (0..=27).contains(n) => Ok(u8::try_from(*n).expect("in range")),
-            other => Err(self.err(
-                v,
-                key,
-                format!(
-                    "expected a BCM GPIO number from 0 to 27 (the GPIO number, not the header pin), found {}",
-                    match other {
-                        RawValue::Integer(n) => n.to_string(),
-                        o => o.kind().to_string(),
-                    }
-                ),
-            )),
-        }
+        let n = self.integer(
+            v,
+            key,
+            0..=27,
+            "expected a BCM GPIO number from 0 to 27 (the GPIO number, not the header pin)",
+        )?;
+        Ok(u8::try_from(n).expect("in range"))
     }
 
     fn status(&self, raw: &RawStatus) -> Result<StatusConfig, ConfigError> {
@@ -1457,22 +1465,13 @@ impl Cx<'_> {
         let secret_file = self.path(file_v, &k("secret_file"))?;
         let mut params = crate::hmacseq::Params::default();
         if let Some(sv) = &raw.steps {
-            match sv.get_ref() {
-                RawValue::Integer(n) if (2..=8).contains(n) => params.steps = *n as usize,
-                other => {
-                    return Err(self.err(
-                        sv,
-                        &k("steps"),
-                        format!(
-                            "expected a number of knocks from 2 to 8, found {}",
-                            match other {
-                                RawValue::Integer(n) => n.to_string(),
-                                o => o.kind().to_string(),
-                            }
-                        ),
-                    ))
-                }
-            }
+            let n = self.integer(
+                sv,
+                &k("steps"),
+                2..=8,
+                "expected a number of knocks from 2 to 8",
+            )?;
+            params.steps = usize::try_from(n).expect("in range");
         }
         if let Some(pv) = &raw.ports {
             let s = self.string(pv, &k("ports"), "a port range such as \"10000-60000\"")?;
@@ -1541,24 +1540,15 @@ impl Cx<'_> {
         };
         let port = match &raw.port {
             None => 9,
-            Some(p) => match p.get_ref() {
-                RawValue::Integer(n) if (1..=65535).contains(n) => {
-                    u16::try_from(*n).expect("in range")
-                }
-                other => {
-                    return Err(self.err(
-                        p,
-                        &k("port"),
-                        format!(
-                            "expected a port from 1 to 65535 (usually 9 or 7), found {}",
-                            match other {
-                                RawValue::Integer(n) => n.to_string(),
-                                o => o.kind().to_string(),
-                            }
-                        ),
-                    ))
-                }
-            },
+            Some(p) => {
+                let n = self.integer(
+                    p,
+                    &k("port"),
+                    1..=65535,
+                    "expected a port from 1 to 65535 (usually 9 or 7)",
+                )?;
+                u16::try_from(n).expect("in range")
+            }
         };
         let broadcast = match &raw.broadcast {
             None => IpAddr::from([255, 255, 255, 255]),
@@ -1636,24 +1626,13 @@ impl Cx<'_> {
             f.chain = s.to_string();
         }
         if let Some(v) = &raw.jump_position {
-            match v.get_ref() {
-                RawValue::Integer(n) if (1..=1000).contains(n) => {
-                    f.jump_position = u32::try_from(*n).expect("in range")
-                }
-                other => {
-                    return Err(self.err(
-                        v,
-                        "firewall.jump_position",
-                        format!(
-                        "expected a whole number from 1 (first rule of INPUT) to 1000, found {}",
-                        match other {
-                            RawValue::Integer(n) => n.to_string(),
-                            o => o.kind().to_string(),
-                        }
-                    ),
-                    ))
-                }
-            }
+            let n = self.integer(
+                v,
+                "firewall.jump_position",
+                1..=1000,
+                "expected a whole number from 1 (first rule of INPUT) to 1000",
+            )?;
+            f.jump_position = u32::try_from(n).expect("in range");
         }
         if let Some(v) = &raw.daily_flush {
             let s = self.string(
@@ -1776,24 +1755,13 @@ impl Cx<'_> {
         };
         let mut penalties = crate::limits::PenaltyConfig::default();
         if let Some(v) = &raw.max_failures {
-            match v.get_ref() {
-                RawValue::Integer(n) if (0..=1_000_000).contains(n) => {
-                    penalties.max_failures = u32::try_from(*n).expect("in range")
-                }
-                other => {
-                    return Err(self.err(
-                        v,
-                        "daemon.max_failures",
-                        format!(
-                        "expected a number of failed attempts (0 turns the limit off), found {}",
-                        match other {
-                            RawValue::Integer(n) => n.to_string(),
-                            o => o.kind().to_string(),
-                        }
-                    ),
-                    ))
-                }
-            }
+            let n = self.integer(
+                v,
+                "daemon.max_failures",
+                0..=1_000_000,
+                "expected a number of failed attempts (0 turns the limit off)",
+            )?;
+            penalties.max_failures = u32::try_from(n).expect("in range");
         }
         if let Some(v) = &raw.failure_window {
             penalties.window = self.timeout(v, "daemon.failure_window")?;

@@ -197,19 +197,6 @@ impl Drop for SmallFs {
     }
 }
 
-const TIMED: &str = r#"
-[daemon]
-interfaces = ["kgw0"]
-state_dir = "@DIR@/state"
-
-[[door]]
-name = "timed"
-sequence = ["7000", "8000"]
-start_command = "sh -c 'echo open %IP% >> @DIR@/events'"
-stop_command = "sh -c 'echo close %IP% >> @DIR@/events'"
-cmd_timeout = "3s"
-"#;
-
 #[test]
 fn read_only_state_directory_at_startup_is_a_clear_error() {
     if !can_run_netns() {
@@ -217,7 +204,7 @@ fn read_only_state_directory_at_startup_is_a_clear_error() {
     }
     let lab = Lab::new();
     let _fs = SmallFs::mount(&lab.path("state"), "ro,size=64k");
-    let cfg = lab.write_config("knockgate.toml", TIMED);
+    let cfg = lab.write_config("knockgate.toml", START_STOP);
     let out = lab
         .gw
         .run(&[knockgate(), "run", "--config", cfg.to_str().unwrap()]);
@@ -237,7 +224,7 @@ fn full_or_read_only_state_directory_while_running_loses_no_door() {
     }
     let lab = Lab::new();
     let fs = SmallFs::mount(&lab.path("state"), "size=64k");
-    let cfg = lab.write_config("knockgate.toml", TIMED);
+    let cfg = lab.write_config("knockgate.toml", START_STOP);
     let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
     let link = lab.link(0);
     let events = lab.path("events");

@@ -365,19 +365,6 @@ fn sighup_reloads_and_keeps_the_old_config_when_the_new_is_broken() {
     wait_file(&opened, &format!("{}\n", link.client_v6), LONG);
 }
 
-const START_STOP: &str = r#"
-[daemon]
-interfaces = ["kgw0"]
-state_dir = "@DIR@/state"
-
-[[door]]
-name = "timed"
-sequence = ["7000", "8000"]
-start_command = "sh -c 'echo open %IP% >> @DIR@/events'"
-stop_command = "sh -c 'echo close %IP% >> @DIR@/events'"
-cmd_timeout = "3s"
-"#;
-
 #[test]
 fn pending_stop_command_survives_sigkill_and_repeat_knock_extends() {
     if !can_run_netns() {

@@ -272,6 +272,20 @@ fn canonical(ip: &str) -> String {
         .to_string()
 }
 
+/// A door with a start and a stop command 3 s apart, each appending to `events`.
+pub const START_STOP: &str = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[[door]]
+name = "timed"
+sequence = ["7000", "8000"]
+start_command = "sh -c 'echo open %IP% >> @DIR@/events'"
+stop_command = "sh -c 'echo close %IP% >> @DIR@/events'"
+cmd_timeout = "3s"
+"#;
+
 /// The real knockgate binary.
 pub fn knockgate() -> &'static str {
     env!("CARGO_BIN_EXE_knockgate")
