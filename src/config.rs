@@ -424,10 +424,58 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates a knockgate TOML config. `origin` names the text in errors (a path, or
 /// `<built-in>`).
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-    let cx = Cx { text, origin };
+    let cx = Cx {
+        text,
+        origin,
+        unfilled_ok: false,
+    };
     let raw: RawConfig = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
     cx.config(raw)
 }
+
+/// A door whose sequence is written `sequence = []`: left empty in the firmware image, to be
+/// generated on the device at first boot by `knockgate firstboot`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfilled {
+    /// Index in [`Config::doors`].
+    pub door: usize,
+    /// Byte range of the value (`[]`, brackets included) in the text.
+    pub value: std::ops::Range<usize>,
+}
+
+/// [`parse`] for `knockgate firstboot`: the same validation, except that a door may have
+/// `sequence = []`. Such doors come back with an empty `sequence` and are listed, in order, in
+/// the second element. The `Config` returned is for reading only, never to run: a door with an
+/// empty sequence would never open.
+pub fn parse_unfilled(text: &str, origin: &str) -> Result<(Config, Vec<Unfilled>), ConfigError> {
+    let cx = Cx {
+        text,
+        origin,
+        unfilled_ok: true,
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
+    let unfilled = raw
+        .door
+        .iter()
+        .enumerate()
+        .filter_map(|(door, d)| {
+            let v = d.get_ref().sequence.as_ref().filter(|v| is_unfilled(v))?;
+            Some(Unfilled {
+                door,
+                value: v.span(),
+            })
+        })
+        .collect();
+    Ok((cx.config(raw)?, unfilled))
+}
+
+/// Whether a `sequence` value is the explicit empty list that `knockgate firstboot` fills in.
+fn is_unfilled(v: &Spanned<RawValue>) -> bool {
+    matches!(v.get_ref(), RawValue::Array(items) if items.is_empty())
+}
+
+/// The error for `sequence = []` everywhere but in `knockgate firstboot`.
+const UNFILLED_HELP: &str = "empty sequence: `sequence = []` is generated at first boot by `knockgate firstboot --boot-dir DIR` (DIR: the boot partition, where the sequence is written down for you); run it, or write a sequence of your own";
 
 /// Parses a duration: one or more `<whole number><unit>` parts, units `d`, `h`, `m`, `s`, `ms`
 /// from largest to smallest, each at most once (`500ms`, `30s`, `10m`, `1h`, `1d`, `1h30m`,
@@ -860,6 +908,8 @@ const DOOR_KEYS: &[&str] = &[
 struct Cx<'a> {
     text: &'a str,
     origin: &'a str,
+    /// `sequence = []` is accepted (left for `knockgate firstboot`), see [`parse_unfilled`].
+    unfilled_ok: bool,
 }
 
 impl Cx<'_> {
@@ -1933,6 +1983,12 @@ impl Cx<'_> {
         let key = |k: &str| format!("{d}.{k}");
 
         let sequence = match &raw.sequence {
+            Some(v) if is_unfilled(v) => {
+                if !self.unfilled_ok {
+                    return Err(self.err(v, &key("sequence"), UNFILLED_HELP));
+                }
+                Vec::new()
+            }
             Some(v) => self.sequence(v, &key("sequence"))?,
             None => Vec::new(),
         };
@@ -2607,7 +2663,8 @@ one_time_sequences = "/etc/knockgate/otp"
         ("[[door]]\nname = \"a\"\nsequence = [1]\n[[door]]\nname = \"a\"\nsequence = [2]", Some(5), Some("door[a].name"), "already used by the door on line 2"),
         // sequences
         ("[[door]]\nname = \"a\"\n", Some(1), Some("door[a].sequence"), "has no sequence"),
-        ("[[door]]\nname = \"a\"\nsequence = []", Some(3), Some("door[a].sequence"), "empty sequence"),
+        ("[[door]]\nname = \"a\"\nsequence = []", Some(3), Some("door[a].sequence"), "is generated at first boot by `knockgate firstboot --boot-dir DIR`"),
+        ("[[door]]\nname = \"a\"\nsequence = \"\"", Some(3), Some("door[a].sequence"), "empty sequence: expected a list"),
         ("[[door]]\nname = \"a\"\nsequence = [\n  7000,\n  \"80000/tcp\",\n  9000,\n]", Some(5), Some("door[a].sequence"), "step 2: invalid port `80000` in `80000/tcp`: expected a whole number from 1 to 65535"),
         ("[[door]]\nname = \"a\"\nsequence = \"7000:tcp,,9000\"", Some(3), Some("door[a].sequence"), "step 2: empty step"),
         ("[[door]]\nname = \"a\"\nsequence = [\"7000/icmp\"]", Some(3), Some("door[a].sequence"), "expected tcp or udp"),
@@ -2885,6 +2942,40 @@ wake_on_lan = { mac = "00-11-22-aa-BB-cc", interface = "eth0", password = "01:02
                 "\n{text}\n=> {e}\nwanted: {fragment}"
             );
         }
+    }
+
+    #[test]
+    fn unfilled_sequences_are_for_firstboot_only() {
+        let text = "[[door]]\nname = \"a\"\nsequence = [7000]\n\n[[door]]\nname = \"ssh\"\nsequence = [  ]  # at first boot\nfirewall = { ports = [\"22/tcp\"], duration = \"30s\" }\n\n[[door]]\nname = \"b\"\nsequence = []\nclose = \"ssh\"\n";
+        let e = parse(text, "k.toml").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(7), Some("door[ssh].sequence"))
+        );
+        assert!(e.message.contains("knockgate firstboot"), "{e}");
+        let (cfg, unfilled) = parse_unfilled(text, "k.toml").unwrap();
+        assert_eq!(cfg.doors.len(), 3);
+        assert_eq!(unfilled.iter().map(|u| u.door).collect::<Vec<_>>(), [1, 2]);
+        for u in &unfilled {
+            assert!(cfg.doors[u.door].sequence.is_empty());
+        }
+        assert_eq!(&text[unfilled[0].value.clone()], "[  ]");
+        assert_eq!(&text[unfilled[1].value.clone()], "[]");
+        // Every other rule still holds, and an empty string is no placeholder.
+        let bad = "[[door]]\nname = \"a\"\nsequence = []\nseq_timeout = \"xyz\"\n";
+        let e = parse_unfilled(bad, "k.toml").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("door[a].seq_timeout"));
+        let e = parse_unfilled("[[door]]\nname = \"a\"\nsequence = \"\"\n", "k.toml").unwrap_err();
+        assert!(
+            e.message.starts_with("empty sequence: expected a list"),
+            "{e}"
+        );
+        let e = parse_unfilled(
+            "[[door]]\nname = \"a\"\nsequence = []\none_time_sequences = \"/x\"\n",
+            "k.toml",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("not both"), "{e}");
     }
 
     #[test]
