@@ -8,6 +8,18 @@ use std::path::Path;
 /// (keeping the old file's permissions), fsync, rename over the old file, fsync of the
 /// directory. A power cut leaves the old content or the new, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes, false)
+}
+
+/// [`write_atomic`] for a file that others own or read, such as the config rewritten by
+/// `knockgate firstboot`: the new file also gets the old one's owner and group, and the
+/// temporary file is private (mode 600) until it has the old file's mode.
+pub fn write_atomic_keep_owner(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes, true)
+}
+
+fn replace(path: &Path, bytes: &[u8], keep_owner: bool) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -18,8 +30,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.knockgate-tmp"));
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = if keep_owner {
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?
+        } else {
+            fs::File::create(&tmp)?
+        };
         if let Ok(meta) = fs::metadata(path) {
+            if keep_owner {
+                std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
+            }
             f.set_permissions(meta.permissions())?;
         }
         f.write_all(bytes)?;
@@ -52,5 +76,30 @@ mod tests {
         );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(write_atomic(&dir.path().join("missing/state"), b"x").is_err());
+    }
+
+    #[test]
+    fn keeping_the_owner_keeps_mode_owner_and_group() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("knockgate.toml");
+        fs::write(&path, b"old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        // As root, give the file to another owner and group, as a config owned by the
+        // daemon's group would be; otherwise the owner is ours and must stay so.
+        let root = nix::unistd::Uid::effective().is_root();
+        if root {
+            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        }
+        let before = fs::metadata(&path).unwrap();
+        write_atomic_keep_owner(&path, b"new").unwrap();
+        let after = fs::metadata(&path).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(after.permissions().mode() & 0o777, 0o640);
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        if root {
+            assert_eq!((after.uid(), after.gid()), (65534, 65534));
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
