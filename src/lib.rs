@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod doorset;
 pub mod engine;
 pub mod firewall;
+pub mod firstboot;
 pub mod flush;
 pub mod fsutil;
 pub mod gate;

@@ -1,5 +1,5 @@
 //! The `knockgate` command: the daemon, the config checker, the knock client, the knockd.conf
-//! importer and the capture replayer.
+//! importer, the capture replayer and the first-boot step of the SD-card image.
 #![forbid(unsafe_code)]
 
 use std::fs::OpenOptions;
@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use knockgate::client::{self, Family};
-use knockgate::{config, daemon, knockd_import, replay};
+use knockgate::{config, daemon, firstboot, knockd_import, replay};
 
 /// sysexits.h EX_CONFIG: the config is invalid.
 const EX_CONFIG: u8 = 78;
@@ -63,7 +63,36 @@ enum Cmd {
         local: Vec<IpAddr>,
         capture: PathBuf,
     },
+    /// Generate the knock sequences left empty (`sequence = []`) in the config, at the first
+    /// boot of an SD-card image; write them down in the boot directory, then in the config.
+    #[command(after_help = FIRSTBOOT_HELP)]
+    Firstboot {
+        /// Config file to fill in
+        #[arg(short, long, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Where the note for the owner goes: the boot partition, readable from any PC
+        /// (e.g. /boot/firmware on Raspberry Pi OS)
+        #[arg(long)]
+        boot_dir: PathBuf,
+        /// The note's file name in the boot directory
+        #[arg(long, default_value = firstboot::DEFAULT_NOTE, value_parser = note_name)]
+        file: String,
+    },
 }
+
+const FIRSTBOOT_HELP: &str = "\
+Each door written `sequence = []` gets 3 distinct random TCP ports from 10000-65000 (the
+kernel's CSPRNG), none used elsewhere in the config nor 22, never in ascending or descending
+order. The note (plain text, CRLF) is written and synced first, then only the `[]` of each
+door is replaced in the config, atomically; the ports are never printed or logged. With no
+`sequence = []` left it prints \"nothing to do\" and changes nothing.
+
+Exit status:
+  0   sequences generated, or nothing to do
+  78  the config is invalid for another reason, or a file it names cannot be read (as
+      `knockgate check`); nothing was written
+  1   the boot directory is missing, a file cannot be written, or no random numbers
+  2   invalid arguments";
 
 #[derive(Args)]
 struct KnockArgs {
@@ -167,6 +196,64 @@ fn main() -> ExitCode {
             local,
             capture,
         } => exit(run_replay(&config, &local, &capture)),
+        Cmd::Firstboot {
+            config,
+            boot_dir,
+            file,
+        } => first_boot(firstboot::Options {
+            config,
+            boot_dir,
+            file_name: file,
+        }),
+    }
+}
+
+/// `--file`: a plain file name, to be created in the boot directory.
+fn note_name(name: &str) -> Result<String, String> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
+        return Err("expected a file name, without a directory".to_string());
+    }
+    Ok(name.to_string())
+}
+
+fn first_boot(opts: firstboot::Options) -> ExitCode {
+    let mut rng = match firstboot::OsRng::open() {
+        Ok(r) => r,
+        Err(source) => {
+            let e = firstboot::FirstbootError::Random { source };
+            eprintln!("knockgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match firstboot::run(&opts, &mut rng) {
+        Ok(firstboot::Outcome::NothingToDo) => {
+            println!(
+                "nothing to do: no door has `sequence = []` in {}",
+                opts.config.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(firstboot::Outcome::Generated { doors, note }) => {
+            for door in doors {
+                println!(
+                    "door {door}: knock sequence generated and written to {}",
+                    note.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let config_error = matches!(
+                e,
+                firstboot::FirstbootError::Config(_) | firstboot::FirstbootError::Sources(_)
+            );
+            eprintln!("knockgate: {e}");
+            if config_error {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
     }
 }
 
