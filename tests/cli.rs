@@ -478,3 +478,262 @@ fn thirty_invalid_configs_each_exit_78_with_file_line_key() {
         );
     }
 }
+
+/// The firmware image's config: the SSH door's sequence is left for `knockgate firstboot`.
+const IMAGE: &str = r#"# /etc/knockgate/knockgate.toml of the SD-card image
+[status]
+listen = "127.0.0.1:8080"
+
+[[door]]
+name = "ssh"
+sequence = []          # generated at first boot by `knockgate firstboot`
+seq_timeout = "10s"
+firewall = { ports = ["22/tcp"], duration = "30s" }
+"#;
+
+/// Whether `text` holds `port` as a whole number (not inside a longer one).
+fn has_number(text: &str, port: u16) -> bool {
+    let p = port.to_string();
+    text.match_indices(&p).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + p.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// The ports of `sequence = ["P/tcp", ...]` on the line that has it.
+fn sequence_ports(config: &str) -> Vec<u16> {
+    let line = config
+        .lines()
+        .find(|l| l.starts_with("sequence = ["))
+        .expect("a sequence line");
+    let list = &line[line.find('[').unwrap() + 1..line.find(']').unwrap()];
+    list.split(',')
+        .map(|s| {
+            s.trim()
+                .trim_matches('"')
+                .trim_end_matches("/tcp")
+                .parse()
+                .unwrap_or_else(|_| panic!("`{s}` in {line}"))
+        })
+        .collect()
+}
+
+#[test]
+fn firstboot_fills_the_sequence_writes_the_note_and_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("knockgate.toml");
+    let boot = dir.path().join("boot");
+    fs::create_dir(&boot).unwrap();
+    fs::write(&config, IMAGE).unwrap();
+    let cfg = config.to_str().unwrap();
+
+    // Unfilled, the config is refused, naming the place and the remedy.
+    let out = knockgate(&["check", "--config", cfg]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains(&format!("{cfg}:7: key `door[ssh].sequence`")),
+        "{err}"
+    );
+    assert!(err.contains("knockgate firstboot --boot-dir"), "{err}");
+
+    let out = knockgate(&[
+        "firstboot",
+        "--config",
+        cfg,
+        "--boot-dir",
+        boot.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let note_path = boot.join("knockgate-sequence.txt");
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "door ssh: knock sequence generated and written to {}\n",
+            note_path.display()
+        )
+    );
+    assert_eq!(text(&out.stderr), "");
+
+    // The config: the `[]` replaced, every other byte as it was.
+    let filled = fs::read_to_string(&config).unwrap();
+    let ports = sequence_ports(&filled);
+    assert_eq!(ports.len(), 3, "{filled}");
+    let seq_text = format!(
+        "[\"{}/tcp\", \"{}/tcp\", \"{}/tcp\"]",
+        ports[0], ports[1], ports[2]
+    );
+    assert_eq!(filled, IMAGE.replacen("[]", &seq_text, 1));
+    for p in &ports {
+        assert!((10000..=65000).contains(p), "{ports:?}");
+        assert!(!has_number(&text(&out.stdout), *p));
+    }
+
+    // The note: the same ports, the commands, CRLF line endings only.
+    let note = fs::read_to_string(&note_path).unwrap();
+    assert!(note.ends_with("\r\n"));
+    assert_eq!(
+        note.matches('\n').count(),
+        note.matches("\r\n").count(),
+        "a bare LF in the note"
+    );
+    let spaced = format!("{} {} {}", ports[0], ports[1], ports[2]);
+    for line in [
+        format!(
+            "Sequence:  {}, {}, {} (TCP, in this order)",
+            ports[0], ports[1], ports[2]
+        ),
+        "within 10 seconds".to_string(),
+        "opens 22/tcp to the knocking address for 30 seconds".to_string(),
+        format!("    knockgate knock GATEWAY {spaced}\r\n"),
+        format!("    knock GATEWAY {spaced}\r\n"),
+        format!(
+            "    nmap -Pn --host-timeout 201 --max-retries 0 -p {} GATEWAY\r\n",
+            ports[0]
+        ),
+        format!("    nc -z -w 1 GATEWAY {}\r\n", ports[2]),
+        "delete this file".to_string(),
+    ] {
+        assert!(note.contains(&line), "`{line}` not in the note:\n{note}");
+    }
+
+    // The filled config passes `check`.
+    let out = knockgate(&["check", "--config", cfg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // A second run (the next boot) changes nothing.
+    let out = knockgate(&[
+        "firstboot",
+        "--config",
+        cfg,
+        "--boot-dir",
+        boot.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("nothing to do"));
+    assert_eq!(fs::read_to_string(&config).unwrap(), filled);
+    assert_eq!(fs::read_to_string(&note_path).unwrap(), note);
+}
+
+#[test]
+fn firstboot_refuses_a_missing_boot_dir_and_an_invalid_config_writing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("knockgate.toml");
+    let boot = dir.path().join("boot");
+    fs::write(&config, IMAGE).unwrap();
+    let cfg = config.to_str().unwrap();
+
+    // No boot directory (the partition not mounted): exit 1, nothing written.
+    let out = knockgate(&[
+        "firstboot",
+        "--config",
+        cfg,
+        "--boot-dir",
+        boot.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("boot directory {}", boot.display())));
+    assert_eq!(fs::read_to_string(&config).unwrap(), IMAGE);
+
+    // A config invalid for another reason: exit 78 naming it, nothing written.
+    fs::create_dir(&boot).unwrap();
+    let bad = IMAGE.replace("\"10s\"", "\"10 seconds\"");
+    fs::write(&config, &bad).unwrap();
+    let out = knockgate(&[
+        "firstboot",
+        "--config",
+        cfg,
+        "--boot-dir",
+        boot.to_str().unwrap(),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains(&format!("{cfg}:8: key `door[ssh].seq_timeout`")),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(&config).unwrap(), bad);
+    assert_eq!(fs::read_dir(&boot).unwrap().count(), 0);
+
+    // A file name with a directory in it is a usage error (2).
+    fs::write(&config, IMAGE).unwrap();
+    let out = knockgate(&[
+        "firstboot",
+        "--config",
+        cfg,
+        "--boot-dir",
+        boot.to_str().unwrap(),
+        "--file",
+        "../x.txt",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(fs::read_to_string(&config).unwrap(), IMAGE);
+
+    // --file names the note; the config keeps its mode.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o640)).unwrap();
+    let out = knockgate(&[
+        "firstboot",
+        "--config",
+        cfg,
+        "--boot-dir",
+        boot.to_str().unwrap(),
+        "--file",
+        "SEQUENCE.TXT",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ports = sequence_ports(&fs::read_to_string(&config).unwrap());
+    let note = fs::read_to_string(boot.join("SEQUENCE.TXT")).unwrap();
+    assert!(ports.iter().all(|p| has_number(&note, *p)));
+    assert_eq!(
+        fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(ports.iter().all(|p| !has_number(&all, *p)), "{all}");
+}
+
+/// The note is written before the config: when the config cannot be written (a power cut
+/// between the two, here a directory in the way of the temporary file), the config stays
+/// unfilled and the next run draws again and rewrites both.
+#[test]
+fn firstboot_writes_the_note_before_the_config_and_a_failure_between_redraws() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("knockgate.toml");
+    let boot = dir.path().join("boot");
+    fs::create_dir(&boot).unwrap();
+    fs::write(&config, IMAGE).unwrap();
+    let obstacle = dir.path().join(".knockgate.toml.knockgate-tmp");
+    fs::create_dir(&obstacle).unwrap();
+    let args = [
+        "firstboot",
+        "--config",
+        config.to_str().unwrap(),
+        "--boot-dir",
+        boot.to_str().unwrap(),
+    ];
+    let out = knockgate(&args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("run `knockgate firstboot` again"), "{err}");
+    assert_eq!(fs::read_to_string(&config).unwrap(), IMAGE);
+    let first_note = fs::read_to_string(boot.join("knockgate-sequence.txt")).unwrap();
+    assert!(first_note.contains("knockgate knock GATEWAY"));
+
+    fs::remove_dir(&obstacle).unwrap();
+    let out = knockgate(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ports = sequence_ports(&fs::read_to_string(&config).unwrap());
+    let note = fs::read_to_string(boot.join("knockgate-sequence.txt")).unwrap();
+    assert_ne!(note, first_note, "the note was not rewritten");
+    assert!(
+        note.contains(&format!(
+            "knockgate knock GATEWAY {} {} {}\r\n",
+            ports[0], ports[1], ports[2]
+        )),
+        "{note}"
+    );
+    let out = knockgate(&["check", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
