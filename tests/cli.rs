@@ -537,6 +537,11 @@ fn firstboot_fills_the_sequence_writes_the_note_and_runs_once() {
         "{err}"
     );
     assert!(err.contains("knockgate firstboot --boot-dir"), "{err}");
+    // `run` refuses it before touching anything.
+    let out = knockgate(&["run", "--dry-run", "--config", cfg]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("knockgate firstboot"), "{err}");
 
     let out = knockgate(&[
         "firstboot",

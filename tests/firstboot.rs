@@ -125,6 +125,19 @@ fn firstboot_sequence_opens_the_door_and_never_shows_on_the_status_page() {
             assert!(!has_number(&body, *p), "{path} shows port {p}:\n{body}");
         }
     }
+    // A reload of a config whose sequence is empty again is refused; the door stays.
+    let filled = read(&config);
+    let at = filled.find("sequence = [").unwrap();
+    let end = at + filled[at..].find(']').unwrap() + 1;
+    std::fs::write(
+        &config,
+        format!("{}sequence = []{}", &filled[..at], &filled[end..]),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    daemon.wait_log("config reload failed, keeping the current config", LONG);
+    assert!(daemon.own_log().contains("knockgate firstboot --boot-dir"));
+
     // Nor the daemon's log, debug lines included.
     let log = daemon.log_text();
     for l in log.lines() {
