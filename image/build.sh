@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# Builds the knockgate firmware image: a flashable SD-card image for a Raspberry Pi 3 or 4
+# (64-bit), on Debian 12 (amd64), as root, with nothing but Debian's package mirror:
+#
+#   image/build.sh [--board rpi4-64|rpi3-64] [--out DIR] [--binary PATH] [--keep-rootfs]
+#                  [--rootfs-cache DIR]
+#
+# Output, in DIR (default image/out):
+#   knockgate-BOARD.img          the SD card: MBR, FAT32 boot partition (KGBOOT), ext4 root
+#                                (kgroot); flash it with dd, bmaptool or Raspberry Pi Imager
+#   knockgate-BOARD.img.sha256   its checksum (sha256sum -c)
+#   knockgate-BOARD.img.bmap     if bmaptool is installed
+#
+# How (no loop devices, no mounts, no kernel installed under emulation):
+#   1. an arm64 Debian 12 root file system: mmdebstrap --variant=minbase under qemu-user
+#      (binfmt_misc), with systemd, iptables, libpcap, iproute2, systemd-networkd (the DHCP
+#      client), systemd-timesyncd and openssh-server;
+#   2. the kernel (linux-image-*-arm64), the Raspberry Pi firmware (raspi-firmware) and
+#      busybox-static are downloaded for arm64 by a private apt configuration and unpacked on
+#      the host with dpkg-deb -x; depmod runs on the host;
+#   3. a small initramfs (busybox and the modules the root file system needs, in dependency
+#      order) replaces mkinitramfs, which takes ~25 min under qemu-user;
+#   4. the overlays: image/rootfs (shared with buildroot/) and image/debian (systemd units,
+#      networkd, fstab), the knockgate binary from the ARM build, the knockgate user;
+#   5. the partitions as files (mkfs.vfat + mcopy, mke2fs -d), put together with sfdisk + dd.
+#
+# The default binary is target/aarch64-unknown-linux-gnu/release/knockgate, (re)built with
+# scripts/cross.sh first. The image's first boot draws the SSH door's knock sequence and
+# writes it to knockgate-sequence.txt on the boot partition (see README, "Firmware image").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+BOARD=rpi4-64
+OUT=$ROOT/image/out
+BINARY=
+KEEP_ROOTFS=no
+CACHE=
+SUITE=bookworm
+MIRROR=http://deb.debian.org/debian
+BOOT_MIB=256
+ROOT_FREE_MIB=384
+
+usage() {
+    sed -n '2,9p' "$0" >&2
+    exit 2
+}
+while [ $# -gt 0 ]; do
+    case $1 in
+        --board) BOARD=${2:?}; shift 2 ;;
+        --out) OUT=$(realpath -m "${2:?}"); shift 2 ;;
+        --binary) BINARY=$(realpath "${2:?}"); shift 2 ;;
+        --keep-rootfs) KEEP_ROOTFS=yes; shift ;;
+        --rootfs-cache) CACHE=$(realpath -m "${2:?}"); shift 2 ;;
+        -h | --help) usage ;;
+        *) echo "build.sh: unknown argument $1" >&2; usage ;;
+    esac
+done
+case $BOARD in
+    rpi4-64 | rpi3-64) ;;
+    *) echo "build.sh: unknown board $BOARD (rpi4-64, rpi3-64; Buildroot adds rpi5 and armv7)" >&2; exit 2 ;;
+esac
+[ "$(id -u)" = 0 ] || { echo "build.sh: run as root (mmdebstrap --mode=root, file ownership)" >&2; exit 1; }
+
+log() { echo "build.sh: $*" >&2; }
+start=$SECONDS
+step() { log "[$((SECONDS - start)) s] $*"; }
+
+# --- host tools -------------------------------------------------------------------------------
+HOST_PKGS=(mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools fdisk
+    e2fsprogs kmod cpio gzip)
+missing=()
+for p in "${HOST_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    step "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Running arm64 maintainer scripts needs binfmt_misc with qemu-aarch64 registered.
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
+arch-test arm64 >/dev/null || { echo "build.sh: arm64 binaries do not run here (binfmt_misc + qemu-user-static)" >&2; exit 1; }
+
+if [ -z "$BINARY" ]; then
+    BINARY=$ROOT/target/aarch64-unknown-linux-gnu/release/knockgate
+    step "knockgate for aarch64 (scripts/cross.sh; up to date if scripts/arm.sh ran)"
+    bash scripts/cross.sh setup >/dev/null
+    bash scripts/cross.sh cargo aarch64-unknown-linux-gnu build --release --locked --quiet
+fi
+[ -x "$BINARY" ] || { echo "build.sh: no knockgate binary at $BINARY" >&2; exit 1; }
+
+mkdir -p "$OUT"
+WORK=$OUT/work
+rm -rf "$WORK"
+mkdir -p "$WORK"
+ROOTFS=$WORK/rootfs
+
+# --- arm64 packages fetched on the host --------------------------------------------------------
+APT=$OUT/apt
+mkdir -p "$APT"/{lists/partial,cache/archives/partial,etc/apt.conf.d,etc/preferences.d,debs}
+cat >"$APT/etc/sources.list" <<EOF
+deb $MIRROR $SUITE main non-free-firmware
+deb $MIRROR $SUITE-updates main non-free-firmware
+deb http://deb.debian.org/debian-security $SUITE-security main non-free-firmware
+EOF
+cat >"$APT/apt.conf" <<EOF
+APT::Architecture "arm64";
+APT::Architectures { "arm64"; };
+Dir::State "$APT";
+Dir::State::Lists "$APT/lists";
+Dir::State::status "/dev/null";
+Dir::Cache "$APT/cache";
+Dir::Etc::SourceList "$APT/etc/sources.list";
+Dir::Etc::SourceParts "$APT/etc/sources.list.d";
+Dir::Etc::Parts "$APT/etc/apt.conf.d";
+Dir::Etc::PreferencesParts "$APT/etc/preferences.d";
+APT::Sandbox::User "root";
+EOF
+hostapt() { APT_CONFIG=$APT/apt.conf "$@"; }
+step "arm64 package lists (kernel, firmware, busybox)"
+hostapt apt-get update -qq
+KPKG=$(hostapt apt-cache depends linux-image-arm64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+[ -n "$KPKG" ] || { echo "build.sh: cannot resolve linux-image-arm64" >&2; exit 1; }
+KVER=${KPKG#linux-image-}
+(cd "$APT/debs" && rm -f ./*.deb && hostapt apt-get download -qq "$KPKG" raspi-firmware busybox-static)
+step "kernel $KVER"
+
+# --- the root file system ---------------------------------------------------------------------
+INCLUDE=systemd-sysv,udev,kmod,iptables,libpcap0.8,iproute2,openssh-server,systemd-timesyncd,systemd-resolved,netbase,procps,ca-certificates,wireless-regdb
+# --rootfs-cache DIR keeps mmdebstrap's result as a tarball named after the package list, for
+# quicker rebuilds while working on knockgate (delete it to get Debian's updates).
+cached=
+if [ -n "$CACHE" ]; then
+    mkdir -p "$CACHE"
+    cached=$CACHE/rootfs-$SUITE-arm64-$(echo "$INCLUDE" | sha256sum | cut -c1-12).tar
+fi
+if [ -n "$cached" ] && [ -s "$cached" ]; then
+    step "root file system from the cache $cached"
+    mkdir -p "$ROOTFS"
+    tar -C "$ROOTFS" --numeric-owner -xpf "$cached"
+else
+step "mmdebstrap $SUITE arm64 minbase (under qemu-user; a few minutes)"
+mmdebstrap --arch=arm64 --variant=minbase --mode=root --format=directory --quiet \
+    --include="$INCLUDE" \
+    --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    "$SUITE" "$ROOTFS" \
+    "deb $MIRROR $SUITE main" \
+    "deb $MIRROR $SUITE-updates main" \
+    "deb http://deb.debian.org/debian-security $SUITE-security main"
+if [ -n "$cached" ]; then
+    tar -C "$ROOTFS" --numeric-owner -cpf "$cached.tmp" . && mv "$cached.tmp" "$cached"
+fi
+fi
+
+step "kernel modules and firmware"
+dpkg-deb -x "$APT"/debs/linux-image-*.deb "$WORK/kernel"
+dpkg-deb -x "$APT"/debs/raspi-firmware_*.deb "$WORK/raspi"
+dpkg-deb -x "$APT"/debs/busybox-static_*.deb "$WORK/busybox"
+MODDIR=lib/modules/$KVER
+# A gateway has no display, camera or sound: those drivers (a third of the tree) stay out.
+for d in sound drivers/gpu drivers/media drivers/infiniband drivers/iio drivers/target drivers/staging; do
+    rm -rf "$WORK/kernel/$MODDIR/kernel/$d"
+done
+mkdir -p "$ROOTFS/lib/modules" "$ROOTFS/lib/firmware/brcm"
+cp -a "$WORK/kernel/$MODDIR" "$ROOTFS/lib/modules/"
+cp -a "$WORK/raspi/lib/firmware/brcm/." "$ROOTFS/lib/firmware/brcm/"
+depmod -b "$ROOTFS" "$KVER"
+
+# --- the initramfs ------------------------------------------------------------------------------
+step "initramfs"
+INITRD=$WORK/initramfs
+mkdir -p "$INITRD"/{bin,dev,proc,sys,root,lib/modules}
+cp "$WORK/busybox/bin/busybox" "$INITRD/bin/busybox"
+for applet in sh mount umount insmod mkdir cat sleep mdev findfs switch_root ls echo; do
+    ln -s busybox "$INITRD/bin/$applet"
+done
+install -m 0755 image/initramfs/init "$INITRD/init"
+# The drivers the root file system may sit behind (virtio for the emulated test, the Pi's SD
+# hosts) and ext4, each after its dependencies.
+: >"$INITRD/lib/modules/load.order"
+for m in virtio_pci virtio_mmio virtio_blk sdhci_iproc bcm2835 mmc_block ext4; do
+    modprobe -d "$ROOTFS" -S "$KVER" --show-depends "$m" | while read -r kind path _; do
+        [ "$kind" = insmod ] || continue
+        rel=${path#"$ROOTFS/$MODDIR/"}
+        grep -qxF "$rel" "$INITRD/lib/modules/load.order" && continue
+        mkdir -p "$INITRD/lib/modules/$(dirname "$rel")"
+        cp "$path" "$INITRD/lib/modules/$rel"
+        echo "$rel" >>"$INITRD/lib/modules/load.order"
+    done
+done
+(cd "$INITRD" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -9) >"$WORK/initrd.img"
+
+# --- the appliance -------------------------------------------------------------------------------
+step "overlays, knockgate, users, services"
+cp -a image/rootfs/. "$ROOTFS/"
+cp -a image/debian/. "$ROOTFS/"
+install -m 0755 "$BINARY" "$ROOTFS/usr/local/sbin/knockgate"
+install -m 0644 dist/knockgate.service "$ROOTFS/etc/systemd/system/knockgate.service"
+echo knockgate >"$ROOTFS/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tknockgate\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' \
+    >"$ROOTFS/etc/hosts"
+mkdir -p "$ROOTFS/boot/firmware"
+useradd --root "$ROOTFS" --system --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin --user-group knockgate
+# The config holds the knock sequence: readable by the daemon's group, not by others.
+# (Numeric ids: the host's /etc/group does not know the image's users.)
+kg_gid=$(awk -F: '$1 == "knockgate" {print $3}' "$ROOTFS/etc/group")
+chown "0:$kg_gid" "$ROOTFS/etc/knockgate/knockgate.toml"
+chmod 0640 "$ROOTFS/etc/knockgate/knockgate.toml"
+chmod 0755 "$ROOTFS/usr/sbin/knockgate-firewall"
+# Every card gets its own SSH host keys at first boot (ssh-host-keys.service).
+rm -f "$ROOTFS"/etc/ssh/ssh_host_*
+# A machine id per card too (systemd makes one at first boot when the file is empty).
+: >"$ROOTFS/etc/machine-id"
+rm -f "$ROOTFS/var/lib/dbus/machine-id"
+systemctl --root="$ROOTFS" enable systemd-networkd.service systemd-timesyncd.service \
+    systemd-resolved.service ssh.service ssh-host-keys.service knockgate-firewall.service knockgate-firstboot.service \
+    knockgate-authorized-keys.service knockgate.service >/dev/null 2>&1
+systemctl --root="$ROOTFS" enable systemd-networkd-wait-online.service >/dev/null 2>&1 || true
+rm -rf "$ROOTFS"/var/cache/apt/* "$ROOTFS"/var/lib/apt/lists/*
+
+# --- the boot partition -------------------------------------------------------------------------
+step "boot partition"
+BOOT=$WORK/boot
+mkdir -p "$BOOT"
+cp "$WORK/raspi/usr/lib/raspi-firmware/"{bootcode.bin,start.elf,fixup.dat,start4.elf,fixup4.dat} "$BOOT/"
+cp "$WORK/kernel/usr/lib/linux-image-$KVER/broadcom/"bcm{2711,2837}-rpi-*.dtb "$BOOT/"
+cp "$WORK/kernel/boot/vmlinuz-$KVER" "$BOOT/vmlinuz"
+cp "$WORK/initrd.img" "$BOOT/initrd.img"
+cat >"$BOOT/config.txt" <<EOF
+# knockgate image for $BOARD (Raspberry Pi firmware settings; Debian kernel $KVER)
+arm_64bit=1
+enable_uart=1
+upstream_kernel=1
+kernel=vmlinuz
+initramfs initrd.img followkernel
+disable_overscan=1
+EOF
+echo "console=serial0,115200 console=tty1 root=LABEL=kgroot rootwait net.ifnames=0 fsck.repair=yes" \
+    >"$BOOT/cmdline.txt"
+cat >"$BOOT/README-knockgate.txt" <<'EOF'
+knockgate firmware image
+
+At the first boot, knockgate draws a random knock sequence for SSH and writes it, with the
+commands that knock it, to knockgate-sequence.txt on this partition. Put the card in a PC
+to read it, then delete the file once you have noted the sequence.
+
+To log in over SSH as root with a key, put your public key(s) in a file named
+authorized_keys on this partition before booting (it is copied at every boot).
+EOF
+sed -i 's/$/\r/' "$BOOT/README-knockgate.txt"
+BOOT_IMG=$WORK/boot.vfat
+rm -f "$BOOT_IMG"
+mkfs.vfat -F 32 -n KGBOOT -C "$BOOT_IMG" $((BOOT_MIB * 1024)) >/dev/null
+mcopy -s -i "$BOOT_IMG" "$BOOT"/* ::/
+
+# --- the root partition --------------------------------------------------------------------------
+step "root partition"
+used_mib=$(du -sm "$ROOTFS" | cut -f1)
+ROOT_MIB=$((used_mib * 115 / 100 + ROOT_FREE_MIB))
+ROOT_IMG=$WORK/root.ext4
+rm -f "$ROOT_IMG"
+mke2fs -q -t ext4 -L kgroot -E root_owner=0:0 -d "$ROOTFS" "$ROOT_IMG" "${ROOT_MIB}M"
+
+# --- the card -----------------------------------------------------------------------------------
+step "image"
+IMG=$OUT/knockgate-$BOARD.img
+rm -f "$IMG" "$IMG.sha256" "$IMG.bmap"
+START_MIB=4
+TOTAL_MIB=$((START_MIB + BOOT_MIB + ROOT_MIB + 1))
+truncate -s "${TOTAL_MIB}M" "$IMG"
+sfdisk --quiet "$IMG" <<EOF
+label: dos
+${START_MIB}MiB,${BOOT_MIB}MiB,c,*
+$((START_MIB + BOOT_MIB))MiB,${ROOT_MIB}MiB,83
+EOF
+dd if="$BOOT_IMG" of="$IMG" bs=1M seek=$START_MIB conv=notrunc,sparse status=none
+dd if="$ROOT_IMG" of="$IMG" bs=1M seek=$((START_MIB + BOOT_MIB)) conv=notrunc,sparse status=none
+(cd "$OUT" && sha256sum "$(basename "$IMG")" >"$(basename "$IMG").sha256")
+if command -v bmaptool >/dev/null; then
+    bmaptool create -o "$IMG.bmap" "$IMG"
+fi
+[ "$KEEP_ROOTFS" = yes ] || rm -rf "$WORK/rootfs" "$WORK/kernel" "$WORK/initramfs"
+
+step "done"
+size=$(stat -c %s "$IMG")
+cat <<EOF
+
+knockgate image for $BOARD: $IMG
+  $((size / 1048576)) MiB; sha256 in $IMG.sha256 (check: cd $OUT && sha256sum -c $(basename "$IMG").sha256)
+  Debian $SUITE arm64, kernel $KVER, knockgate from $BINARY
+
+Flash it to the SD card (replace /dev/sdX with the card: lsblk shows it; everything on it is lost):
+  dd if=$IMG of=/dev/sdX bs=4M conv=fsync status=progress
+  bmaptool copy $IMG /dev/sdX            (faster, when $IMG.bmap exists)
+  Raspberry Pi Imager: "Choose OS" > "Use custom" > $(basename "$IMG"); no OS customisation.
+Then boot the Pi on the LAN. At the first boot the SSH knock sequence is drawn and written to
+knockgate-sequence.txt on the card's boot partition (readable in any PC); the status page is
+http://knockgate.lan:8080/ (or the Pi's address) from the LAN.
+EOF
