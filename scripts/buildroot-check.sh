@@ -10,7 +10,7 @@
 #   (b) buildroot/tests/kconfig_check.py: Config.in + package Config.in parsed with kconfiglib
 #       against buildroot/tests/Config.stub.in (Buildroot's symbols that we use), each defconfig
 #       loaded: tree symbols known, assigned values kept, BR2_PACKAGE_KNOCKGATE=y with its selects;
-#   (c) shellcheck on every shell script of buildroot/ (and image/*.sh when present);
+#   (c) shellcheck on every shell script of buildroot/, image/ and scripts/;
 #   (d) buildroot/tests/conventions.py: Buildroot's check-package rules that apply to the tree,
 #       the knock/knockgate name clash, the version against Cargo.toml, and each defconfig against
 #       buildroot/tests/defconfigs.sha256, the recorded savedefconfig output.
@@ -54,7 +54,8 @@ while IFS= read -r -d '' f; do
         *) head -n 1 "$f" | grep -Eq '^#!(/usr/bin/env |/bin/)(ba)?sh' && scripts+=("$f") ;;
     esac
 done < <(find buildroot -type f ! -name '*.py' ! -path '*/__pycache__/*' -print0 | sort -z)
-for f in image/*.sh; do
+# The image's scripts too (shared rootfs overlay, initramfs, builder, boot test, CI steps).
+for f in image/*.sh image/initramfs/init image/rootfs/usr/sbin/knockgate-firewall scripts/*.sh; do
     [ -f "$f" ] && scripts+=("$f")
 done
 if shellcheck -x "${scripts[@]}"; then
