@@ -9,6 +9,19 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== Cargo.lock: every crate declares a rust-version within Cargo.toml's (the MSRV)"
+cargo metadata --locked --format-version 1 | python3 -c '
+import json, sys
+meta = json.load(sys.stdin)
+ours = next(p for p in meta["packages"] if p["name"] == "knockgate")
+msrv = tuple(int(x) for x in ours["rust_version"].split("."))
+bad = [f"{p['"'"'name'"'"']} {p['"'"'version'"'"']} needs Rust {p['"'"'rust_version'"'"']}"
+       for p in meta["packages"]
+       if p.get("rust_version") and tuple(int(x) for x in p["rust_version"].split(".")[:2]) > msrv[:2]]
+if bad:
+    sys.exit("Cargo.lock is above the MSRV %s (fix: CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback cargo update):\n  " % ours["rust_version"] + "\n  ".join(bad))
+print("ok: %d crates, none above Rust %s" % (len(meta["packages"]), ours["rust_version"]))
+'
 echo "== cargo bench --no-run (the benchmark builds)"
 cargo bench --no-run --quiet
 echo "== cargo test"
