@@ -82,7 +82,9 @@ fi
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
 fi
-[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
+if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
+    update-binfmts --enable qemu-aarch64
+fi
 arch-test arm64 >/dev/null || { echo "build.sh: arm64 binaries do not run here (binfmt_misc + qemu-user-static)" >&2; exit 1; }
 
 if [ -z "$BINARY" ]; then
