@@ -4,6 +4,7 @@
 #
 #   image/build.sh [--board rpi4-64|rpi3-64] [--out DIR] [--binary PATH] [--keep-rootfs]
 #                  [--rootfs-cache DIR]
+#   image/build.sh --deps-only     only install the host tools and register qemu-aarch64
 #
 # Output, in DIR (default image/out):
 #   knockgate-BOARD.img          the SD card: MBR, FAT32 boot partition (KGBOOT), ext4 root
@@ -36,6 +37,7 @@ OUT=$ROOT/image/out
 BINARY=
 KEEP_ROOTFS=no
 CACHE=
+DEPS_ONLY=no
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
 BOOT_MIB=256
@@ -52,6 +54,7 @@ while [ $# -gt 0 ]; do
         --binary) BINARY=$(realpath "${2:?}"); shift 2 ;;
         --keep-rootfs) KEEP_ROOTFS=yes; shift ;;
         --rootfs-cache) CACHE=$(realpath -m "${2:?}"); shift 2 ;;
+        --deps-only) DEPS_ONLY=yes; shift ;;
         -h | --help) usage ;;
         *) echo "build.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -86,6 +89,7 @@ if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
     update-binfmts --enable qemu-aarch64
 fi
 arch-test arm64 >/dev/null || { echo "build.sh: arm64 binaries do not run here (binfmt_misc + qemu-user-static)" >&2; exit 1; }
+[ "$DEPS_ONLY" = no ] || exit 0
 
 if [ -z "$BINARY" ]; then
     BINARY=$ROOT/target/aarch64-unknown-linux-gnu/release/knockgate

@@ -12,18 +12,24 @@
 #   4. the opening is for the knocker only: port 22 stays closed from the other address;
 #   5. after the door's duration, port 22 is closed again (the SSH session opened before
 #      stays up: ESTABLISHED is accepted);
-#   6. the status page answers from the LAN (the door, the knocker) and not from outside it.
+#   6. the status page answers from the LAN (the door, the knocker) and not from outside it;
+#   7. after a power cut (qemu killed), the card boots again, firstboot leaves the sequence file
+#      alone, port 22 is closed, and the same knock opens it.
 # It prints the time from power-on to knock-ready (/healthz 200: the capture is running).
 #
 #   image/test-boot.sh IMAGE [KNOCKGATE]     (as root; KNOCKGATE: a native knockgate binary,
 #                                              default target/debug/knockgate, built if missing)
+#   image/test-boot.sh --deps-only           only install what it needs (qemu-system-arm, ...)
 #
 # Traffic stays in the namespace (10.99.0.0/24, 198.51.100.0/24 and fd99::/64 on the tap).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-IMAGE=$(realpath "${1:?usage: image/test-boot.sh IMAGE [KNOCKGATE]}")
+DEPS_ONLY=no
+[ "${1:-}" != --deps-only ] || DEPS_ONLY=yes
+IMAGE=
+[ "$DEPS_ONLY" = yes ] || IMAGE=$(realpath "${1:?usage: image/test-boot.sh IMAGE [KNOCKGATE] | --deps-only}")
 CLIENT=${2:-$ROOT/target/debug/knockgate}
 NS=kgimg$$
 GUEST=10.99.0.10
@@ -44,9 +50,9 @@ fail() {
     exit 1
 }
 cleanup() {
-    if [ -n "$QEMU_PID" ]; then kill "$QEMU_PID" 2>/dev/null || true; fi
+    if [ -n "$QEMU_PID" ]; then kill -KILL "$QEMU_PID" 2>/dev/null || true; fi
     if [ -n "$DNSMASQ_PID" ]; then kill "$DNSMASQ_PID" 2>/dev/null || true; fi
-    sleep 0.5
+    wait 2>/dev/null || true
     ip netns del "$NS" 2>/dev/null || true
     if [ -d "$ROOT/target/artifacts" ] && [ -s "$WORK/console.log" ]; then
         cp "$WORK/console.log" "$ROOT/target/artifacts/image-console.log"
@@ -81,6 +87,7 @@ EOF
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         -t bookworm-backports "${need[@]}" >/dev/null
 fi
+[ "$DEPS_ONLY" = no ] || exit 0
 if [ ! -x "$CLIENT" ]; then
     log "building the native knockgate (the knock client)"
     cargo build --locked --quiet
@@ -109,24 +116,28 @@ nsx ip addr add "$HOST/24" dev tap0
 nsx ip addr add "$OUTSIDE/24" dev tap0
 nsx ip addr add fd99::1/64 dev tap0
 nsx ip link set tap0 up
-nsx dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces --interface=tap0 \
+# (`ip netns exec` directly, not through nsx: $! must be the daemon's pid, not a subshell's.)
+ip netns exec "$NS" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces --interface=tap0 \
     --except-interface=lo --dhcp-range="$GUEST,$GUEST,255.255.255.0,1h" \
     --dhcp-option=option:router,"$HOST" --dhcp-leasefile="$WORK/leases" --pid-file="$WORK/dnsmasq.pid" \
     --log-facility="$WORK/dnsmasq.log" --port=0 &
 DNSMASQ_PID=$!
 
 # --- power on ----------------------------------------------------------------------------------
-log "booting $IMAGE in qemu-system-aarch64 (-M virt, TCG)"
-boot_t0=$SECONDS
-nsx qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 \
-    -display none -monitor none -serial "file:$WORK/console.log" \
-    -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" \
-    -append "console=ttyAMA0 root=LABEL=kgroot rootwait net.ifnames=0 fsck.repair=yes" \
-    -drive "file=$CARD,format=raw,if=none,id=card,cache=writeback" -device virtio-blk-pci,drive=card \
-    -netdev tap,id=lan,ifname=tap0,script=no,downscript=no \
-    -device virtio-net-pci,netdev=lan,mac=52:54:00:4b:47:01 \
-    -device virtio-rng-pci &
-QEMU_PID=$!
+# Starts the emulated Pi on the card, with its console appended to console.log.
+power_on() {
+    boot_t0=$SECONDS
+    ip netns exec "$NS" qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 \
+        -display none -monitor none -chardev "file,id=console,path=$WORK/console.log,append=on" \
+        -serial chardev:console \
+        -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" \
+        -append "console=ttyAMA0 root=LABEL=kgroot rootwait net.ifnames=0 fsck.repair=yes" \
+        -drive "file=$CARD,format=raw,if=none,id=card,cache=writeback" -device virtio-blk-pci,drive=card \
+        -netdev tap,id=lan,ifname=tap0,script=no,downscript=no \
+        -device virtio-net-pci,netdev=lan,mac=52:54:00:4b:47:01 \
+        -device virtio-rng-pci &
+    QEMU_PID=$!
+}
 
 # HTTP GET from the namespace, from an address; prints "CODE BODY" (000 when no answer).
 http() { # SOURCE PATH [MAXTIME]
@@ -149,17 +160,26 @@ except OSError:
 EOF
 }
 
-ready=
-while [ $((SECONDS - boot_t0)) -lt "$BOOT_LIMIT" ]; do
-    kill -0 "$QEMU_PID" 2>/dev/null || fail "qemu exited during boot"
-    if [ "$(http "$HOST" /healthz 2)" = 200 ]; then
-        ready=$((SECONDS - boot_t0))
-        break
-    fi
-    sleep 2
-done
-[ -n "$ready" ] || fail "knockgate was not ready ($HOST -> http://$GUEST:8080/healthz) within $BOOT_LIMIT s"
-echo "test-boot: boot-to-knock-ready: $ready s (power-on to /healthz 200, qemu TCG on this machine)"
+# Waits for knockgate to be knock-ready (/healthz 200: the capture runs); sets $ready (seconds
+# since power-on).
+wait_ready() {
+    ready=
+    while [ $((SECONDS - boot_t0)) -lt "$BOOT_LIMIT" ]; do
+        kill -0 "$QEMU_PID" 2>/dev/null || fail "qemu exited during boot"
+        if [ "$(http "$HOST" /healthz 2)" = 200 ]; then
+            ready=$((SECONDS - boot_t0))
+            return
+        fi
+        sleep 1
+    done
+    fail "knockgate was not ready ($HOST -> http://$GUEST:8080/healthz) within $BOOT_LIMIT s"
+}
+
+log "first boot of $(basename "$IMAGE") in qemu-system-aarch64 (-M virt, TCG)"
+power_on
+wait_ready
+first_ready=$ready
+echo "test-boot: boot-to-knock-ready: $ready s (first boot: power-on to /healthz 200, qemu TCG on this machine)"
 
 # --- 1. the first boot's sequence, read from the card as from a PC -----------------------------
 mtype -i "$FAT" ::knockgate-sequence.txt >"$WORK/sequence.txt" 2>/dev/null ||
@@ -277,4 +297,27 @@ exec 3>&-
 wait "$SSH_PID" || true
 log "the SSH session opened during the door is still up; KNOCKD is empty"
 
-echo "test-boot: PASS (boot-to-knock-ready $ready s; whole test $((SECONDS - t0)) s)"
+# --- 6. a power cut, and the next boot ----------------------------------------------------------
+sha256sum <"$WORK/sequence.txt" >"$WORK/sequence.sha256"
+kill -KILL "$QEMU_PID"
+wait "$QEMU_PID" 2>/dev/null || true
+kill -0 "$QEMU_PID" 2>/dev/null && fail "qemu survived SIGKILL"
+[ "$(http "$HOST" /healthz 1)" = 000 ] || fail "the status page still answers after the power cut"
+log "power cut (qemu killed: the guest is gone); booting the same card again"
+power_on
+wait_ready
+echo "test-boot: boot-to-knock-ready: $ready s (after a power cut)"
+mtype -i "$FAT" ::knockgate-sequence.txt | sha256sum | cmp -s - "$WORK/sequence.sha256" ||
+    fail "the second boot changed knockgate-sequence.txt: firstboot must run once"
+[ "$(port22 "$HOST")" = closed ] || fail "port 22 answers after the reboot, before any knock"
+# shellcheck disable=SC2086
+nsx $cmd >/dev/null
+opened=
+for _ in $(seq 1 20); do
+    if [ "$(port22 "$HOST")" = open ]; then opened=yes; break; fi
+    sleep 0.5
+done
+[ -n "$opened" ] || fail "after the power cut, the same knock does not open port 22"
+log "after the power cut: same sequence file, 22 closed, the same knock opens it"
+
+echo "test-boot: PASS (boot-to-knock-ready $first_ready s, $ready s after a power cut; whole test $((SECONDS - t0)) s)"
