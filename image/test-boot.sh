@@ -211,16 +211,19 @@ log "port 22: closed"
 # --- 3. knock with the command from the card ---------------------------------------------------
 cmd=${knock_line//GATEWAY/$GUEST}
 cmd=$(echo "$cmd" | sed -E "s/^ *knockgate /$(printf '%s' "$CLIENT" | sed 's,/,\\/,g') /")
+# Knocks with $cmd from the LAN address; true once port 22 answers it (within 10 s).
+knock_open() {
+    # shellcheck disable=SC2086
+    nsx $cmd >/dev/null
+    for _ in $(seq 1 20); do
+        [ "$(port22 "$HOST")" = open ] && return 0
+        sleep 0.5
+    done
+    return 1
+}
 log "knocking: knockgate knock $GUEST <3 ports>"
 knock_t=$SECONDS
-# shellcheck disable=SC2086
-nsx $cmd >/dev/null
-opened=
-for _ in $(seq 1 20); do
-    if [ "$(port22 "$HOST")" = open ]; then opened=yes; break; fi
-    sleep 0.5
-done
-[ -n "$opened" ] || fail "port 22 did not open after the knock"
+knock_open || fail "port 22 did not open after the knock"
 log "port 22: open after the knock ($((SECONDS - knock_t)) s)"
 
 # --- 4. knocker only ---------------------------------------------------------------------------
@@ -310,14 +313,7 @@ echo "test-boot: boot-to-knock-ready: $ready s (after a power cut)"
 mtype -i "$FAT" ::knockgate-sequence.txt | sha256sum | cmp -s - "$WORK/sequence.sha256" ||
     fail "the second boot changed knockgate-sequence.txt: firstboot must run once"
 [ "$(port22 "$HOST")" = closed ] || fail "port 22 answers after the reboot, before any knock"
-# shellcheck disable=SC2086
-nsx $cmd >/dev/null
-opened=
-for _ in $(seq 1 20); do
-    if [ "$(port22 "$HOST")" = open ]; then opened=yes; break; fi
-    sleep 0.5
-done
-[ -n "$opened" ] || fail "after the power cut, the same knock does not open port 22"
+knock_open || fail "after the power cut, the same knock does not open port 22"
 log "after the power cut: same sequence file, 22 closed, the same knock opens it"
 
 echo "test-boot: PASS (boot-to-knock-ready $first_ready s, $ready s after a power cut; whole test $((SECONDS - t0)) s)"

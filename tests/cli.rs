@@ -1,11 +1,14 @@
 //! The `knockgate` binary's commands that need no privileges: `check`, `import-knockd`,
 //! `replay` (on capture files written here with libpcap) and the knock client on loopback.
 
+mod common;
+
 use std::fs;
 use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::has_number;
 use etherparse::PacketBuilder;
 
 /// Runs `knockgate ARGS`. Under an emulator (the ARM run under qemu-user, scripts/arm.sh),
@@ -491,14 +494,17 @@ seq_timeout = "10s"
 firewall = { ports = ["22/tcp"], duration = "30s" }
 "#;
 
-/// Whether `text` holds `port` as a whole number (not inside a longer one).
-fn has_number(text: &str, port: u16) -> bool {
-    let p = port.to_string();
-    text.match_indices(&p).any(|(i, _)| {
-        let before = text[..i].chars().next_back();
-        let after = text[i + p.len()..].chars().next();
-        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
-    })
+/// `knockgate firstboot --config CONFIG --boot-dir BOOT EXTRA...`
+fn firstboot(config: &Path, boot: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "firstboot",
+        "--config",
+        config.to_str().unwrap(),
+        "--boot-dir",
+        boot.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    knockgate(&args)
 }
 
 /// The ports of `sequence = ["P/tcp", ...]` on the line that has it.
@@ -543,13 +549,7 @@ fn firstboot_fills_the_sequence_writes_the_note_and_runs_once() {
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(err.contains("knockgate firstboot"), "{err}");
 
-    let out = knockgate(&[
-        "firstboot",
-        "--config",
-        cfg,
-        "--boot-dir",
-        boot.to_str().unwrap(),
-    ]);
+    let out = firstboot(&config, &boot, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let note_path = boot.join("knockgate-sequence.txt");
     assert_eq!(
@@ -608,13 +608,7 @@ fn firstboot_fills_the_sequence_writes_the_note_and_runs_once() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     // A second run (the next boot) changes nothing.
-    let out = knockgate(&[
-        "firstboot",
-        "--config",
-        cfg,
-        "--boot-dir",
-        boot.to_str().unwrap(),
-    ]);
+    let out = firstboot(&config, &boot, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("nothing to do"));
     assert_eq!(fs::read_to_string(&config).unwrap(), filled);
@@ -630,13 +624,7 @@ fn firstboot_refuses_a_missing_boot_dir_and_an_invalid_config_writing_nothing() 
     let cfg = config.to_str().unwrap();
 
     // No boot directory (the partition not mounted): exit 1, nothing written.
-    let out = knockgate(&[
-        "firstboot",
-        "--config",
-        cfg,
-        "--boot-dir",
-        boot.to_str().unwrap(),
-    ]);
+    let out = firstboot(&config, &boot, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains(&format!("boot directory {}", boot.display())));
     assert_eq!(fs::read_to_string(&config).unwrap(), IMAGE);
@@ -645,13 +633,7 @@ fn firstboot_refuses_a_missing_boot_dir_and_an_invalid_config_writing_nothing() 
     fs::create_dir(&boot).unwrap();
     let bad = IMAGE.replace("\"10s\"", "\"10 seconds\"");
     fs::write(&config, &bad).unwrap();
-    let out = knockgate(&[
-        "firstboot",
-        "--config",
-        cfg,
-        "--boot-dir",
-        boot.to_str().unwrap(),
-    ]);
+    let out = firstboot(&config, &boot, &[]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(
@@ -663,30 +645,14 @@ fn firstboot_refuses_a_missing_boot_dir_and_an_invalid_config_writing_nothing() 
 
     // A file name with a directory in it is a usage error (2).
     fs::write(&config, IMAGE).unwrap();
-    let out = knockgate(&[
-        "firstboot",
-        "--config",
-        cfg,
-        "--boot-dir",
-        boot.to_str().unwrap(),
-        "--file",
-        "../x.txt",
-    ]);
+    let out = firstboot(&config, &boot, &["--file", "../x.txt"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(fs::read_to_string(&config).unwrap(), IMAGE);
 
     // --file names the note; the config keeps its mode.
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&config, fs::Permissions::from_mode(0o640)).unwrap();
-    let out = knockgate(&[
-        "firstboot",
-        "--config",
-        cfg,
-        "--boot-dir",
-        boot.to_str().unwrap(),
-        "--file",
-        "SEQUENCE.TXT",
-    ]);
+    let out = firstboot(&config, &boot, &["--file", "SEQUENCE.TXT"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let ports = sequence_ports(&fs::read_to_string(&config).unwrap());
     let note = fs::read_to_string(boot.join("SEQUENCE.TXT")).unwrap();
@@ -711,14 +677,7 @@ fn firstboot_writes_the_note_before_the_config_and_a_failure_between_redraws() {
     fs::write(&config, IMAGE).unwrap();
     let obstacle = dir.path().join(".knockgate.toml.knockgate-tmp");
     fs::create_dir(&obstacle).unwrap();
-    let args = [
-        "firstboot",
-        "--config",
-        config.to_str().unwrap(),
-        "--boot-dir",
-        boot.to_str().unwrap(),
-    ];
-    let out = knockgate(&args);
+    let out = firstboot(&config, &boot, &[]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("run `knockgate firstboot` again"), "{err}");
@@ -727,7 +686,7 @@ fn firstboot_writes_the_note_before_the_config_and_a_failure_between_redraws() {
     assert!(first_note.contains("knockgate knock GATEWAY"));
 
     fs::remove_dir(&obstacle).unwrap();
-    let out = knockgate(&args);
+    let out = firstboot(&config, &boot, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let ports = sequence_ports(&fs::read_to_string(&config).unwrap());
     let note = fs::read_to_string(boot.join("knockgate-sequence.txt")).unwrap();

@@ -33,16 +33,6 @@ firewall = {{ ports = ["22/tcp"], duration = "30s" }}
     )
 }
 
-/// Whether `text` holds `port` as a whole number (not inside a longer one).
-fn has_number(text: &str, port: u16) -> bool {
-    let p = port.to_string();
-    text.match_indices(&p).any(|(i, _)| {
-        let before = text[..i].chars().next_back();
-        let after = text[i + p.len()..].chars().next();
-        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
-    })
-}
-
 /// One HTTP/1.1 GET: the status code and the body.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");

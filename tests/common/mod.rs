@@ -454,3 +454,14 @@ pub fn wait_file(path: &Path, needle: &str, limit: Duration) -> String {
 pub fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_default()
 }
+
+/// Whether `text` holds `port` as a whole number (not inside a longer one): a sequence port
+/// must not appear in a page or a log, where a timestamp could hold its digits by accident.
+pub fn has_number(text: &str, port: u16) -> bool {
+    let p = port.to_string();
+    text.match_indices(&p).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + p.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
