@@ -75,22 +75,18 @@ impl Default for StatusConfig {
 }
 
 /// Which GPIO implementation drives the pins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum GpioBackend {
-    /// The Raspberry Pi's GPIO through /dev/gpiomem (rppal); ARM builds only.
+    /// The character device if the kernel has one, else /dev/gpiomem through rppal.
+    #[default]
+    Auto,
+    /// The kernel's GPIO character device (/dev/gpiochip*): any kernel, no root needed.
+    Cdev,
+    /// The Raspberry Pi's GPIO through /dev/gpiomem (rppal); ARM builds and Raspberry Pi OS
+    /// kernels only.
     Rppal,
     /// No hardware: levels are logged (tests, `--dry-run`, any Linux machine).
     Simulated,
-}
-
-impl Default for GpioBackend {
-    fn default() -> Self {
-        if cfg!(any(target_arch = "arm", target_arch = "aarch64")) {
-            GpioBackend::Rppal
-        } else {
-            GpioBackend::Simulated
-        }
-    }
 }
 
 /// A relay on a GPIO pin.
@@ -120,6 +116,9 @@ pub struct LedConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GpioConfig {
     pub backend: GpioBackend,
+    /// `chip`: the GPIO chip whose line offsets are the pin numbers (cdev); None finds the
+    /// Raspberry Pi's.
+    pub chip: Option<String>,
     pub relays: Vec<RelayConfig>,
     pub led: Option<LedConfig>,
 }
@@ -661,6 +660,7 @@ struct RawStatus {
 #[serde(deny_unknown_fields)]
 struct RawGpio {
     backend: Option<Spanned<RawValue>>,
+    chip: Option<Spanned<RawValue>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -855,7 +855,7 @@ const TOP_KEYS: &[&str] = &[
     "daemon", "firewall", "status", "gpio", "relay", "led", "door",
 ];
 const STATUS_KEYS: &[&str] = &["enabled", "listen", "allowed_hosts"];
-const GPIO_KEYS: &[&str] = &["backend"];
+const GPIO_KEYS: &[&str] = &["backend", "chip"];
 const RELAY_KEYS: &[&str] = &["name", "pin", "active_low", "max_on", "group", "safe_state"];
 const LED_KEYS: &[&str] = &["pin", "active_low"];
 const DOOR_GPIO_KEYS: &[&str] = &["relay", "mode", "duration"];
@@ -979,7 +979,7 @@ impl Cx<'_> {
                 (Some("status".to_string()), STATUS_KEYS)
             } else if expected.contains("`max_on`") {
                 (Some("relay".to_string()), RELAY_KEYS)
-            } else if expected == "expected `backend`" {
+            } else if expected == "expected `backend`, `chip`" {
                 (Some("gpio".to_string()), GPIO_KEYS)
             } else if expected == "expected `pin`, `active_low`" {
                 (Some("led".to_string()), LED_KEYS)
@@ -1329,23 +1329,49 @@ impl Cx<'_> {
 
     fn gpio(&self, top: &RawConfig) -> Result<GpioConfig, ConfigError> {
         let mut g = GpioConfig::default();
-        if let Some(v) = top
-            .gpio
-            .as_ref()
-            .and_then(|gp| gp.get_ref().backend.as_ref())
-        {
-            let s = self.string(v, "gpio.backend", "\"rppal\" or \"simulated\"")?;
+        let raw_gpio = top.gpio.as_ref().map(|gp| gp.get_ref());
+        if let Some(v) = raw_gpio.and_then(|gp| gp.backend.as_ref()) {
+            let s = self.string(
+                v,
+                "gpio.backend",
+                "\"auto\", \"cdev\", \"rppal\" or \"simulated\"",
+            )?;
             g.backend = match s {
+                "auto" => GpioBackend::Auto,
+                "cdev" => GpioBackend::Cdev,
                 "rppal" => GpioBackend::Rppal,
                 "simulated" => GpioBackend::Simulated,
                 other => {
                     return Err(self.err(
                         v,
                         "gpio.backend",
-                        format!("unknown backend `{other}`: expected \"rppal\" (a Raspberry Pi) or \"simulated\" (anywhere else)"),
+                        format!("unknown backend `{other}`: expected \"auto\" (the default: the GPIO character device, else /dev/gpiomem), \"cdev\", \"rppal\" or \"simulated\" (no hardware)"),
                     ))
                 }
             };
+        }
+        if let Some(v) = raw_gpio.and_then(|gp| gp.chip.as_ref()) {
+            let s = self.string(
+                v,
+                "gpio.chip",
+                "a GPIO chip (\"gpiochip0\" or \"/dev/gpiochip0\")",
+            )?;
+            let name = s.rsplit('/').next().unwrap_or(s);
+            if !name.starts_with("gpiochip") || s.chars().any(char::is_whitespace) {
+                return Err(self.err(
+                    v,
+                    "gpio.chip",
+                    format!("`{s}` is not a GPIO chip: expected \"gpiochip0\" or a path such as \"/dev/gpiochip0\" (`gpiodetect` lists them)"),
+                ));
+            }
+            if matches!(g.backend, GpioBackend::Rppal | GpioBackend::Simulated) {
+                return Err(self.err(
+                    v,
+                    "gpio.chip",
+                    "chip applies to the character device backend: remove it, or set backend = \"cdev\" or \"auto\"",
+                ));
+            }
+            g.chip = Some(s.to_string());
         }
         let mut pins: Vec<(u8, String)> = Vec::new();
         for (i, r) in top.relay.iter().enumerate() {
@@ -2725,6 +2751,9 @@ one_time_sequences = "/etc/knockgate/otp"
         ("[status]\nallowed_hosts = \"gw.lan\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("status.allowed_hosts"), "a list of host names"),
         ("[status]\nport = 80\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("status.port"), "unknown key `port`"),
         ("[gpio]\nbackend = \"wiringpi\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("gpio.backend"), "\"simulated\""),
+        ("[gpio]\nchip = \"/dev/mem\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("gpio.chip"), "is not a GPIO chip"),
+        ("[gpio]\nbackend = \"rppal\"\nchip = \"gpiochip0\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(3), Some("gpio.chip"), "character device backend"),
+        ("[gpio]\nchips = \"gpiochip0\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("gpio.chips"), "did you mean `chip`"),
         ("[[relay]]\nname = \"z1\"\npin = 40\n[[door]]\nname = \"a\"\nsequence = [1]", Some(3), Some("relay[z1].pin"), "0 to 27"),
         ("[[relay]]\nname = \"z1\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(1), Some("relay[z1].pin"), "has no pin"),
         ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[[relay]]\nname = \"z2\"\npin = 17\n[[door]]\nname = \"a\"\nsequence = [1]", Some(7), Some("relay[z2].pin"), "already used by relay `z1`"),
@@ -2890,6 +2919,12 @@ wake_on_lan = { mac = "00-11-22-aa-BB-cc", interface = "eth0", password = "01:02
             }
         );
         assert_eq!(c.gpio.relays[1].max_on, DEFAULT_MAX_ON);
+        assert_eq!(c.gpio.chip, None);
+        let cdev = ok("[gpio]\nbackend = \"cdev\"\nchip = \"gpiochip2\"\n[[door]]\nname = \"a\"\nsequence = [1]");
+        assert_eq!(cdev.gpio.backend, GpioBackend::Cdev);
+        assert_eq!(cdev.gpio.chip.as_deref(), Some("gpiochip2"));
+        let auto = ok("[[door]]\nname = \"a\"\nsequence = [1]");
+        assert_eq!(auto.gpio.backend, GpioBackend::Auto);
         assert_eq!(
             c.gpio.led,
             Some(LedConfig {

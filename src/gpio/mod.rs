@@ -1,13 +1,23 @@
 //! GPIO outputs (relays, the status LED) behind our own small trait.
 //!
-//! Two backends: [`Simulated`] (records every level with a timestamp and logs it: tests,
-//! `--dry-run`, any Linux machine) and, on ARM builds, the Raspberry Pi's GPIO through rppal
-//! (`rpi.rs`, the only file that knows rppal: rppal is retired upstream, so it stays
-//! replaceable). Which one runs is `[gpio] backend` in the config.
+//! Three backends:
+//! - [`cdev`]: the kernel's GPIO character device (`/dev/gpiochip*`) through gpiocdev. It works
+//!   on every kernel the firmware runs (Debian's, mainline, Raspberry Pi OS, the Pi 5's RP1),
+//!   needs no root and no `/dev/mem`: read and write access to the chip device is enough (the
+//!   image gives it to the `gpio` group).
+//! - rppal (`rpi.rs`, ARM builds only, the only file that knows rppal: it is retired upstream):
+//!   the SoC's registers through `/dev/gpiomem`, which only Raspberry Pi OS kernels have.
+//! - [`Simulated`]: records every level with a timestamp and logs it (tests, `--dry-run`).
+//!
+//! `[gpio] backend = "auto"` (the default) takes the character device when the kernel has one,
+//! else `/dev/gpiomem` through rppal. Nothing here is fatal to the daemon: the caller
+//! ([`crate::outputs`]) keeps guarding doors when the GPIO is missing and retries.
 
+pub mod cdev;
 #[cfg(any(target_arch = "arm", target_arch = "aarch64"))]
 mod rpi;
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::config::GpioBackend;
@@ -25,33 +35,54 @@ pub trait Gpio: Send {
 }
 
 /// Why a pin cannot be driven. Each message says what to do.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GpioError {
-    /// /dev/gpiomem (or the GPIO chip) cannot be opened.
-    #[error("cannot open the GPIO ({detail}): on a Raspberry Pi, check that /dev/gpiomem exists and that knockgate runs as root or in the gpio group; on another machine set [gpio] backend = \"simulated\"")]
+    /// No GPIO device, or one knockgate may not open.
+    #[error("cannot open the GPIO ({detail}): check that the kernel has /dev/gpiochip* (or /dev/gpiomem) and that knockgate's user may open it (the gpio group); off a Raspberry Pi set [gpio] backend = \"simulated\"")]
     NoDevice { detail: String },
     /// The pin is claimed by another program or driver.
     #[error("GPIO {pin} is in use by another program or driver (a dtoverlay, another daemon): free it or choose another pin")]
     Busy { pin: u8 },
     /// The pin does not exist on this board.
-    #[error("GPIO {pin} is not available on this board: use a BCM GPIO number from 0 to 27")]
-    NoPin { pin: u8 },
-    /// This build has no Raspberry Pi GPIO support.
-    #[error("this knockgate was built without Raspberry Pi GPIO support (not an ARM build): set [gpio] backend = \"simulated\"")]
+    #[error(
+        "GPIO {pin} is not available on this board ({detail}): use a BCM GPIO number from 0 to 27"
+    )]
+    NoPin { pin: u8, detail: String },
+    /// This build has no rppal (not an ARM build).
+    #[error("this knockgate was built without rppal (not an ARM build): set [gpio] backend = \"cdev\" or \"auto\"")]
     Unsupported,
     #[error("GPIO {pin}: {detail}")]
     Other { pin: u8, detail: String },
 }
 
-/// Opens the configured backend.
-pub fn open(backend: GpioBackend) -> Result<Box<dyn Gpio>, GpioError> {
+/// Opens the configured backend. `chip` is `[gpio] chip` (cdev only).
+pub fn open(backend: GpioBackend, chip: Option<&str>) -> Result<Box<dyn Gpio>, GpioError> {
     match backend {
         GpioBackend::Simulated => Ok(Box::new(Simulated::default())),
-        #[cfg(any(target_arch = "arm", target_arch = "aarch64"))]
-        GpioBackend::Rppal => Ok(Box::new(rpi::Rpi::new()?)),
-        #[cfg(not(any(target_arch = "arm", target_arch = "aarch64")))]
-        GpioBackend::Rppal => Err(GpioError::Unsupported),
+        GpioBackend::Cdev => Ok(Box::new(cdev::Cdev::open(chip)?)),
+        GpioBackend::Rppal => rppal(),
+        GpioBackend::Auto => {
+            if chip.is_some() || cdev::any_chip() {
+                Ok(Box::new(cdev::Cdev::open(chip)?))
+            } else if Path::new("/dev/gpiomem").exists() {
+                rppal()
+            } else {
+                Err(GpioError::NoDevice {
+                    detail: "this kernel offers neither /dev/gpiochip* nor /dev/gpiomem".into(),
+                })
+            }
+        }
     }
+}
+
+#[cfg(any(target_arch = "arm", target_arch = "aarch64"))]
+fn rppal() -> Result<Box<dyn Gpio>, GpioError> {
+    Ok(Box::new(rpi::Rpi::new()?))
+}
+
+#[cfg(not(any(target_arch = "arm", target_arch = "aarch64")))]
+fn rppal() -> Result<Box<dyn Gpio>, GpioError> {
+    Err(GpioError::Unsupported)
 }
 
 /// One level change recorded by [`Simulated`].
@@ -126,11 +157,24 @@ mod tests {
     }
 
     #[test]
-    fn rppal_off_a_pi_says_what_to_do() {
+    fn rppal_off_arm_says_what_to_do() {
         if cfg!(any(target_arch = "arm", target_arch = "aarch64")) {
             return;
         }
-        let err = open(GpioBackend::Rppal).err().expect("no rppal off ARM");
-        assert!(err.to_string().contains("backend = \"simulated\""), "{err}");
+        let err = open(GpioBackend::Rppal, None)
+            .err()
+            .expect("no rppal off ARM");
+        assert!(err.to_string().contains("backend = \"cdev\""), "{err}");
+    }
+
+    #[test]
+    fn auto_without_any_gpio_device_names_both_and_the_group() {
+        if cdev::any_chip() || Path::new("/dev/gpiomem").exists() {
+            return; // a machine with a GPIO: nothing to show here
+        }
+        let err = open(GpioBackend::Auto, None).err().expect("no GPIO here");
+        let text = err.to_string();
+        assert!(text.contains("/dev/gpiochip*"), "{text}");
+        assert!(text.contains("gpio group"), "{text}");
     }
 }

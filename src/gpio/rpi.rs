@@ -1,5 +1,5 @@
-//! The Raspberry Pi backend: rppal, in this one file (rppal is retired upstream; whatever
-//! replaces it replaces this file only).
+//! The rppal backend (/dev/gpiomem, Raspberry Pi OS kernels only), in this one file: rppal is
+//! retired upstream, and the character device backend (`cdev.rs`) is the default.
 //!
 //! Pins are kept as outputs at their last level when the daemon exits (`reset_on_drop` off):
 //! the daemon sets every relay to its safe state before exiting, and a pin left floating could
@@ -15,7 +15,10 @@ fn map(pin: u8, e: rppal::gpio::Error) -> GpioError {
     use rppal::gpio::Error as E;
     match e {
         E::PinUsed(p) => GpioError::Busy { pin: p },
-        E::PinNotAvailable(p) => GpioError::NoPin { pin: p },
+        E::PinNotAvailable(p) => GpioError::NoPin {
+            pin: p,
+            detail: "not on this SoC".into(),
+        },
         E::PermissionDenied(detail) => GpioError::NoDevice { detail },
         E::UnknownModel => GpioError::NoDevice {
             detail: "unknown Raspberry Pi model".into(),
