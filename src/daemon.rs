@@ -49,6 +49,8 @@ pub struct Options {
     /// `--interface`, overriding the config's interfaces.
     pub interfaces: Vec<String>,
     pub dry_run: bool,
+    /// Where this boot's setup problems are (`knockgate bootfiles`), shown on the status page.
+    pub notices_dir: Option<PathBuf>,
 }
 
 /// Errors that stop the daemon from starting.
@@ -72,8 +74,6 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Doors(#[from] SourceError),
-    #[error(transparent)]
-    Gpio(#[from] crate::gpio::GpioError),
     #[error(transparent)]
     Privileges(#[from] crate::privs::PrivError),
     #[error("cannot start a thread: {0}")]
@@ -159,6 +159,8 @@ struct Report {
     last_opened: BTreeMap<String, u64>,
     /// Per interface: up, and the last error.
     captures: BTreeMap<String, (bool, Option<String>)>,
+    /// Boot-time setup problems ([`crate::bootfiles::NOTICES_DIR`]), read at start and reload.
+    notices: Vec<String>,
 }
 
 impl Report {
@@ -265,7 +267,8 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         })?;
     }
 
-    let outputs = Outputs::start(&config.gpio, opts.dry_run)?;
+    // A GPIO that cannot be opened now is retried later, and never stops the doors.
+    let outputs = Outputs::start(&config.gpio, opts.dry_run, now);
     // Everything above needed root; from here on the daemon runs as [daemon] user, if set,
     // with only the capabilities it needs. No thread exists yet: all inherit this.
     if let Some(name) = &config.daemon.user {
@@ -334,6 +337,7 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         penalties: Penalties::new(config_penalties, config_max_sources),
         log_limit: LogLimit::new(LOG_BURST, LOG_PER_SECOND),
     };
+    daemon.read_notices();
     if daemon.config.status.enabled {
         daemon.start_status_page();
     }
@@ -652,11 +656,16 @@ impl Daemon {
                 }
             })
             .collect();
-        let (relays, led) = match &self.outputs {
-            Some(o) => o.view(now),
-            None => (Vec::new(), None),
+        let (relays, led, gpio) = match &self.outputs {
+            Some(o) => {
+                let (r, l, g) = o.view(now);
+                (r, l, Some(g))
+            }
+            None => (Vec::new(), None, None),
         };
-        let healthy = captures.iter().all(|c| c.up) && firewall.as_ref().is_none_or(|f| f.healthy);
+        let healthy = captures.iter().all(|c| c.up)
+            && firewall.as_ref().is_none_or(|f| f.healthy)
+            && gpio.as_ref().is_none_or(|g| g.available);
         let snapshot = Snapshot {
             version: env!("CARGO_PKG_VERSION").to_string(),
             now_unix: wall,
@@ -681,6 +690,8 @@ impl Daemon {
             },
             relays,
             led,
+            gpio,
+            notices: self.report.notices.clone(),
         };
         self.board.publish(snapshot);
     }
@@ -801,6 +812,17 @@ impl Daemon {
         }
     }
 
+    /// This boot's setup problems, for the status page.
+    fn read_notices(&mut self) {
+        self.report.notices = match &self.opts.notices_dir {
+            Some(dir) => crate::bootfiles::read_notices(dir),
+            None => Vec::new(),
+        };
+        for n in &self.report.notices {
+            warn!("setup at boot: {n}");
+        }
+    }
+
     fn reload(&mut self) {
         let path = self
             .opts
@@ -808,6 +830,10 @@ impl Daemon {
             .clone()
             .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH));
         info!("re-reading config file: {}", path.display());
+        self.read_notices();
+        if let Some(o) = &mut self.outputs {
+            o.retry_now(self.clock.now());
+        }
         let loaded = load_config(self.opts.config_path.as_deref())
             .map_err(|e| e.to_string())
             .and_then(|c| Dynamic::load(&c).map(|o| (c, o)).map_err(|e| e.to_string()));
@@ -825,6 +851,9 @@ impl Daemon {
                     self.gate = Some(gate);
                 } else if self.gate.is_some() && new.firewall != self.config.firewall {
                     warn!("[firewall] changes take effect at the next restart");
+                }
+                if new.gpio != self.config.gpio {
+                    warn!("[gpio], [[relay]] and [led] changes take effect at the next restart");
                 }
                 if let Some(gate) = &mut self.gate {
                     gate.reconcile(&self.sessions);

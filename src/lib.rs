@@ -4,6 +4,7 @@
 //! actions (commands) -> state. See README.md.
 #![forbid(unsafe_code)]
 
+pub mod bootfiles;
 pub mod bpf;
 pub mod capture;
 pub mod client;

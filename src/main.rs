@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use knockgate::client::{self, Family};
-use knockgate::{config, daemon, firstboot, knockd_import, replay};
+use knockgate::{bootfiles, config, daemon, firstboot, knockd_import, replay};
 
 /// sysexits.h EX_CONFIG: the config is invalid.
 const EX_CONFIG: u8 = 78;
@@ -42,6 +42,9 @@ enum Cmd {
         /// Log what every action would do instead of doing it
         #[arg(long)]
         dry_run: bool,
+        /// Where `knockgate bootfiles` leaves this boot's setup problems for the status page
+        #[arg(long, default_value = bootfiles::NOTICES_DIR)]
+        notices_dir: PathBuf,
     },
     /// Validate a config: exit 0 if fine, 78 with the error otherwise.
     Check {
@@ -78,7 +81,42 @@ enum Cmd {
         #[arg(long, default_value = firstboot::DEFAULT_NOTE, value_parser = note_name)]
         file: String,
     },
+    /// Take in the settings the owner put on the boot partition: wifi.txt (or
+    /// wpa_supplicant.conf) for wlan0, and knockgate.toml for the daemon.
+    #[command(after_help = BOOTFILES_HELP)]
+    Bootfiles {
+        /// The boot partition (e.g. /boot/firmware)
+        #[arg(long)]
+        boot_dir: PathBuf,
+        /// The daemon's config, replaced by a valid knockgate.toml from the boot partition
+        #[arg(short, long, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// wlan0's wpa_supplicant config, written from wifi.txt
+        #[arg(long, default_value = bootfiles::DEFAULT_WPA_CONF)]
+        wpa_conf: PathBuf,
+        /// Where problems are left for the status page
+        #[arg(long, default_value = bootfiles::NOTICES_DIR)]
+        notices_dir: PathBuf,
+    },
 }
+
+const BOOTFILES_HELP: &str = "\
+wifi.txt (TOML, as the config):
+    country = \"DE\"          your two-letter country code (mandatory)
+    ssid = \"My network\"
+    password = \"my passphrase\"   (WPA2-PSK, 8 to 63 characters, or the 64-hex-digit key)
+    hidden = true            (only if the network does not broadcast its name)
+It becomes wpa_supplicant's config for wlan0 (mode 600, the derived key instead of the
+passphrase). A wpa_supplicant.conf with a country= line is taken as it is instead.
+knockgate.toml replaces the daemon's config if it passes `knockgate check` (sequence = []
+allowed). Each file taken in is removed from the boot partition; a file with an error is
+left there, the current settings are kept, and the error (file:line: key) is printed and
+shown on the status page. Secrets are never printed.
+
+Exit status:
+  0   every file present was taken in, or none was present
+  1   a file was refused or could not be written (the others were still taken in)
+  2   invalid arguments";
 
 const FIRSTBOOT_HELP: &str = "\
 Each door written `sequence = []` gets 3 distinct random TCP ports from 10000-65000 (the
@@ -186,7 +224,8 @@ fn main() -> ExitCode {
             config,
             interface,
             dry_run,
-        } => exit(run_daemon(config, interface, dry_run)),
+            notices_dir,
+        } => exit(run_daemon(config, interface, dry_run, notices_dir)),
         Cmd::Check { config } => check(config.as_deref()),
         Cmd::Knock(args) => exit(knock(args)),
         Cmd::Otp(args) => exit(otp(&args)),
@@ -205,6 +244,38 @@ fn main() -> ExitCode {
             boot_dir,
             file_name: file,
         }),
+        Cmd::Bootfiles {
+            boot_dir,
+            config,
+            wpa_conf,
+            notices_dir,
+        } => boot_files(&bootfiles::Options {
+            boot_dir,
+            config,
+            wpa_conf,
+            notices_dir,
+        }),
+    }
+}
+
+fn boot_files(opts: &bootfiles::Options) -> ExitCode {
+    let report = bootfiles::run(opts);
+    for line in &report.done {
+        println!("{line}");
+    }
+    for line in &report.problems {
+        eprintln!("knockgate: {line}");
+    }
+    if report.done.is_empty() && report.problems.is_empty() {
+        println!(
+            "nothing to do: no wifi.txt, wpa_supplicant.conf or knockgate.toml in {}",
+            opts.boot_dir.display()
+        );
+    }
+    if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -331,6 +402,7 @@ fn run_daemon(
     config: Option<PathBuf>,
     interfaces: Vec<String>,
     dry_run: bool,
+    notices_dir: PathBuf,
 ) -> anyhow::Result<()> {
     let cfg = daemon::load_config(config.as_deref())?;
     init_logging(&cfg)?;
@@ -344,6 +416,7 @@ fn run_daemon(
         config_path: config,
         interfaces,
         dry_run,
+        notices_dir: Some(notices_dir),
     };
     daemon::run(opts, cfg)?;
     Ok(())

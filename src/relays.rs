@@ -65,6 +65,7 @@ pub struct Relays {
 pub struct RelayView {
     pub name: String,
     pub pin: u8,
+    pub active_low: bool,
     pub on: bool,
     pub off_at: Option<Instant>,
 }
@@ -131,6 +132,14 @@ impl Relays {
         changes
     }
 
+    /// The pin of relay `name`.
+    pub fn pin(&self, name: &str) -> Option<u8> {
+        self.relays
+            .iter()
+            .find(|r| r.cfg.name == name)
+            .map(|r| r.cfg.pin)
+    }
+
     /// When [`Relays::poll`] must next run.
     pub fn poll_at(&self) -> Option<Instant> {
         self.relays.iter().filter_map(|r| r.off_at).min()
@@ -151,6 +160,7 @@ impl Relays {
             .map(|r| RelayView {
                 name: r.cfg.name.clone(),
                 pin: r.cfg.pin,
+                active_low: r.cfg.active_low,
                 on: r.on,
                 off_at: r.off_at,
             })

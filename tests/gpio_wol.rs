@@ -1,6 +1,7 @@
 //! Home automation by knock, end to end: wake-on-LAN magic packets seen on the receiving end of
 //! a veth pair, and relays and the status LED on the simulated GPIO backend, driven by real
-//! knocks through the real daemon.
+//! knocks through the real daemon; and the doors with a GPIO that cannot be opened. (The real
+//! GPIO is read back on QEMU's Raspberry Pi 3 by image/test-pi.sh.)
 
 mod common;
 
@@ -351,4 +352,122 @@ fn pulse_interrupted_by_sigkill_is_not_resumed_at_restart() {
         !after_restart.contains("zone2 (GPIO 18): on"),
         "{after_restart}"
     );
+}
+
+/// `GET path` from the test's own namespace: (status code, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the status page");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let code = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    (code, body.unwrap_or_default())
+}
+
+const NO_GPIO: &str = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[status]
+listen = "@GW@:8080"
+
+[firewall]
+backend = "none"
+daily_flush = "off"
+
+# A GPIO chip that does not exist: the character device backend cannot open it.
+[gpio]
+backend = "cdev"
+chip = "@DIR@/gpiochip9"
+
+[[relay]]
+name = "garage"
+pin = 27
+
+[led]
+pin = 25
+
+[[door]]
+name = "garage"
+sequence = ["7200", "8200"]
+gpio = { relay = "garage", mode = "pulse", duration = "1s" }
+
+[[door]]
+name = "counter"
+sequence = ["7100", "8100"]
+start_command = "sh -c 'echo %IP% >> @DIR@/opened'"
+"#;
+
+/// Issue 13: a GPIO that cannot be opened never takes the gate down.
+#[test]
+fn a_gpio_that_cannot_be_opened_leaves_every_door_working() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let gw = lab.add_host_link();
+    let cfg = lab.write_config("knockgate.toml", &NO_GPIO.replace("@GW@", &gw));
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    daemon.wait_log("status page on", LONG);
+    let addr = format!("{gw}:8080");
+    std::thread::sleep(Duration::from_millis(1500)); // the first snapshot
+
+    // Shown on the status page and /healthz, with the reason.
+    let (code, body) = http_get(&addr, "/api/status");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["gpio"]["available"], false, "{body}");
+    assert_eq!(v["gpio"]["backend"], "cdev");
+    let why = v["gpio"]["error"].as_str().unwrap();
+    assert!(why.contains("gpiochip9: no such GPIO chip"), "{why}");
+    assert_eq!(v["relays"][0]["available"], false);
+    assert_eq!(v["led"]["available"], false);
+    assert_eq!(v["healthy"], false);
+    let (code, health) = http_get(&addr, "/healthz");
+    assert_eq!(code, 503, "{health}");
+    assert!(health.contains("relays and LED unavailable"), "{health}");
+    let (_, page) = http_get(&addr, "/");
+    assert!(page.contains("unavailable"), "the page shows it");
+
+    // Every door still works: a command door runs its command...
+    let link = lab.link(0);
+    let client = lab.client(0);
+    client.ok(&[knockgate(), "knock", &link.gw_v4, "7100", "8100"]);
+    let opened = daemon.wait_file(&lab.path("opened"), &link.client_v4, LONG);
+    assert!(opened.contains(&link.client_v4));
+    // ...and a door whose only action is the relay opens (logged, on the page), the relay
+    // left alone.
+    client.ok(&[knockgate(), "knock", &link.gw_v4, "7200", "8200"]);
+    daemon.wait_log("garage: OPEN SESAME", LONG);
+    daemon.wait_log("garage (GPIO 27): unavailable, not switched", LONG);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, body) = http_get(&addr, "/api/status");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let garage = v["doors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "garage")
+        .unwrap();
+    assert!(garage["last_opened_unix"].is_u64(), "{body}");
+    assert_eq!(v["relays"][0]["on"], false);
+
+    // Retried (5 s, then 10 s later) without logging the same problem again.
+    std::thread::sleep(Duration::from_secs(12));
+    let log = daemon.log_text();
+    assert_eq!(log.matches("GPIO unavailable:").count(), 1, "{log}");
+    assert!(
+        Path::new(&format!("/proc/{}", daemon.pid())).exists(),
+        "the daemon keeps running"
+    );
+    let (code, _) = http_get(&addr, "/api/status");
+    assert_eq!(code, 200);
 }

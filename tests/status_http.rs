@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use knockgate::status::server::{self, ServerConfig, StatusServer};
 use knockgate::status::{
-    Activity, Board, CaptureStatus, Counters, DoorStatus, FirewallStatus, LedStatus, OpenSession,
-    RelayStatus, Snapshot,
+    Activity, Board, CaptureStatus, Counters, DoorStatus, FirewallStatus, GpioStatus, LedStatus,
+    OpenSession, RelayStatus, Snapshot,
 };
 use serde_json::Value;
 
@@ -101,13 +101,21 @@ fn snapshot(now: u64) -> Snapshot {
         relays: vec![RelayStatus {
             name: "garage".into(),
             pin: 17,
+            available: true,
             on: true,
             off_at_unix: Some(now + 5),
         }],
         led: Some(LedStatus {
             pin: 27,
             pattern: "heartbeat".into(),
+            available: true,
         }),
+        gpio: Some(GpioStatus {
+            backend: "cdev".into(),
+            available: true,
+            error: None,
+        }),
+        notices: vec![],
     }
 }
 
@@ -305,6 +313,8 @@ fn json_api_has_the_documented_fields_and_types() {
             ("counters", "object"),
             ("relays", "array"),
             ("led", "object|null"),
+            ("gpio", "object|null"),
+            ("notices", "array"),
         ],
     );
     for c in v["captures"].as_array().unwrap() {
@@ -399,12 +409,35 @@ fn json_api_has_the_documented_fields_and_types() {
             &[
                 ("name", "string"),
                 ("pin", "uint"),
+                ("available", "bool"),
                 ("on", "bool"),
                 ("off_at_unix", "uint|null"),
             ],
         );
     }
-    check_object(&v["led"], "led", &[("pin", "uint"), ("pattern", "string")]);
+    check_object(
+        &v["led"],
+        "led",
+        &[
+            ("pin", "uint"),
+            ("pattern", "string"),
+            ("available", "bool"),
+        ],
+    );
+    check_object(
+        &v["gpio"],
+        "gpio",
+        &[
+            ("backend", "string"),
+            ("available", "bool"),
+            ("error", "string|null"),
+        ],
+    );
+    assert!(v["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| kind(n) == "string"));
 }
 
 /// One parsed sample: name, labels, value.

@@ -108,6 +108,13 @@ pub fn problems(s: &Snapshot) -> Vec<String> {
             ));
         }
     }
+    if let Some(g) = s.gpio.as_ref().filter(|g| !g.available) {
+        out.push(format!(
+            "relays and LED unavailable ({} GPIO): {}; the doors keep working",
+            g.backend,
+            g.error.as_deref().unwrap_or("unknown error")
+        ));
+    }
     if s.led.as_ref().is_some_and(|l| l.pattern == "error") {
         out.push("the status LED shows an error".to_string());
     }
@@ -141,6 +148,7 @@ pub fn render_html(s: &Snapshot) -> String {
         utc_time(s.now_unix),
     );
     banner(&mut h, &problems);
+    notices(&mut h, s);
     doors(&mut h, s);
     health(&mut h, s);
     h.push_str("<section id=\"chart\"><h2>Knocks per hour, last 24 hours</h2>");
@@ -173,6 +181,20 @@ fn banner(h: &mut String, problems: &[String]) {
     );
     for p in problems {
         let _ = write!(h, "<li>{}</li>", escape(p));
+    }
+    h.push_str("</ul></section>\n");
+}
+
+/// Boot-time setup problems (a malformed wifi.txt): shown, but not a health failure.
+fn notices(h: &mut String, s: &Snapshot) {
+    if s.notices.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<section id=\"notices\" class=\"banner bad wide\"><h2 class=\"bad\">Setup at boot</h2><ul>",
+    );
+    for n in &s.notices {
+        let _ = write!(h, "<li>{}</li>", escape(n));
     }
     h.push_str("</ul></section>\n");
 }
@@ -348,10 +370,29 @@ fn gpio(h: &mut String, s: &Snapshot) {
         return;
     }
     h.push_str("<section id=\"gpio\"><h2>Relays and LED</h2>");
+    if let Some(g) = &s.gpio {
+        if g.available {
+            let _ = write!(
+                h,
+                "<p>GPIO: {} <span class=\"ok\">\u{25cf} OK</span></p>",
+                escape(&g.backend)
+            );
+        } else {
+            let _ = write!(
+                h,
+                "<p>GPIO: {} <span class=\"bad\">\u{25cf} unavailable</span><br>\
+                 <span class=\"muted\">{}</span></p>",
+                escape(&g.backend),
+                escape(g.error.as_deref().unwrap_or(""))
+            );
+        }
+    }
     if !s.relays.is_empty() {
         h.push_str("<table><tr><th>Relay</th><th>Pin</th><th>State</th></tr>");
         for r in &s.relays {
-            let state = if r.on {
+            let state = if !r.available {
+                "<span class=\"bad\">\u{25cf} unavailable</span>".to_string()
+            } else if r.on {
                 let mut on = "<span class=\"ok\">\u{25cf} on</span>".to_string();
                 if let Some(t) = r.off_at_unix {
                     let _ = write!(
@@ -670,13 +711,21 @@ pub(crate) fn sample() -> Snapshot {
         relays: vec![RelayStatus {
             name: "garage \"door\"".into(),
             pin: 17,
+            available: true,
             on: true,
             off_at_unix: Some(now + 2),
         }],
         led: Some(LedStatus {
             pin: 27,
             pattern: "open".into(),
+            available: true,
         }),
+        gpio: Some(GpioStatus {
+            backend: "cdev".into(),
+            available: true,
+            error: None,
+        }),
+        notices: vec![],
     }
 }
 

@@ -212,6 +212,18 @@ pub fn render_metrics(s: &Snapshot) -> String {
             1,
         );
     }
+    o.family(
+        "knockgate_gpio_available",
+        "gauge",
+        "1 when every relay and LED pin is claimed, 0 while the GPIO is unavailable (absent without relays or LED).",
+    );
+    if let Some(g) = &s.gpio {
+        o.sample(
+            "knockgate_gpio_available",
+            &[("backend", &g.backend)],
+            u64::from(g.available),
+        );
+    }
     o.0
 }
 
@@ -256,6 +268,7 @@ mod tests {
             "knockgate_knocks_this_hour 7",
             "knockgate_relay_on{relay=\"garage \\\"door\\\"\",pin=\"17\"} 1",
             "knockgate_led_pattern{pin=\"27\",pattern=\"open\"} 1",
+            "knockgate_gpio_available{backend=\"cdev\"} 1",
             "# TYPE knockgate_opens_total counter",
             "# TYPE knockgate_capture_up gauge",
         ] {

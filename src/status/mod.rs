@@ -44,6 +44,11 @@ pub struct Snapshot {
     pub counters: Counters,
     pub relays: Vec<RelayStatus>,
     pub led: Option<LedStatus>,
+    /// The GPIO, when relays or the LED are configured.
+    pub gpio: Option<GpioStatus>,
+    /// Problems found while setting the system up at boot (a malformed `wifi.txt`), one line
+    /// each; never a secret.
+    pub notices: Vec<String>,
 }
 
 /// How many recent activities a snapshot keeps.
@@ -127,6 +132,8 @@ pub struct Counters {
 pub struct RelayStatus {
     pub name: String,
     pub pin: u8,
+    /// The pin is claimed and driven (false while the GPIO is unavailable).
+    pub available: bool,
     pub on: bool,
     /// When a pulse or the watchdog switches it off, Unix seconds.
     pub off_at_unix: Option<u64>,
@@ -137,6 +144,19 @@ pub struct LedStatus {
     pub pin: u8,
     /// `heartbeat`, `stage`, `open` or `error`.
     pub pattern: String,
+    /// The pin is claimed and driven.
+    pub available: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GpioStatus {
+    /// `cdev`, `rppal` or `simulated` once open; the configured `auto`/`cdev`/`rppal` while it
+    /// cannot be opened.
+    pub backend: String,
+    /// Every relay and LED pin is claimed.
+    pub available: bool,
+    /// Why not, when not available.
+    pub error: Option<String>,
 }
 
 /// Whether an address is on the LAN side (private, link-local, unique-local, loopback).
