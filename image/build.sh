@@ -3,7 +3,7 @@
 # (64-bit), on Debian 12 (amd64), as root, with nothing but Debian's package mirror:
 #
 #   image/build.sh [--board rpi4-64|rpi3-64] [--out DIR] [--binary PATH] [--keep-rootfs]
-#                  [--rootfs-cache DIR]
+#                  [--rootfs-cache DIR] [--test-tools]
 #   image/build.sh --deps-only     only install the host tools and register qemu-aarch64
 #
 # Output, in DIR (default image/out):
@@ -11,6 +11,9 @@
 #                                (kgroot); flash it with dd, bmaptool or Raspberry Pi Imager
 #   knockgate-BOARD.img.sha256   its checksum (sha256sum -c)
 #   knockgate-BOARD.img.bmap     if bmaptool is installed
+#   knockgate-test-tools-arm64.tar.gz   with --test-tools: hostapd, iw and busybox (udhcpd) for the
+#                                emulated Wi-Fi test (image/test-boot.sh copies them into the
+#                                running guest); never part of the card
 #
 # How (no loop devices, no mounts, no kernel installed under emulation):
 #   1. an arm64 Debian 12 root file system: mmdebstrap --variant=minbase under qemu-user
@@ -36,6 +39,7 @@ BOARD=rpi4-64
 OUT=$ROOT/image/out
 BINARY=
 KEEP_ROOTFS=no
+TEST_TOOLS=no
 CACHE=
 DEPS_ONLY=no
 SUITE=bookworm
@@ -53,6 +57,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$(realpath -m "${2:?}"); shift 2 ;;
         --binary) BINARY=$(realpath "${2:?}"); shift 2 ;;
         --keep-rootfs) KEEP_ROOTFS=yes; shift ;;
+        --test-tools) TEST_TOOLS=yes; shift ;;
         --rootfs-cache) CACHE=$(realpath -m "${2:?}"); shift 2 ;;
         --deps-only) DEPS_ONLY=yes; shift ;;
         -h | --help) usage ;;
@@ -134,9 +139,30 @@ KPKG=$(hostapt apt-cache depends linux-image-arm64 | awk '/Depends: linux-image-
 KVER=${KPKG#linux-image-}
 (cd "$APT/debs" && rm -f ./*.deb && hostapt apt-get download -qq "$KPKG" raspi-firmware busybox-static)
 step "kernel $KVER"
+if [ "$TEST_TOOLS" = yes ]; then
+    # Test-only: an access point (hostapd), the tool that moves a radio into a namespace (iw)
+    # and a DHCP server (busybox's udhcpd), for the Wi-Fi test on a simulated radio
+    # (mac80211_hwsim). Their libraries (libnl, libssl, ...) are on the card already:
+    # wpasupplicant brings them. They are copied into the guest over SSH, never onto the card.
+    rm -rf "$APT/test-debs" "$WORK/test-tools"
+    mkdir -p "$APT/test-debs" "$WORK/test-tools"
+    (cd "$APT/test-debs" && hostapt apt-get download -qq hostapd iw)
+    for deb in "$APT"/test-debs/*.deb "$APT"/debs/busybox-static_*.deb; do
+        dpkg-deb -x "$deb" "$WORK/test-tools/x"
+    done
+    mkdir -p "$WORK/test-tools/bin"
+    cp "$WORK/test-tools/x/usr/sbin/hostapd" "$WORK/test-tools/x/sbin/iw" \
+        "$WORK/test-tools/x/bin/busybox" "$WORK/test-tools/bin/"
+    mkdir -p "$OUT"
+    tar -C "$WORK/test-tools" -czf "$OUT/knockgate-test-tools-arm64.tar.gz" bin
+    step "test tools: $OUT/knockgate-test-tools-arm64.tar.gz (hostapd, iw, busybox)"
+fi
 
 # --- the root file system ---------------------------------------------------------------------
-INCLUDE=systemd-sysv,udev,kmod,iptables,libpcap0.8,iproute2,openssh-server,systemd-timesyncd,systemd-resolved,netbase,procps,ca-certificates,wireless-regdb
+# Wi-Fi: wpasupplicant (WPA2 for wlan0, configured from wifi.txt on the boot partition),
+# firmware-brcm80211 (non-free-firmware: the brcmfmac firmware and the Pi 3/4 board files) and
+# wireless-regdb (the regulatory database the country code selects).
+INCLUDE=systemd-sysv,udev,kmod,iptables,libpcap0.8,iproute2,openssh-server,systemd-timesyncd,systemd-resolved,netbase,procps,ca-certificates,wireless-regdb,wpasupplicant,firmware-brcm80211
 # --rootfs-cache DIR keeps mmdebstrap's result as a tarball named after the package list, for
 # quicker rebuilds while working on knockgate (delete it to get Debian's updates).
 cached=
@@ -157,9 +183,9 @@ mmdebstrap --arch=arm64 --variant=minbase --mode=root --format=directory --quiet
     --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     "$SUITE" "$ROOTFS" \
-    "deb $MIRROR $SUITE main" \
-    "deb $MIRROR $SUITE-updates main" \
-    "deb http://deb.debian.org/debian-security $SUITE-security main"
+    "deb $MIRROR $SUITE main non-free-firmware" \
+    "deb $MIRROR $SUITE-updates main non-free-firmware" \
+    "deb http://deb.debian.org/debian-security $SUITE-security main non-free-firmware"
 if [ -n "$cached" ]; then
     tar -C "$ROOTFS" --numeric-owner -cpf "$cached.tmp" . && mv "$cached.tmp" "$cached"
 fi
@@ -213,8 +239,11 @@ echo knockgate >"$ROOTFS/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tknockgate\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' \
     >"$ROOTFS/etc/hosts"
 mkdir -p "$ROOTFS/boot/firmware"
+# The gpio group owns /dev/gpiochip* (60-knockgate-gpio.rules): the daemon drives relays and the
+# LED through it, as its own user, without root or /dev/mem.
+groupadd --root "$ROOTFS" --system gpio
 useradd --root "$ROOTFS" --system --no-create-home --home-dir /nonexistent \
-    --shell /usr/sbin/nologin --user-group knockgate
+    --shell /usr/sbin/nologin --user-group --groups gpio knockgate
 # The config holds the knock sequence: readable by the daemon's group, not by others.
 # (Numeric ids: the host's /etc/group does not know the image's users.)
 kg_gid=$(awk -F: '$1 == "knockgate" {print $3}' "$ROOTFS/etc/group")
@@ -227,8 +256,12 @@ rm -f "$ROOTFS"/etc/ssh/ssh_host_*
 : >"$ROOTFS/etc/machine-id"
 rm -f "$ROOTFS/var/lib/dbus/machine-id"
 systemctl --root="$ROOTFS" enable systemd-networkd.service systemd-timesyncd.service \
-    systemd-resolved.service ssh.service ssh-host-keys.service knockgate-firewall.service knockgate-firstboot.service \
-    knockgate-authorized-keys.service knockgate.service >/dev/null 2>&1
+    systemd-resolved.service ssh.service ssh-host-keys.service knockgate-firewall.service \
+    knockgate-bootfiles.service knockgate-firstboot.service knockgate-authorized-keys.service \
+    knockgate.service >/dev/null 2>&1
+# wpa_supplicant: only wlan0's (started by 70-knockgate-wlan.rules when wlan0 appears), not the
+# D-Bus one the package enables.
+systemctl --root="$ROOTFS" disable wpa_supplicant.service >/dev/null 2>&1 || true
 systemctl --root="$ROOTFS" enable systemd-networkd-wait-online.service >/dev/null 2>&1 || true
 rm -rf "$ROOTFS"/var/cache/apt/* "$ROOTFS"/var/lib/apt/lists/*
 
@@ -260,8 +293,30 @@ to read it, then delete the file once you have noted the sequence.
 
 To log in over SSH as root with a key, put your public key(s) in a file named
 authorized_keys on this partition before booting (it is copied at every boot).
+
+Wi-Fi: fill in wifi-example.txt and save it as wifi.txt on this partition. At the next boot
+the Pi joins that network on wlan0 and the file is removed from here (it holds your
+passphrase). If it has a mistake, it stays here and the status page says which line.
+
+Your own knockgate settings: put a knockgate.toml here (start from /etc/knockgate/knockgate.toml
+on the Pi, or the project's examples/knockgate.toml). At the next boot it replaces the Pi's
+config if it is valid (sequence = [] draws a new random sequence, written to
+knockgate-sequence.txt); if not, the Pi keeps its config and the status page says why.
 EOF
-sed -i 's/$/\r/' "$BOOT/README-knockgate.txt"
+cat >"$BOOT/wifi-example.txt" <<'EOF'
+# Wi-Fi for the knockgate gateway. Fill in the three lines, keep the double quotes, and save
+# this file as wifi.txt on the same partition (the SD card's boot partition). At the next
+# boot the Pi joins the network on wlan0 and removes wifi.txt from the card.
+
+# Your two-letter country code (it selects the channels and power allowed where you are).
+country = "GB"
+# The network's name and its WPA2 passphrase (8 to 63 characters).
+ssid = "my network"
+password = "my passphrase"
+# Only if the network does not broadcast its name:
+# hidden = true
+EOF
+sed -i 's/$/\r/' "$BOOT/README-knockgate.txt" "$BOOT/wifi-example.txt"
 BOOT_IMG=$WORK/boot.vfat
 rm -f "$BOOT_IMG"
 mkfs.vfat -F 32 -n KGBOOT -C "$BOOT_IMG" $((BOOT_MIB * 1024)) >/dev/null
