@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The firmware image's end-to-end test: boots the SD-card image in qemu-system-aarch64
-# (-M virt, TCG) with its network on a tap device inside a test network namespace, and checks
+# The firmware image's end-to-end test on QEMU's generic machine (-M virt, TCG): the card
+# boots with its network on a tap device inside a test network namespace, and the test checks
 # from that namespace, as a user on the LAN would:
 #
 #   1. the first boot wrote knockgate-sequence.txt to the card's FAT partition (read from the
@@ -13,118 +13,57 @@
 #   5. after the door's duration, port 22 is closed again (the SSH session opened before
 #      stays up: ESTABLISHED is accepted);
 #   6. the status page answers from the LAN (the door, the knocker) and not from outside it;
-#   7. after a power cut (qemu killed), the card boots again, firstboot leaves the sequence file
-#      alone, port 22 is closed, and the same knock opens it.
+#   7. Wi-Fi from the card: the wifi.txt put on the FAT partition before the first boot became
+#      wlan0's wpa_supplicant config (mode 600, no passphrase in it or in the journal) and left
+#      the partition;
+#   8. after a power cut (qemu killed), with a malformed wifi.txt put on the card, the card
+#      boots again: the boot log and the status page name the file, line and key, firstboot
+#      leaves the sequence file alone, port 22 is closed, and the same knock opens it over eth0;
+#   9. a real 802.11 stack: mac80211_hwsim's two radios in the guest, one a WPA2 access point
+#      (hostapd and busybox's udhcpd, test-only tools copied in over SSH, in a network namespace of the
+#      guest); wlan0, configured by nothing but the first wifi.txt, associates, gets its
+#      address by DHCP, and a knock sent over the simulated radio opens port 22 to the
+#      access point's side.
 # It prints the time from power-on to knock-ready (/healthz 200: the capture is running).
 #
 #   image/test-boot.sh IMAGE [KNOCKGATE]     (as root; KNOCKGATE: a native knockgate binary,
-#                                              default target/debug/knockgate, built if missing)
+#                                              default target/debug/knockgate, built if missing;
+#                                              the Wi-Fi tools are read from
+#                                              knockgate-test-tools-arm64.tar.gz beside IMAGE)
 #   image/test-boot.sh --deps-only           only install what it needs (qemu-system-arm, ...)
 #
-# Traffic stays in the namespace (10.99.0.0/24, 198.51.100.0/24 and fd99::/64 on the tap).
+# Traffic stays in the namespace (10.99.0.0/24, 198.51.100.0/24 and fd99::/64 on the tap) and,
+# for Wi-Fi, inside the guest (192.168.77.0/24 between its two simulated radios).
+# (Commands for the guest are in single quotes on purpose: they expand there.)
+# shellcheck disable=SC2016
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-
-DEPS_ONLY=no
-[ "${1:-}" != --deps-only ] || DEPS_ONLY=yes
-IMAGE=
-[ "$DEPS_ONLY" = yes ] || IMAGE=$(realpath "${1:?usage: image/test-boot.sh IMAGE [KNOCKGATE] | --deps-only}")
-CLIENT=${2:-$ROOT/target/debug/knockgate}
+TEST_NAME=test-boot
 NS=kgimg$$
-GUEST=10.99.0.10
-HOST=10.99.0.1
-OUTSIDE=198.51.100.1
-BOOT_LIMIT=${KNOCKGATE_BOOT_LIMIT:-420}
-WORK=$(mktemp -d /tmp/knockgate-boot.XXXXXX)
-QEMU_PID=
-DNSMASQ_PID=
+CLIENT=${2:-$ROOT/target/debug/knockgate}
+# shellcheck source=image/test-lib.sh
+. image/test-lib.sh
 
-log() { echo "test-boot: [$((SECONDS - t0)) s] $*" >&2; }
-fail() {
-    echo "test-boot: FAIL: $*" >&2
-    if [ -s "$WORK/console.log" ]; then
-        echo "---- last 60 lines of the guest console ----" >&2
-        tail -n 60 "$WORK/console.log" >&2
-    fi
-    exit 1
-}
-cleanup() {
-    if [ -n "$QEMU_PID" ]; then kill -KILL "$QEMU_PID" 2>/dev/null || true; fi
-    if [ -n "$DNSMASQ_PID" ]; then kill "$DNSMASQ_PID" 2>/dev/null || true; fi
-    wait 2>/dev/null || true
-    ip netns del "$NS" 2>/dev/null || true
-    if [ -d "$ROOT/target/artifacts" ] && [ -s "$WORK/console.log" ]; then
-        cp "$WORK/console.log" "$ROOT/target/artifacts/image-console.log"
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-t0=$SECONDS
-
-# --- tools ------------------------------------------------------------------------------------
-need=()
-command -v qemu-system-aarch64 >/dev/null || need+=(qemu-system-arm ipxe-qemu)
-command -v mtype >/dev/null || need+=(mtools)
-command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
-command -v ssh >/dev/null || need+=(openssh-client)
-command -v curl >/dev/null || need+=(curl)
-command -v sfdisk >/dev/null || need+=(fdisk)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    # qemu-system from bookworm-backports: the machine's qemu-utils comes from there, and
-    # bookworm's qemu-system-common would not go with it.
-    if [ ! -e /etc/apt/sources.list.d/bookworm-backports.sources ]; then
-        cat >/etc/apt/sources.list.d/bookworm-backports.sources <<'EOF'
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-    fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        -t bookworm-backports "${need[@]}" >/dev/null
+if [ "${1:-}" = --deps-only ]; then
+    install_deps
+    exit 0
 fi
-[ "$DEPS_ONLY" = no ] || exit 0
-if [ ! -x "$CLIENT" ]; then
-    log "building the native knockgate (the knock client)"
-    cargo build --locked --quiet
-fi
+IMAGE=$(realpath "${1:?usage: image/test-boot.sh IMAGE [KNOCKGATE] | --deps-only}")
+TOOLS=$(dirname "$IMAGE")/knockgate-test-tools-arm64.tar.gz
+[ -s "$TOOLS" ] || fail "no $TOOLS (image/build.sh --test-tools makes it)"
+install_deps
+WIFI_SSID=knockgate-test
+WIFI_PASS="wpa2 test passphrase 42"
 
-# --- the card: a copy, with the owner's SSH key put on the boot partition as from a PC ----------
-cp --sparse=always "$IMAGE" "$WORK/card.img"
-CARD=$WORK/card.img
-boot_offset=$(sfdisk -J "$CARD" | python3 -c 'import json,sys; t=json.load(sys.stdin)["partitiontable"]; print(t["partitions"][0]["start"] * t.get("sectorsize", 512))')
-FAT="$CARD@@$boot_offset"
-export MTOOLS_SKIP_CHECK=1
-mcopy -i "$FAT" ::vmlinuz "$WORK/vmlinuz"
-mcopy -i "$FAT" ::initrd.img "$WORK/initrd.img"
-ssh-keygen -q -t ed25519 -N "" -f "$WORK/id" -C knockgate-test
-mcopy -i "$FAT" "$WORK/id.pub" ::authorized_keys
-if mtype -i "$FAT" ::knockgate-sequence.txt >/dev/null 2>&1; then
-    fail "the image already holds a knock sequence: every card must draw its own"
-fi
-
-# --- the LAN: a namespace with a tap, DHCP and router advertisements ----------------------------
-ip netns add "$NS"
-nsx() { ip netns exec "$NS" "$@"; }
-nsx ip link set lo up
-nsx ip tuntap add dev tap0 mode tap
-nsx ip addr add "$HOST/24" dev tap0
-nsx ip addr add "$OUTSIDE/24" dev tap0
-nsx ip addr add fd99::1/64 dev tap0
-nsx ip link set tap0 up
-# (`ip netns exec` directly, not through nsx: $! must be the daemon's pid, not a subshell's.)
-ip netns exec "$NS" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces --interface=tap0 \
-    --except-interface=lo --dhcp-range="$GUEST,$GUEST,255.255.255.0,1h" \
-    --dhcp-option=option:router,"$HOST" --dhcp-leasefile="$WORK/leases" --pid-file="$WORK/dnsmasq.pid" \
-    --log-facility="$WORK/dnsmasq.log" --port=0 &
-DNSMASQ_PID=$!
+# --- the card: a copy, with the owner's SSH key and Wi-Fi put on the boot partition ------------
+prepare_card "$IMAGE"
+printf 'country = "DE"\r\nssid = "%s"\r\npassword = "%s"\r\n' "$WIFI_SSID" "$WIFI_PASS" >"$WORK/wifi.txt"
+fat_put "$WORK/wifi.txt" wifi.txt
+lan_up
 
 # --- power on ----------------------------------------------------------------------------------
-# Starts the emulated Pi on the card, with its console appended to console.log.
+# Starts the emulated machine on the card, with its console appended to console.log.
 power_on() {
     boot_t0=$SECONDS
     ip netns exec "$NS" qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 \
@@ -139,55 +78,14 @@ power_on() {
     QEMU_PID=$!
 }
 
-# HTTP GET from the namespace, from an address; prints "CODE BODY" (000 when no answer).
-http() { # SOURCE PATH [MAXTIME]
-    nsx curl -s -m "${3:-3}" --interface "$1" -o "$WORK/body" -w '%{http_code}' \
-        "http://$GUEST:8080$2" 2>/dev/null || true
-}
-# A TCP connection to the guest's port 22 from SOURCE: prints "open" or "closed".
-port22() { # SOURCE
-    if nsx python3 - "$1" "$GUEST" <<'EOF'; then echo open; else echo closed; fi
-import socket, sys
-s = socket.socket()
-s.settimeout(3)
-s.bind((sys.argv[1], 0))
-try:
-    s.connect((sys.argv[2], 22))
-    banner = s.recv(64)
-    sys.exit(0 if banner.startswith(b"SSH-2.0-") else 1)
-except OSError:
-    sys.exit(1)
-EOF
-}
-
-# Waits for knockgate to be knock-ready (/healthz 200: the capture runs); sets $ready (seconds
-# since power-on).
-wait_ready() {
-    ready=
-    while [ $((SECONDS - boot_t0)) -lt "$BOOT_LIMIT" ]; do
-        kill -0 "$QEMU_PID" 2>/dev/null || fail "qemu exited during boot"
-        if [ "$(http "$HOST" /healthz 2)" = 200 ]; then
-            ready=$((SECONDS - boot_t0))
-            return
-        fi
-        sleep 1
-    done
-    fail "knockgate was not ready ($HOST -> http://$GUEST:8080/healthz) within $BOOT_LIMIT s"
-}
-
 log "first boot of $(basename "$IMAGE") in qemu-system-aarch64 (-M virt, TCG)"
 power_on
-wait_ready
+wait_ready 200
 first_ready=$ready
 echo "test-boot: boot-to-knock-ready: $ready s (first boot: power-on to /healthz 200, qemu TCG on this machine)"
 
 # --- 1. the first boot's sequence, read from the card as from a PC -----------------------------
-mtype -i "$FAT" ::knockgate-sequence.txt >"$WORK/sequence.txt" 2>/dev/null ||
-    fail "knockgate-sequence.txt is not on the boot partition"
-knock_line=$(grep -m1 '^ *knockgate knock ' "$WORK/sequence.txt" | tr -d '\r') ||
-    fail "no 'knockgate knock' command in knockgate-sequence.txt"
-read -r -a ports <<<"$(echo "$knock_line" | grep -oE '\b[0-9]{4,5}(/tcp)?\b' | sed 's,/tcp,,' | tr '\n' ' ')"
-[ ${#ports[@]} = 3 ] || fail "expected 3 ports in '$knock_line', got ${#ports[*]}"
+read_sequence
 log "first boot drew a 3-port sequence (not printed)"
 for path in / /api/status /metrics; do
     code=$(http "$HOST" "$path")
@@ -209,53 +107,27 @@ log "status page from outside the LAN: no answer"
 log "port 22: closed"
 
 # --- 3. knock with the command from the card ---------------------------------------------------
-cmd=${knock_line//GATEWAY/$GUEST}
-cmd=$(echo "$cmd" | sed -E "s/^ *knockgate /$(printf '%s' "$CLIENT" | sed 's,/,\\/,g') /")
-# Knocks with $cmd from the LAN address; true once port 22 answers it (within 10 s).
-knock_open() {
-    # shellcheck disable=SC2086
-    nsx $cmd >/dev/null
-    for _ in $(seq 1 20); do
-        [ "$(port22 "$HOST")" = open ] && return 0
-        sleep 0.5
-    done
-    return 1
-}
 log "knocking: knockgate knock $GUEST <3 ports>"
 knock_t=$SECONDS
-knock_open || fail "port 22 did not open after the knock"
+knock_open 10 || fail "port 22 did not open after the knock"
 log "port 22: open after the knock ($((SECONDS - knock_t)) s)"
 
 # --- 4. knocker only ---------------------------------------------------------------------------
 [ "$(port22 "$OUTSIDE")" = closed ] || fail "port 22 opened for $OUTSIDE too (not the knocker)"
 log "port 22 from $OUTSIDE: still closed"
 
-# An SSH login (the key from the boot partition) while the door is open; the session is kept
+# An SSH login (the key from the boot partition) while the door is open; the connection is kept
 # open across the door's closing.
-mkfifo "$WORK/ssh-in"
-nsx ssh -i "$WORK/id" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-    -o ConnectTimeout=20 -o BatchMode=yes -o LogLevel=ERROR "root@$GUEST" sh -s \
-    <"$WORK/ssh-in" >"$WORK/ssh-out" 2>"$WORK/ssh-err" &
-SSH_PID=$!
-exec 3>"$WORK/ssh-in"
-cat >&3 <<'EOF'
-echo "unit: $(systemctl is-active knockgate.service)"
+ssh_open
+gx 'echo "unit: $(systemctl is-active knockgate.service)"
 pid=$(systemctl show -P MainPID knockgate.service)
 echo "user: $(stat -c %U /proc/$pid)"
-grep -E '^(CapEff|CapAmb|NoNewPrivs)' /proc/$pid/status
+grep -E "^(CapEff|CapAmb|NoNewPrivs)" /proc/$pid/status
 for ipt in iptables ip6tables; do
-    echo "$ipt base: $($ipt -S INPUT | head -2 | tr '\n' ' ')"
+    echo "$ipt base: $($ipt -S INPUT | head -2 | tr "\n" " ")"
 done
 echo "rules:"
-iptables -S KNOCKD
-echo "first part done"
-EOF
-for _ in $(seq 1 60); do
-    grep -q "first part done" "$WORK/ssh-out" 2>/dev/null && break
-    kill -0 "$SSH_PID" 2>/dev/null || break
-    sleep 1
-done
-grep -q "first part done" "$WORK/ssh-out" || fail "SSH login failed: $(cat "$WORK/ssh-err")"
+iptables -S KNOCKD' >"$WORK/ssh-out" || fail "SSH commands failed"
 sed 's/^/test-boot:   guest: /' "$WORK/ssh-out" >&2
 grep -qx "unit: active" "$WORK/ssh-out" || fail "knockgate.service is not active"
 grep -qx "user: knockgate" "$WORK/ssh-out" || fail "knockgate does not run as the knockgate user"
@@ -286,34 +158,116 @@ while [ $((SECONDS - knock_t)) -lt $((duration + 20)) ]; do
 done
 [ -n "$closed" ] || fail "port 22 still open $((duration + 20)) s after the knock (duration ${duration} s)"
 log "port 22: closed again $closed s after the knock (door duration $duration s)"
-cat >&3 <<'EOF'
-echo "still here: $(iptables -S KNOCKD | grep -c -- "-j ACCEPT") rules"
-echo second part done
-EOF
-for _ in $(seq 1 30); do
-    grep -q "second part done" "$WORK/ssh-out" && break
-    sleep 1
-done
-grep -q "still here: 0 rules" "$WORK/ssh-out" ||
-    fail "the SSH session opened during the door did not survive its closing, or KNOCKD is not empty: $(tail -2 "$WORK/ssh-out")"
-exec 3>&-
-wait "$SSH_PID" || true
+rules=$(gx 'iptables -S KNOCKD | grep -c -- "-j ACCEPT" || true') ||
+    fail "the SSH session opened during the door did not survive its closing"
+[ "$rules" = 0 ] || fail "KNOCKD still has $rules rule(s) after the door closed"
 log "the SSH session opened during the door is still up; KNOCKD is empty"
 
-# --- 6. a power cut, and the next boot ----------------------------------------------------------
+# --- 7. Wi-Fi settings from the card -------------------------------------------------------------
+fat_has wifi.txt && fail "wifi.txt is still on the boot partition after the first boot"
+gx "stat -c '%a %U' /etc/wpa_supplicant/wpa_supplicant-wlan0.conf
+grep -c '$WIFI_PASS' /etc/wpa_supplicant/wpa_supplicant-wlan0.conf || true
+journalctl -b --no-pager | grep -c '$WIFI_PASS' || true
+sha256sum </etc/wpa_supplicant/wpa_supplicant-wlan0.conf" >"$WORK/wifi-out" || fail "SSH failed"
+[ "$(sed -n 1p "$WORK/wifi-out")" = "600 root" ] ||
+    fail "wpa_supplicant-wlan0.conf is not mode 600 root: $(sed -n 1p "$WORK/wifi-out")"
+[ "$(sed -n 2p "$WORK/wifi-out")" = 0 ] || fail "the passphrase is in wpa_supplicant-wlan0.conf"
+[ "$(sed -n 3p "$WORK/wifi-out")" = 0 ] || fail "the passphrase is in the journal"
+wpa_sum=$(sed -n 4p "$WORK/wifi-out")
+log "wifi.txt: taken in as wpa_supplicant-wlan0.conf (600 root, no passphrase there or in the journal) and removed from the card"
+
+# --- 8. a power cut, a malformed wifi.txt, and the next boot -------------------------------------
 sha256sum <"$WORK/sequence.txt" >"$WORK/sequence.sha256"
 kill -KILL "$QEMU_PID"
 wait "$QEMU_PID" 2>/dev/null || true
 kill -0 "$QEMU_PID" 2>/dev/null && fail "qemu survived SIGKILL"
 [ "$(http "$HOST" /healthz 1)" = 000 ] || fail "the status page still answers after the power cut"
-log "power cut (qemu killed: the guest is gone); booting the same card again"
+ssh -o ControlPath="$WORK/ssh.ctl" -O exit x 2>/dev/null || true
+rm -f "$WORK/ssh.ctl"
+printf 'country = "DE"\r\nssid = "%s"\r\npassword = "tiny5"\r\n' "$WIFI_SSID" >"$WORK/wifi.txt"
+fat_put "$WORK/wifi.txt" wifi.txt
+log "power cut (qemu killed: the guest is gone); a malformed wifi.txt put on the card; booting again"
 power_on
-wait_ready
+wait_ready 200
 echo "test-boot: boot-to-knock-ready: $ready s (after a power cut)"
 mtype -i "$FAT" ::knockgate-sequence.txt | sha256sum | cmp -s - "$WORK/sequence.sha256" ||
     fail "the second boot changed knockgate-sequence.txt: firstboot must run once"
+grep -aq "wifi.txt:3: password: 5 characters" "$WORK/console.log" ||
+    fail "the boot log on the console does not name wifi.txt's line 3 and its key"
+grep -aq "tiny5" "$WORK/console.log" && fail "the console shows the malformed passphrase"
+notices=$(status_field '["notices"]')
+case $notices in
+    *"wifi.txt:3: password: 5 characters"*) ;;
+    *) fail "the status page's notices do not name wifi.txt's line 3: $notices" ;;
+esac
+[ "$(status_field '["healthy"]')" = True ] || fail "a malformed wifi.txt made the gateway unhealthy"
+fat_has wifi.txt || fail "the malformed wifi.txt was removed from the card (the owner must fix it)"
+log "malformed wifi.txt: named (file:line: key) in the boot log and on the status page, left on the card"
 [ "$(port22 "$HOST")" = closed ] || fail "port 22 answers after the reboot, before any knock"
-knock_open || fail "after the power cut, the same knock does not open port 22"
-log "after the power cut: same sequence file, 22 closed, the same knock opens it"
+knock_open 10 || fail "after the power cut, the same knock does not open port 22 over eth0"
+log "after the power cut: same sequence file, 22 closed, the same knock opens it over eth0"
+
+# --- 9. a knock over Wi-Fi: two simulated radios, one an access point ----------------------------
+ssh_open
+[ "$(gx 'sha256sum </etc/wpa_supplicant/wpa_supplicant-wlan0.conf')" = "$wpa_sum" ] ||
+    fail "the malformed wifi.txt changed wlan0's settings"
+gx 'mkdir -p /run/kgtest && tar -xz -C /run/kgtest' <"$TOOLS" || fail "cannot copy the test tools in"
+gx "cat >/run/kgtest/hostapd.conf" <<EOF
+interface=wlan1
+driver=nl80211
+ssid=$WIFI_SSID
+hw_mode=g
+channel=6
+wpa=2
+wpa_key_mgmt=WPA-PSK
+rsn_pairwise=CCMP
+wpa_passphrase=$WIFI_PASS
+EOF
+gx 'exec >/run/kgtest/setup.log 2>&1
+set -ex
+modprobe mac80211_hwsim radios=2
+for _ in $(seq 1 50); do [ -e /sys/class/net/wlan1 ] && break; sleep 0.2; done
+phy=$(cat /sys/class/net/wlan1/phy80211/name)
+ip netns add ap
+/run/kgtest/bin/iw phy "$phy" set netns name ap
+ip netns exec ap ip link set lo up
+ip netns exec ap ip addr add 192.168.77.1/24 dev wlan1
+ip netns exec ap /run/kgtest/bin/hostapd -B -P /run/kgtest/hostapd.pid -f /run/kgtest/hostapd.log /run/kgtest/hostapd.conf
+printf "start 192.168.77.50\nend 192.168.77.50\ninterface wlan1\noption subnet 255.255.255.0\nlease_file /run/kgtest/udhcpd.leases\npidfile /run/kgtest/udhcpd.pid\n" >/run/kgtest/udhcpd.conf
+touch /run/kgtest/udhcpd.leases
+ip netns exec ap /run/kgtest/bin/busybox udhcpd /run/kgtest/udhcpd.conf' ||
+    fail "cannot start the simulated access point: $(gx 'cat /run/kgtest/setup.log; tail -5 /run/kgtest/hostapd.log' 2>&1 | tail -12)"
+log "mac80211_hwsim: WPA2 access point $WIFI_SSID on wlan1 in the guest's namespace ap"
+wifi_addr=
+for _ in $(seq 1 90); do
+    wifi_addr=$(gx "ip -4 -o addr show dev wlan0 | awk '{print \$4}' | cut -d/ -f1" 2>/dev/null || true)
+    [ -n "$wifi_addr" ] && break
+    sleep 1
+done
+[ -n "$wifi_addr" ] || fail "wlan0 got no address: $(gx 'journalctl -b -u wpa_supplicant@wlan0 --no-pager | tail -5; ip addr show wlan0' 2>&1)"
+gx '/run/kgtest/bin/iw dev wlan0 link' >"$WORK/wlan-link"
+grep -q "SSID: $WIFI_SSID" "$WORK/wlan-link" || fail "wlan0 is not associated with $WIFI_SSID: $(cat "$WORK/wlan-link")"
+log "wlan0: associated with $WIFI_SSID (WPA2), DHCP address $wifi_addr"
+for _ in $(seq 1 15); do
+    status_field '["captures"]' | grep -q "'interface': 'wlan0', 'up': True" && break
+    sleep 1
+done
+status_field '["captures"]' | grep -q "'interface': 'wlan0', 'up': True" ||
+    fail "knockgate does not listen on wlan0: $(status_field '["captures"]')"
+ap_port22() {
+    gx "ip netns exec ap timeout 5 bash -c 'exec 3<>/dev/tcp/$wifi_addr/22 && head -c 8 <&3'" 2>/dev/null || true
+}
+[ "$(ap_port22)" != "SSH-2.0-" ] || fail "port 22 answers over Wi-Fi before any knock"
+gx "ip netns exec ap /usr/local/sbin/knockgate knock $wifi_addr ${ports[*]}" >/dev/null ||
+    fail "the knock over Wi-Fi could not be sent"
+opened=
+for _ in $(seq 1 20); do
+    if [ "$(ap_port22)" = "SSH-2.0-" ]; then opened=yes; break; fi
+    sleep 0.5
+done
+[ -n "$opened" ] || fail "the knock over the simulated radio did not open port 22"
+gx 'iptables -S KNOCKD' | grep -qE "^-A KNOCKD -s 192.168.77.1/32 .*--dports? 22 .*-j ACCEPT" ||
+    fail "no KNOCKD rule for the Wi-Fi knocker 192.168.77.1"
+log "a knock over the simulated radio opened port 22 to 192.168.77.1 (the rule is in KNOCKD)"
 
 echo "test-boot: PASS (boot-to-knock-ready $first_ready s, $ready s after a power cut; whole test $((SECONDS - t0)) s)"

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The firmware image in CI, as root, after scripts/arm.sh (whose aarch64 release build it
-# reuses): builds the Raspberry Pi 4 image (image/build.sh) into target/image, then boots it in
-# qemu-system-aarch64 and knocks it open from a test network namespace (image/test-boot.sh).
+# reuses): builds the Raspberry Pi 4 image (image/build.sh, with the Wi-Fi test's tools) into
+# target/image, then boots it in qemu-system-aarch64 and knocks it open from a test network
+# namespace: on -M virt with Wi-Fi (image/test-boot.sh), then on the Raspberry Pi 3 model with
+# the relays and the LED read back from the emulated SoC (image/test-pi.sh).
 #
 #   scripts/image.sh            all of it
 #   scripts/image.sh deps       only the host packages (apt) and binfmt_misc for qemu-aarch64
 #   scripts/image.sh build      only the build (needs deps; mostly one core: dpkg under
 #                               qemu-user, so .ci/run runs it beside the fuzzing)
-#   scripts/image.sh test       only the boot test, on the built image
+#   scripts/image.sh test       only the boot tests, on the built image
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IMG=target/image/knockgate-rpi4-64.img
@@ -22,16 +24,19 @@ esac
 case $phase in
     build | all)
         echo "== image: build (image/build.sh --board rpi4-64)"
-        bash image/build.sh --board rpi4-64 --out target/image
+        bash image/build.sh --board rpi4-64 --out target/image --test-tools
         echo "image.sh: built in $((SECONDS - start)) s"
         ;;
 esac
 case $phase in
     test | all)
-        echo "== image: boot in qemu and knock (image/test-boot.sh)"
         [ -x target/debug/knockgate ] || cargo build --locked --quiet
         mkdir -p target/artifacts
+        echo "== image: -M virt: knock, Wi-Fi from the card on mac80211_hwsim (image/test-boot.sh)"
         bash image/test-boot.sh "$IMG" target/debug/knockgate
+        echo "image.sh: virt tested at $((SECONDS - start)) s"
+        echo "== image: -M raspi3b: knock over usb-net, relays and LED read back (image/test-pi.sh)"
+        bash image/test-pi.sh --model raspi3b "$IMG" target/debug/knockgate
         echo "image.sh: booted and tested in $((SECONDS - start)) s"
         ;;
 esac
