@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The firmware image on QEMU's Raspberry Pi 3 model (-M raspi3b): the same card, with the Pi's
-# own device tree (Debian's bcm2837-rpi-3-b.dtb from the card), SD host (sdhost-bcm2835), USB
-# network (usb-net, cdc_ether) and GPIO block (pinctrl-bcm2835), booted with its network on a
-# tap in a test network namespace. The owner's settings are put on the FAT partition before
+# The firmware image on QEMU's Raspberry Pi 3 model (-M raspi3b; or -M raspi4b): the same card,
+# with the Pi's own device tree (Debian's bcm2837-rpi-3-b.dtb from the card), SD host
+# (sdhost-bcm2835), USB network (usb-net, cdc_ether) and GPIO block (pinctrl-bcm2835; on the
+# Pi 4 bcm2711-rpi-4-b.dtb, sdhci-iproc and pinctrl-bcm2711), booted with its network on a tap
+# in a test network namespace. The owner's settings are put on the FAT partition before
 # the first boot, as from a PC: an SSH key, and a knockgate.toml with a relay door (garage,
 # GPIO 17, a 3 s pulse), a sprinkler relay with a 4 s watchdog (GPIO 27) and the status LED
 # (GPIO 22). The test checks, from the namespace:
@@ -48,9 +49,12 @@ CONSOLE_COPY=$MODEL-console.log
 
 IMAGE=$(realpath "${1:?usage: image/test-pi.sh [--model raspi3b|raspi4b] IMAGE [KNOCKGATE]}")
 install_deps
+# The console: on the Pi 3 the mini UART (ttyS1, QEMU's second serial port: the PL011 belongs
+# to Bluetooth in the upstream device tree); on the Pi 4 model the mini UART's interrupt hangs
+# the kernel at the console's open, so the PL011 (ttyAMA0, the first).
 case $MODEL in
-    raspi3b) DTB=bcm2837-rpi-3-b.dtb GPIO_BASE=0x3f200000 ;;
-    raspi4b) DTB=bcm2711-rpi-4-b.dtb GPIO_BASE=0xfe200000 ;;
+    raspi3b) DTB=bcm2837-rpi-3-b.dtb GPIO_BASE=0x3f200000 CONSOLE=ttyS1 SERIALS=(-serial null -serial chardev:console) ;;
+    raspi4b) DTB=bcm2711-rpi-4-b.dtb GPIO_BASE=0xfe200000 CONSOLE=ttyAMA0 SERIALS=(-serial chardev:console -serial null) ;;
     *) fail "unknown model $MODEL (raspi3b, raspi4b)" ;;
 esac
 PIN_GARAGE=17
@@ -111,11 +115,11 @@ power_on() {
     ip netns exec "$NS" qemu-system-aarch64 -M "$MODEL" -display none -monitor none \
         -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" -dtb "$WORK/pi.dtb" \
         -drive "file=$CARD,if=sd,format=raw" \
-        -append "console=ttyS1,115200 root=LABEL=kgroot rootwait net.ifnames=0 fsck.repair=yes" \
+        -append "console=$CONSOLE,115200 root=LABEL=kgroot rootwait net.ifnames=0 fsck.repair=yes" \
         -usb -netdev tap,id=lan,ifname=tap0,script=no,downscript=no \
         -device usb-net,netdev=lan,mac=40:54:00:4b:47:01,bus=usb-bus.0,port=1 \
         -chardev "file,id=console,path=$WORK/console.log,append=on" \
-        -serial null -serial chardev:console \
+        "${SERIALS[@]}" \
         -qmp "unix:$WORK/qmp.sock,server=on,wait=off" &
     QEMU_PID=$!
 }

@@ -2,8 +2,8 @@
 # The firmware image in CI, as root, after scripts/arm.sh (whose aarch64 release build it
 # reuses): builds the Raspberry Pi 4 image (image/build.sh, with the Wi-Fi test's tools) into
 # target/image, then boots it in qemu-system-aarch64 and knocks it open from a test network
-# namespace: on -M virt with Wi-Fi (image/test-boot.sh), then on the Raspberry Pi 3 model with
-# the relays and the LED read back from the emulated SoC (image/test-pi.sh).
+# namespace: on -M virt with Wi-Fi (image/test-boot.sh), then on the Raspberry Pi 3 and 4
+# models with the relays and the LED read back from the emulated SoC (image/test-pi.sh).
 #
 #   scripts/image.sh            all of it
 #   scripts/image.sh deps       only the host packages (apt) and binfmt_misc for qemu-aarch64
@@ -37,6 +37,9 @@ case $phase in
         echo "image.sh: virt tested at $((SECONDS - start)) s"
         echo "== image: -M raspi3b: knock over usb-net, relays and LED read back (image/test-pi.sh)"
         bash image/test-pi.sh --model raspi3b "$IMG" target/debug/knockgate
+        echo "image.sh: raspi3b tested at $((SECONDS - start)) s"
+        echo "== image: -M raspi4b (device tree patched for QEMU's model): the same checks"
+        bash image/test-pi.sh --model raspi4b "$IMG" target/debug/knockgate
         echo "image.sh: booted and tested in $((SECONDS - start)) s"
         ;;
 esac

@@ -979,9 +979,9 @@ impl Cx<'_> {
                 (Some("status".to_string()), STATUS_KEYS)
             } else if expected.contains("`max_on`") {
                 (Some("relay".to_string()), RELAY_KEYS)
-            } else if expected == "expected `backend`, `chip`" {
+            } else if expected == "expected `backend` or `chip`" {
                 (Some("gpio".to_string()), GPIO_KEYS)
-            } else if expected == "expected `pin`, `active_low`" {
+            } else if expected == "expected `pin` or `active_low`" {
                 (Some("led".to_string()), LED_KEYS)
             } else if expected.contains("`mode`") {
                 (
@@ -2754,6 +2754,7 @@ one_time_sequences = "/etc/knockgate/otp"
         ("[gpio]\nchip = \"/dev/mem\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("gpio.chip"), "is not a GPIO chip"),
         ("[gpio]\nbackend = \"rppal\"\nchip = \"gpiochip0\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(3), Some("gpio.chip"), "character device backend"),
         ("[gpio]\nchips = \"gpiochip0\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("gpio.chips"), "did you mean `chip`"),
+        ("[led]\npin = 5\ncolour = 1\n[[door]]\nname = \"a\"\nsequence = [1]", Some(3), Some("led.colour"), "unknown key `colour`"),
         ("[[relay]]\nname = \"z1\"\npin = 40\n[[door]]\nname = \"a\"\nsequence = [1]", Some(3), Some("relay[z1].pin"), "0 to 27"),
         ("[[relay]]\nname = \"z1\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(1), Some("relay[z1].pin"), "has no pin"),
         ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[[relay]]\nname = \"z2\"\npin = 17\n[[door]]\nname = \"a\"\nsequence = [1]", Some(7), Some("relay[z2].pin"), "already used by relay `z1`"),

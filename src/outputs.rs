@@ -136,12 +136,16 @@ impl Outputs {
                 match g.output(pin, high) {
                     Ok(p) => {
                         self.pins.insert(pin, p);
-                        info!(
-                            pin,
-                            backend = name,
-                            "{what} (GPIO {pin}): claimed at {} ({name} backend)",
-                            if high { "high" } else { "low" }
-                        );
+                        // A relay is claimed at its safe state (nothing switched it while
+                        // its pin was missing); the LED at its pattern's level.
+                        let state = match self.relays.is_on(&what) {
+                            Some(on) => format!(
+                                "{} (safe state, {name} backend)",
+                                if on { "on" } else { "off" }
+                            ),
+                            None => format!("claimed ({name} backend)"),
+                        };
+                        info!(pin, backend = name, "{what} (GPIO {pin}): {state}");
                     }
                     Err(e) => {
                         self.problems.insert(Some(pin), e);

@@ -140,6 +140,14 @@ impl Relays {
             .map(|r| r.cfg.pin)
     }
 
+    /// Whether relay `name` is on (None: no such relay).
+    pub fn is_on(&self, name: &str) -> Option<bool> {
+        self.relays
+            .iter()
+            .find(|r| r.cfg.name == name)
+            .map(|r| r.on)
+    }
+
     /// When [`Relays::poll`] must next run.
     pub fn poll_at(&self) -> Option<Instant> {
         self.relays.iter().filter_map(|r| r.off_at).min()

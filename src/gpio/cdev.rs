@@ -265,7 +265,10 @@ mod tests {
         };
         let expander = [chip(1, "raspberrypi-exp-gpio", 8)];
         assert_eq!(pick(&expander, Some(denied.clone())), Err(denied.clone()));
-        let pi3 = [chip(0, "pinctrl-bcm2835", 54), chip(1, "raspberrypi-exp-gpio", 8)];
+        let pi3 = [
+            chip(0, "pinctrl-bcm2835", 54),
+            chip(1, "raspberrypi-exp-gpio", 8),
+        ];
         assert_eq!(pick(&pi3, Some(denied)).unwrap().unwrap().lines, 54);
         // Another board, every chip readable: lines are looked up by name.
         assert_eq!(pick(&[chip(0, "pl061", 8)], None), Ok(None));
