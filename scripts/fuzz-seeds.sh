@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Writes the seed corpus of the fuzz targets, fuzz/corpus/<target>/seed-*, from real inputs:
-# - wire: the parser's packet fixtures (src/wire.rs), and real knocks (Debian's `knock`)
+# - wire: the parser's packet fixtures (src/net/wire.rs), and real knocks (Debian's `knock`)
 #   captured on loopback by tcpdump as Ethernet, Linux cooked v1 and v2; the first byte of a
 #   seed is the link type's index in LinkType::ALL;
-# - config: examples/knockgate.toml and src/builtin.toml;
+# - config: examples/knockgate.toml and src/config/builtin.toml;
 # - knockd_import: Debian's /etc/knockd.conf and the four examples of knockd(1);
-# - journal: journals written by the daemon's own code (src/sessions.rs);
+# - journal: journals written by the daemon's own code (src/actions/sessions.rs);
 # - otp: one-time sequence files as knockd(1) describes them;
 # - http: requests that curl and wget really send, captured with nc, and hand-written ones
 #   (a browser's GET, HEAD, bad and hostile requests).
@@ -59,7 +59,7 @@ EOF
 
 echo "== configs"
 cp examples/knockgate.toml "$corpus/config/seed-example.toml"
-cp src/builtin.toml "$corpus/config/seed-builtin.toml"
+cp src/config/builtin.toml "$corpus/config/seed-builtin.toml"
 
 echo "== knockd.conf files"
 cp /etc/knockd.conf "$corpus/knockd_import/seed-debian-knockd.conf"

@@ -1,36 +1,20 @@
 //! knockgate: a port-knocking daemon for a Raspberry Pi home gateway.
 //!
-//! Data flows one way: capture (pcap) -> [`wire`] parser -> [`engine`] (pure state machine) ->
-//! actions (commands) -> state. See README.md.
+//! Data flows one way (README, "How it works"):
+//! [`net`] (capture, BPF filter, wire parser) -> [`engine`] (pure state machine over the
+//! doors of [`doors`]) -> [`actions`] (firewall openings, commands, relays, wake-on-LAN) ->
+//! [`status`] (the page). [`daemon`] owns the loop that joins them; [`config`] is the
+//! validated config; [`cli`] holds the other commands; [`sys`] the operating-system helpers.
 #![forbid(unsafe_code)]
 
-pub mod bootfiles;
-pub mod bpf;
-pub mod capture;
-pub mod client;
-pub mod command;
+pub mod actions;
+pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod doorset;
+pub mod doors;
 pub mod engine;
-pub mod firewall;
-pub mod firstboot;
-pub mod flush;
-pub mod fsutil;
-pub mod gate;
-pub mod gpio;
-pub mod hmacseq;
 pub mod knock;
-pub mod knockd_import;
-pub mod limits;
-pub mod otp;
-pub mod outputs;
-pub mod privs;
-pub mod relays;
-pub mod replay;
-pub mod sessions;
+pub mod net;
 pub mod status;
-pub mod syslog;
+pub mod sys;
 pub mod time;
-pub mod wire;
-pub mod wol;

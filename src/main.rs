@@ -12,8 +12,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use knockgate::client::{self, Family};
-use knockgate::{bootfiles, config, daemon, firstboot, knockd_import, replay};
+use knockgate::cli::client::{self, Family};
+use knockgate::cli::{bootfiles, firstboot, knockd_import, replay};
+use knockgate::{config, daemon};
 
 /// sysexits.h EX_CONFIG: the config is invalid.
 const EX_CONFIG: u8 = 78;
@@ -187,7 +188,7 @@ impl HmacArgs {
         let (Some(file), Some(door)) = (&self.secret_file, &self.door) else {
             return Ok(None);
         };
-        let secret = knockgate::hmacseq::Secret::load(file)?;
+        let secret = knockgate::doors::hmacseq::Secret::load(file)?;
         let (first, last) = self
             .port_range
             .split_once('-')
@@ -198,7 +199,7 @@ impl HmacArgs {
             })?;
         anyhow::ensure!((2..=8).contains(&self.steps), "--steps: from 2 to 8");
         anyhow::ensure!(self.window >= 5, "--window: at least 5 seconds");
-        let params = knockgate::hmacseq::Params {
+        let params = knockgate::doors::hmacseq::Params {
             steps: self.steps,
             first,
             last,
@@ -208,7 +209,7 @@ impl HmacArgs {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        Ok(Some(knockgate::hmacseq::sequence(
+        Ok(Some(knockgate::doors::hmacseq::sequence(
             &secret,
             door,
             params.counter(now),
@@ -334,10 +335,9 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
         Err(e) => {
             eprintln!("knockgate: {e:#}");
             let config_error = e.downcast_ref::<config::ConfigError>().is_some()
-                || e.downcast_ref::<knockgate::doorset::SourceError>()
-                    .is_some()
-                || e.downcast_ref::<knockgate::replay::ReplayError>()
-                    .is_some_and(|r| matches!(r, knockgate::replay::ReplayError::Doors(_)))
+                || e.downcast_ref::<knockgate::doors::SourceError>().is_some()
+                || e.downcast_ref::<knockgate::cli::replay::ReplayError>()
+                    .is_some_and(|r| matches!(r, knockgate::cli::replay::ReplayError::Doors(_)))
                 || matches!(
                     e.downcast_ref::<daemon::DaemonError>(),
                     Some(daemon::DaemonError::Config(_) | daemon::DaemonError::Doors(_))
@@ -386,8 +386,8 @@ fn init_logging(cfg: &config::Config) -> anyhow::Result<()> {
             .with_level(false)
             .with_target(false)
             .with_ansi(false)
-            .with_writer(knockgate::syslog::Syslog::at(Path::new(
-                knockgate::syslog::DEFAULT_SOCKET,
+            .with_writer(knockgate::sys::syslog::Syslog::at(Path::new(
+                knockgate::sys::syslog::DEFAULT_SOCKET,
             )))
     });
     tracing_subscriber::registry()
@@ -426,7 +426,7 @@ fn check(path: Option<&Path>) -> ExitCode {
     let loaded = daemon::load_config(path)
         .map_err(|e| e.to_string())
         .and_then(|cfg| {
-            knockgate::doorset::Dynamic::load(&cfg)
+            knockgate::doors::Dynamic::load(&cfg)
                 .map(|_| cfg)
                 .map_err(|e| e.to_string())
         });

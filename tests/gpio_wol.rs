@@ -71,7 +71,7 @@ impl Sniffer {
 }
 
 fn magic(mac: [u8; 6], password: Option<[u8; 6]>) -> Vec<u8> {
-    knockgate::wol::magic_packet(mac, password)
+    knockgate::actions::wol::magic_packet(mac, password)
 }
 
 #[test]

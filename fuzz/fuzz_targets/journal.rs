@@ -9,7 +9,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use knockgate::sessions::{self, Sessions};
+use knockgate::actions::sessions::{self, Sessions};
 use knockgate::time::Instant;
 use libfuzzer_sys::fuzz_target;
 

@@ -5,7 +5,8 @@
 //! section of the knockd file (nothing dropped silently).
 #![no_main]
 
-use knockgate::{config, knockd_import};
+use knockgate::cli::knockd_import;
+use knockgate::config;
 use libfuzzer_sys::fuzz_target;
 
 /// C's isspace() in the "C" locale, as knockd (and the importer) trims lines.

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use knockgate::otp::{OneTime, OtpError};
+use knockgate::doors::otp::{OneTime, OtpError};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

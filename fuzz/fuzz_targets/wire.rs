@@ -6,7 +6,7 @@
 #![no_main]
 
 use knockgate::knock::Proto;
-use knockgate::wire::{self, LinkType};
+use knockgate::net::wire::{self, LinkType};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //!
 //! A capture thread opens its interface with libpcap (not promiscuous, small snaplen, immediate
 //! mode), applies the filter the daemon publishes for it (re-applied whenever the interface's
-//! addresses or the config change), parses each packet with [`crate::wire`] and sends the
+//! addresses or the config change), parses each packet with [`crate::net::wire`] and sends the
 //! [`Knock`] on. It never logs per packet: malformed packets and a full channel are counted.
 //! When the interface disappears or goes down, the thread reports it and keeps trying to
 //! reopen it, so detection resumes without a restart.
@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crate::bpf;
 use crate::knock::Knock;
-use crate::wire::{self, LinkType};
+use crate::net::bpf;
+use crate::net::wire::{self, LinkType};
 
 /// Bytes kept of each packet: enough for link, VLAN, IPv6 extension and transport headers.
 const SNAPLEN: i32 = 512;
@@ -45,7 +45,7 @@ pub struct Counters {
     pub queue_full: AtomicU64,
 }
 
-/// What the capture filter is made of (see [`crate::bpf`]): the thread renders it for its
+/// What the capture filter is made of (see [`crate::net::bpf`]): the thread renders it for its
 /// link type, which is known only once the interface is open.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FilterSpec {

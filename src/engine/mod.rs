@@ -23,6 +23,8 @@
 //!   step resets the attempt, so an in-order port scan never walks a sequence open (knockd #71).
 //!   TCP packets carrying ACK belong to established connections and never reset an attempt.
 
+pub mod limits;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::IpAddr;

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::firewall::Grant;
+use crate::actions::firewall::Grant;
 use crate::time::Instant;
 
 /// What happens when a session ends.
@@ -301,7 +301,7 @@ pub fn parse_journal(bytes: &[u8]) -> Result<Journal, serde_json::Error> {
 /// journal, never a mix.
 pub fn save(path: &Path, journal: &Journal) -> Result<(), JournalError> {
     let text = serde_json::to_vec_pretty(journal).expect("a journal serializes");
-    crate::fsutil::write_atomic(path, &text).map_err(|source| JournalError::Io {
+    crate::sys::fsutil::write_atomic(path, &text).map_err(|source| JournalError::Io {
         path: path.to_path_buf(),
         source,
     })
@@ -310,7 +310,7 @@ pub fn save(path: &Path, journal: &Journal) -> Result<(), JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::{PortRange, Ports};
+    use crate::actions::firewall::{PortRange, Ports};
 
     fn src(last: u8) -> IpAddr {
         IpAddr::from([192, 0, 2, last])

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::cli::firstboot::{self, OsRng};
 use crate::config::{self, ConfigError};
-use crate::doorset::Dynamic;
-use crate::firstboot::{self, OsRng};
+use crate::doors::Dynamic;
 
 /// The Wi-Fi settings file on the boot partition.
 pub const WIFI_FILE: &str = "wifi.txt";
@@ -346,7 +346,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if fs::metadata(path).is_ok() {
         fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
     }
-    crate::fsutil::write_atomic_keep_owner(path, bytes)
+    crate::sys::fsutil::write_atomic_keep_owner(path, bytes)
 }
 
 /// The notice file for boot file `name`.
@@ -457,7 +457,7 @@ pub fn run(opts: &Options) -> Report {
         match checked {
             Ok(text) => {
                 let target = fs::canonicalize(&opts.config).unwrap_or_else(|_| opts.config.clone());
-                match crate::fsutil::write_atomic_keep_owner(&target, text.as_bytes())
+                match crate::sys::fsutil::write_atomic_keep_owner(&target, text.as_bytes())
                     .and_then(|()| remove_durably(&cfg_path))
                 {
                     Ok(()) => {

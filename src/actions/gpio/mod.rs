@@ -11,7 +11,7 @@
 //!
 //! `[gpio] backend = "auto"` (the default) takes the character device when the kernel has one,
 //! else `/dev/gpiomem` through rppal. Nothing here is fatal to the daemon: the caller
-//! ([`crate::outputs`]) keeps guarding doors when the GPIO is missing and retries.
+//! ([`crate::actions::outputs`]) keeps guarding doors when the GPIO is missing and retries.
 
 pub mod cdev;
 #[cfg(any(target_arch = "arm", target_arch = "aarch64"))]

@@ -1,5 +1,5 @@
 //! The daemon's GPIO outputs: relays driven by doors and the status LED driven by the
-//! daemon's state. Decisions come from the pure [`crate::relays`] machines; this module owns
+//! daemon's state. Decisions come from the pure [`crate::actions::relays`] machines; this module owns
 //! the pins and applies the levels.
 //!
 //! A GPIO that cannot be opened, or a pin another program holds, never stops the daemon: the
@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{debug, error, info, warn};
 
+use crate::actions::gpio::{self, Gpio, GpioError, OutputPin};
+use crate::actions::relays::{led_level, led_pattern, Change, LedState, Relays};
 use crate::config::{GpioBackend, GpioConfig, LedConfig, RelayMode};
-use crate::gpio::{self, Gpio, GpioError, OutputPin};
-use crate::relays::{led_level, led_pattern, Change, LedState, Relays};
 use crate::status::{GpioStatus, LedStatus, RelayStatus};
 use crate::time::Instant;
 
@@ -326,7 +326,7 @@ impl Outputs {
     pub fn view(&self, now: Instant) -> (Vec<RelayStatus>, Option<LedStatus>, GpioStatus) {
         let wall = |t: Instant| {
             let left = t.saturating_since(now);
-            crate::sessions::unix_ms(SystemTime::now() + left) / 1000
+            crate::actions::sessions::unix_ms(SystemTime::now() + left) / 1000
         };
         let relays = self
             .relays
@@ -371,8 +371,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::actions::gpio::Simulated;
     use crate::config::RelayConfig;
-    use crate::gpio::Simulated;
 
     /// A backend that cannot be opened while `down` is set, and whose pins in `busy` are
     /// held by someone else; otherwise the simulated one, whose levels the test reads.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::firewall::{PortRange, Ports};
+use crate::actions::firewall::{PortRange, Ports};
 use crate::knock::{FlagRule, KnockSpec};
 
 /// Where the daemon reads its config when `--config` is not given.
@@ -236,7 +236,7 @@ pub struct Daemon {
     pub state_dir: PathBuf,
     pub max_sources: usize,
     /// Sources that fail too often are ignored for a while.
-    pub penalties: crate::limits::PenaltyConfig,
+    pub penalties: crate::engine::limits::PenaltyConfig,
     /// Run as this unprivileged user after the setup that needs root.
     pub user: Option<String>,
 }
@@ -277,7 +277,7 @@ pub struct Door {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HmacConfig {
     pub secret_file: PathBuf,
-    pub params: crate::hmacseq::Params,
+    pub params: crate::doors::hmacseq::Params,
 }
 
 /// The IPv6 variant of a command, as knockd has it: unset falls back to the IPv4 command,
@@ -1134,7 +1134,7 @@ impl Cx<'_> {
                 pid_file: None,
                 state_dir: PathBuf::from(DEFAULT_STATE_DIR),
                 max_sources: DEFAULT_MAX_SOURCES,
-                penalties: crate::limits::PenaltyConfig::default(),
+                penalties: crate::engine::limits::PenaltyConfig::default(),
                 user: None,
             },
         };
@@ -1539,7 +1539,7 @@ impl Cx<'_> {
             ));
         };
         let secret_file = self.path(file_v, &k("secret_file"))?;
-        let mut params = crate::hmacseq::Params::default();
+        let mut params = crate::doors::hmacseq::Params::default();
         if let Some(sv) = &raw.steps {
             let n = self.integer(
                 sv,
@@ -1829,7 +1829,7 @@ impl Cx<'_> {
                 }
             }
         };
-        let mut penalties = crate::limits::PenaltyConfig::default();
+        let mut penalties = crate::engine::limits::PenaltyConfig::default();
         if let Some(v) = &raw.max_failures {
             let n = self.integer(
                 v,
@@ -2386,7 +2386,7 @@ mod tests {
     #[test]
     fn example_config_parses() {
         let c = parse(
-            include_str!("../examples/knockgate.toml"),
+            include_str!("../../examples/knockgate.toml"),
             "examples/knockgate.toml",
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -2508,7 +2508,7 @@ one_time_sequences = "/etc/knockgate/otp"
                 pid_file: None,
                 state_dir: PathBuf::from(DEFAULT_STATE_DIR),
                 max_sources: DEFAULT_MAX_SOURCES,
-                penalties: crate::limits::PenaltyConfig {
+                penalties: crate::engine::limits::PenaltyConfig {
                     max_failures: 20,
                     window: Duration::from_secs(60),
                     ban: Duration::from_secs(600),
@@ -3052,7 +3052,7 @@ wake_on_lan = { mac = "00-11-22-aa-BB-cc", interface = "eth0", password = "01:02
     /// never a panic, never a line past the end.
     #[test]
     fn truncated_configs_fail_cleanly() {
-        let text = include_str!("../examples/knockgate.toml");
+        let text = include_str!("../../examples/knockgate.toml");
         let lines = text.lines().count();
         for (cut, _) in text.char_indices().step_by(3) {
             if let Err(e) = parse(&text[..cut], "t.toml") {

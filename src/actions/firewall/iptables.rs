@@ -567,7 +567,7 @@ impl Firewall for Iptables {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::PortRange;
+    use crate::actions::firewall::PortRange;
 
     fn ports(list: &[&str]) -> Ports {
         Ports::Some(list.iter().map(|p| PortRange::parse(p).unwrap()).collect())
@@ -903,7 +903,7 @@ mod tests {
 #[cfg(test)]
 mod netns_tests {
     use super::*;
-    use crate::firewall::PortRange;
+    use crate::actions::firewall::PortRange;
     use std::process::Child;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -18,21 +18,21 @@ use std::time::{Duration, SystemTime};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{debug, error, info, warn};
 
-use crate::capture::{self, Capture, CaptureEvent, Counters, FilterSpec};
-use crate::command;
+use crate::actions::command;
+use crate::actions::firewall::{iptables::Iptables, Firewall, Noop};
+use crate::actions::flush::DailyFlush;
+use crate::actions::gate::Gate;
+use crate::actions::outputs::Outputs;
+use crate::actions::sessions::{self, OpenOutcome, Pending, Sessions};
+use crate::actions::wol;
 use crate::config::{self, Backend, Config, Interfaces, Vars};
-use crate::doorset::{Dynamic, Origin, SourceError};
+use crate::doors::{Dynamic, Origin, SourceError};
+use crate::engine::limits::{LogLimit, Penalties, Verdict};
 use crate::engine::{Event, Tracker};
-use crate::firewall::{iptables::Iptables, Firewall, Noop};
-use crate::flush::DailyFlush;
-use crate::gate::Gate;
 use crate::knock::Proto;
-use crate::limits::{LogLimit, Penalties, Verdict};
-use crate::outputs::Outputs;
-use crate::sessions::{self, OpenOutcome, Pending, Sessions};
+use crate::net::capture::{self, Capture, CaptureEvent, Counters, FilterSpec};
 use crate::status::{self, Activity, Board, Snapshot};
 use crate::time::{Instant, MonotonicClock};
-use crate::wol;
 
 /// How often interfaces and their addresses are re-read (DHCP renewals, hot-plugged wlan0).
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
@@ -75,7 +75,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Doors(#[from] SourceError),
     #[error(transparent)]
-    Privileges(#[from] crate::privs::PrivError),
+    Privileges(#[from] crate::sys::privs::PrivError),
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -159,7 +159,7 @@ struct Report {
     last_opened: BTreeMap<String, u64>,
     /// Per interface: up, and the last error.
     captures: BTreeMap<String, (bool, Option<String>)>,
-    /// Boot-time setup problems ([`crate::bootfiles::NOTICES_DIR`]), read at start and reload.
+    /// Boot-time setup problems ([`crate::cli::bootfiles::NOTICES_DIR`]), read at start and reload.
     notices: Vec<String>,
 }
 
@@ -272,9 +272,9 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
     // Everything above needed root; from here on the daemon runs as [daemon] user, if set,
     // with only the capabilities it needs. No thread exists yet: all inherit this.
     if let Some(name) = &config.daemon.user {
-        let target = crate::privs::lookup(name)?;
+        let target = crate::sys::privs::lookup(name)?;
         if journal.is_some() {
-            crate::privs::hand_over(&config.daemon.state_dir, &target).map_err(|source| {
+            crate::sys::privs::hand_over(&config.daemon.state_dir, &target).map_err(|source| {
                 DaemonError::StateDir {
                     path: config.daemon.state_dir.clone(),
                     source,
@@ -282,7 +282,7 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
             })?;
         }
         let low_port = config.status.enabled && config.status.listen.port() < 1024;
-        crate::privs::drop_to(&target, &crate::privs::needed(low_port))?;
+        crate::sys::privs::drop_to(&target, &crate::sys::privs::needed(low_port))?;
         info!(user = %name, "running as {name}, with only the capabilities it needs");
     }
     let signals_tx = tx.clone();
@@ -815,7 +815,7 @@ impl Daemon {
     /// This boot's setup problems, for the status page.
     fn read_notices(&mut self) {
         self.report.notices = match &self.opts.notices_dir {
-            Some(dir) => crate::bootfiles::read_notices(dir),
+            Some(dir) => crate::cli::bootfiles::read_notices(dir),
             None => Vec::new(),
         };
         for n in &self.report.notices {

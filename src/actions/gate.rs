@@ -16,10 +16,10 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{error, info, warn};
 
+use crate::actions::firewall::{iptables, Firewall, Found, Grant};
+use crate::actions::flush::{DailyFlush, Tick};
+use crate::actions::sessions::{unix_ms, OpenOutcome, Pending, Sessions};
 use crate::config::FirewallAction;
-use crate::firewall::{iptables, Firewall, Found, Grant};
-use crate::flush::{DailyFlush, Tick};
-use crate::sessions::{unix_ms, OpenOutcome, Pending, Sessions};
 use crate::time::Instant;
 
 /// How often the chain is compared with the journal (and repaired).
@@ -40,7 +40,7 @@ fn secs(wall: SystemTime) -> u64 {
 fn note<T>(
     healthy: &mut bool,
     what: &str,
-    result: Result<T, crate::firewall::FirewallError>,
+    result: Result<T, crate::actions::firewall::FirewallError>,
 ) -> Option<T> {
     *healthy = result.is_ok();
     result.map_err(|e| error!("firewall: {what}: {e}")).ok()
@@ -255,8 +255,8 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actions::firewall::{Call, PortRange, Ports, Recording};
     use crate::config::LocalTime;
-    use crate::firewall::{Call, PortRange, Ports, Recording};
     use std::sync::{Arc, Mutex};
     use std::time::UNIX_EPOCH;
 
@@ -268,22 +268,25 @@ mod tests {
         fn name(&self) -> &'static str {
             "shared"
         }
-        fn ensure(&mut self) -> Result<crate::firewall::Repairs, crate::firewall::FirewallError> {
+        fn ensure(
+            &mut self,
+        ) -> Result<crate::actions::firewall::Repairs, crate::actions::firewall::FirewallError>
+        {
             self.0.lock().unwrap().ensure()
         }
-        fn open(&mut self, g: &Grant) -> Result<(), crate::firewall::FirewallError> {
+        fn open(&mut self, g: &Grant) -> Result<(), crate::actions::firewall::FirewallError> {
             self.0.lock().unwrap().open(g)
         }
-        fn close(&mut self, g: &Grant) -> Result<(), crate::firewall::FirewallError> {
+        fn close(&mut self, g: &Grant) -> Result<(), crate::actions::firewall::FirewallError> {
             self.0.lock().unwrap().close(g)
         }
-        fn list(&mut self) -> Result<Vec<Found>, crate::firewall::FirewallError> {
+        fn list(&mut self) -> Result<Vec<Found>, crate::actions::firewall::FirewallError> {
             self.0.lock().unwrap().list()
         }
-        fn remove(&mut self, f: &Found) -> Result<(), crate::firewall::FirewallError> {
+        fn remove(&mut self, f: &Found) -> Result<(), crate::actions::firewall::FirewallError> {
             self.0.lock().unwrap().remove(f)
         }
-        fn flush(&mut self) -> Result<(), crate::firewall::FirewallError> {
+        fn flush(&mut self) -> Result<(), crate::actions::firewall::FirewallError> {
             self.0.lock().unwrap().flush()
         }
     }

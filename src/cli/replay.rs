@@ -9,13 +9,13 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::SystemTime;
 
+use crate::actions::firewall::Grant;
+use crate::actions::sessions::{OpenOutcome, Pending, Sessions};
 use crate::config::{Config, Vars};
-use crate::doorset::{Dynamic, Origin, SourceError};
+use crate::doors::{Dynamic, Origin, SourceError};
 use crate::engine::{Event, Tracker};
-use crate::firewall::Grant;
-use crate::sessions::{OpenOutcome, Pending, Sessions};
+use crate::net::wire::{self, LinkType};
 use crate::time::Instant;
-use crate::wire::{self, LinkType};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -196,7 +196,7 @@ fn close_due(sessions: &mut Sessions, now: Instant, out: &mut impl Write) -> std
         match &s.pending {
             Pending::Stop { argv } => {
                 writeln!(out, "{at} {}: {}: command timeout", s.src, s.door)?;
-                let shown = crate::command::display(argv);
+                let shown = crate::actions::command::display(argv);
                 writeln!(out, "{at} {}: would run command: {shown}", s.door)?;
             }
             Pending::Close { grant } => {
@@ -257,7 +257,7 @@ fn report(
             }
         }
         if let (true, Some(start)) = (fresh, d.start_for(ipv6)) {
-            let shown = crate::command::display(&start.render(&vars));
+            let shown = crate::actions::command::display(&start.render(&vars));
             writeln!(out, "{at} {name}: would run command: {shown}")?;
         }
         if let Some(action) = &d.firewall {

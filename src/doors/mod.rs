@@ -3,7 +3,7 @@
 //!
 //! - A door with a fixed `sequence` is one engine door.
 //! - A door with `one_time_sequences` is one engine door with the active line of its list
-//!   (empty, so disabled, when the list is used up); see [`crate::otp`].
+//!   (empty, so disabled, when the list is used up); see [`crate::doors::otp`].
 //! - A door with `hmac` is three engine doors: the sequences of the previous, current and next
 //!   time windows (±1 window of clock skew, as TOTP allows). A window whose sequence opened
 //!   the door once is disabled until it rolls out, so a replay is refused inside the window too,
@@ -12,14 +12,17 @@
 //! The engine's door indices are positions in [`DoorSet::specs`]; [`DoorSet::origin`] maps
 //! them back to the config's doors.
 
+pub mod hmacseq;
+pub mod otp;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::engine::DoorSpec;
-use crate::hmacseq::{self, Params, Secret, SecretError};
-use crate::otp::{self, OtpError};
+use hmacseq::{Params, Secret, SecretError};
+use otp::OtpError;
 
 /// Where an engine door comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 //!   any sequence that knockgate must see to defeat in-order port scans;
 //! - UDP to the ports of `udp_ports` only;
 //! - IPv6 packets whose first next header is an extension header (hop-by-hop, routing,
-//!   fragment, destination options): BPF cannot follow the chain, [`crate::wire::parse`] does;
+//!   fragment, destination options): BPF cannot follow the chain, [`crate::net::wire::parse`] does;
 //! - all of the above through one VLAN tag, on Ethernet.
 //!
 //! Invariants: the output is deterministic (addresses and ports sorted and deduplicated), so
@@ -23,7 +23,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use crate::wire::LinkType;
+use crate::net::wire::LinkType;
 
 /// What the filter is made of.
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +116,7 @@ mod tests {
 
     use super::*;
     use crate::knock::TcpFlags;
-    use crate::wire::fixtures::{self, eth_frame, GATEWAY4, GATEWAY6};
+    use crate::net::wire::fixtures::{self, eth_frame, GATEWAY4, GATEWAY6};
 
     const SYN: u8 = TcpFlags::SYN;
     const ACK: u8 = TcpFlags::ACK;

@@ -133,9 +133,11 @@ impl OneTime {
             return Ok(());
         }
         let text = self.text();
-        crate::fsutil::write_atomic(&self.path, text.as_bytes()).map_err(|source| OtpError::Io {
-            path: self.path.clone(),
-            source,
+        crate::sys::fsutil::write_atomic(&self.path, text.as_bytes()).map_err(|source| {
+            OtpError::Io {
+                path: self.path.clone(),
+                source,
+            }
         })
     }
 }

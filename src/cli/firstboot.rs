@@ -25,9 +25,9 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::actions::firewall::Ports;
 use crate::config::{self, Config, ConfigError, Door, RelayMode};
-use crate::doorset::{Dynamic, SourceError};
-use crate::firewall::Ports;
+use crate::doors::{Dynamic, SourceError};
 
 /// Where generated ports come from: wide, above the well-known and most registered service
 /// ports, below the usual ephemeral range's top.
@@ -233,12 +233,12 @@ pub fn run(opts: &Options, rng: &mut dyn Rng) -> Result<Outcome, FirstbootError>
     })?;
     // Through a symbolic link, replace the file it points to, not the link.
     let target = fs::canonicalize(&opts.config).unwrap_or_else(|_| opts.config.clone());
-    crate::fsutil::write_atomic_keep_owner(&target, filled.text.as_bytes()).map_err(|source| {
-        FirstbootError::ConfigWrite {
+    crate::sys::fsutil::write_atomic_keep_owner(&target, filled.text.as_bytes()).map_err(
+        |source| FirstbootError::ConfigWrite {
             path: opts.config.clone(),
             source,
-        }
-    })?;
+        },
+    )?;
     Ok(Outcome::Generated {
         doors: filled
             .doors

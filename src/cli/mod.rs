@@ -1,0 +1,9 @@
+//! The commands besides `run`: the knock [`client`], [`replay`] of a capture, the importer of
+//! knockd.conf ([`knockd_import`]), and the SD-card image's boot steps ([`bootfiles`],
+//! [`firstboot`]).
+
+pub mod bootfiles;
+pub mod client;
+pub mod firstboot;
+pub mod knockd_import;
+pub mod replay;
