@@ -669,70 +669,72 @@ struct Request<'a> {
     chunked: bool,
 }
 
+/// Header lines a request may have; more is 431.
+const MAX_HEADERS: usize = 64;
+
+/// Parses a whole request head (up to and including its empty line) with httparse, then
+/// applies our rules: one Host, one Content-Length value, a bounded target, HTTP/1.x only.
 fn parse(head: &[u8]) -> Result<Request<'_>, Response> {
     let bad = |why: &str| Response::error(400, why);
-    let text = std::str::from_utf8(head).map_err(|_| bad("the request head is not UTF-8"))?;
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let line = lines.next().unwrap_or("");
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    std::str::from_utf8(head).map_err(|_| bad("the request head is not UTF-8"))?;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Response::error(431, "too many header lines"))
+        }
+        Err(httparse::Error::Version) => {
+            // Another HTTP version is 505; anything else in its place is malformed.
+            let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let parts: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+            return Err(if parts.len() == 3 && parts[2].starts_with(b"HTTP/") {
+                Response::error(505, "only HTTP/1.0 and HTTP/1.1")
+            } else {
+                bad("malformed request line")
+            });
+        }
+        Err(httparse::Error::HeaderName) => {
+            // Also refuses obsolete line folding (a line starting with white space).
+            return Err(bad("malformed header name"));
+        }
+        Err(e) => return Err(bad(&format!("malformed request: {e}"))),
+    }
+    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
     else {
         return Err(bad("malformed request line"));
     };
-    if method.is_empty() || !method.bytes().all(is_tchar) {
-        return Err(bad("malformed method"));
-    }
     if target.len() > MAX_TARGET {
         return Err(Response::error(414, "request target too long"));
     }
-    if target.is_empty() || target.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-        return Err(bad("malformed request target"));
-    }
-    let http11 = match version {
-        "HTTP/1.1" => true,
-        "HTTP/1.0" => false,
-        v if v.starts_with("HTTP/") => {
-            return Err(Response::error(505, "only HTTP/1.0 and HTTP/1.1"));
-        }
-        _ => return Err(bad("malformed HTTP version")),
-    };
     let mut req = Request {
         method,
         target,
-        http11,
+        http11: version == 1,
         host: None,
         content_length: None,
         chunked: false,
     };
-    for line in lines.take_while(|l| !l.is_empty()) {
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(bad("malformed header line"));
-        };
-        if name.is_empty() || !name.bytes().all(is_tchar) {
-            // Also refuses obsolete line folding (a line starting with white space).
-            return Err(bad("malformed header name"));
-        }
-        let value = value.trim_matches([' ', '\t']);
-        if name.eq_ignore_ascii_case("host") {
+    for h in parsed.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| bad("the request head is not UTF-8"))?
+            .trim_matches([' ', '\t']);
+        if h.name.eq_ignore_ascii_case("host") {
             if req.host.replace(value).is_some() {
                 return Err(bad("more than one Host header"));
             }
-        } else if name.eq_ignore_ascii_case("content-length") {
+        } else if h.name.eq_ignore_ascii_case("content-length") {
             let n: u64 = value.parse().map_err(|_| bad("malformed Content-Length"))?;
             if req.content_length.replace(n).is_some_and(|old| old != n) {
                 return Err(bad("conflicting Content-Length headers"));
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             req.chunked = true;
         }
     }
     Ok(req)
-}
-
-/// RFC 9110 token characters.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A Host header value or an `allowed_hosts` entry without its port, lowercased, without a
