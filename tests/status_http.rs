@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use knockgate::status::server::{self, ServerConfig, StatusServer};
 use knockgate::status::{
-    Activity, Board, CaptureStatus, Counters, DoorStatus, FirewallStatus, GpioStatus, LedStatus,
-    OpenSession, RelayStatus, Snapshot,
+    Activity, ActivityKind, Board, CaptureStatus, Counters, DoorStatus, FirewallStatus, GpioStatus,
+    LedStatus, OpenSession, RelayStatus, Snapshot,
 };
 use serde_json::Value;
 
@@ -71,7 +71,7 @@ fn snapshot(now: u64) -> Snapshot {
                 src: "198.51.100.7".parse().unwrap(),
                 lan: false,
                 door: DOOR.into(),
-                event: "open".into(),
+                event: ActivityKind::Open,
                 stage: 3,
                 of: 3,
             },
@@ -80,7 +80,7 @@ fn snapshot(now: u64) -> Snapshot {
                 src: "192.168.1.30".parse().unwrap(),
                 lan: true,
                 door: DOOR.into(),
-                event: "stage".into(),
+                event: ActivityKind::Stage,
                 stage: 1,
                 of: 3,
             },

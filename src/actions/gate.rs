@@ -18,8 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::actions::firewall::{iptables, Firewall, Found, Grant};
 use crate::actions::flush::{DailyFlush, Tick};
-use crate::actions::sessions::{unix_ms, OpenOutcome, Pending, Sessions};
-use crate::config::FirewallAction;
+use crate::actions::sessions::{OpenOutcome, Pending, Sessions};
 use crate::time::Instant;
 
 /// How often the chain is compared with the journal (and repaired).
@@ -30,10 +29,6 @@ pub struct Gate {
     flush: Option<DailyFlush>,
     next_check: Instant,
     healthy: bool,
-}
-
-fn secs(wall: SystemTime) -> u64 {
-    unix_ms(wall) / 1000
 }
 
 /// Logs a firewall failure and records health; the value on success.
@@ -77,29 +72,19 @@ impl Gate {
         self.healthy
     }
 
-    /// Opens `action` for `src` on behalf of `door`, or extends its opening. Returns whether the
-    /// sessions changed (the journal must be saved).
-    #[allow(clippy::too_many_arguments)]
+    /// Opens `grant` (made by [`crate::actions::plan`]) with a session of `duration`, or
+    /// extends the knocker's opening of that door. Returns whether the sessions changed (the
+    /// journal must be saved).
     pub fn open(
         &mut self,
         sessions: &mut Sessions,
         now: Instant,
         wall: SystemTime,
-        door: &str,
-        src: IpAddr,
-        action: &FirewallAction,
+        grant: Grant,
+        duration: Duration,
     ) -> bool {
-        let duration = match action.duration {
-            Some(d) => d,
-            None => self.until_flush(wall),
-        };
-        let until = secs(wall) + duration.as_secs().max(1);
-        let grant = Grant {
-            door: door.to_string(),
-            src,
-            ports: action.ports.clone(),
-            until,
-        };
+        let (door, src) = (grant.door.clone(), grant.src);
+        let door = door.as_str();
         let pending = Pending::Close {
             grant: grant.clone(),
         };
@@ -159,7 +144,7 @@ impl Gate {
     }
 
     /// Time from `wall` to the next daily flush (for openings without a duration).
-    fn until_flush(&self, wall: SystemTime) -> Duration {
+    pub fn until_flush(&self, wall: SystemTime) -> Duration {
         let Some(flush) = &self.flush else {
             // Config validation requires a duration when there is no flush; be safe anyway.
             return Duration::from_secs(24 * 3600);
@@ -256,7 +241,8 @@ impl Gate {
 mod tests {
     use super::*;
     use crate::actions::firewall::{Call, PortRange, Ports, Recording};
-    use crate::config::LocalTime;
+    use crate::actions::sessions::unix_ms;
+    use crate::config::{FirewallAction, LocalTime};
     use std::sync::{Arc, Mutex};
     use std::time::UNIX_EPOCH;
 
@@ -304,6 +290,31 @@ mod tests {
         }
     }
 
+    fn secs(wall: SystemTime) -> u64 {
+        unix_ms(wall) / 1000
+    }
+
+    /// A firewall door's opening as the plan makes it: until `wall` + its duration (or the
+    /// time to the flush).
+    fn open(
+        g: &mut Gate,
+        s: &mut Sessions,
+        now: Instant,
+        wall: SystemTime,
+        door: &str,
+        src: IpAddr,
+        action: &FirewallAction,
+    ) -> bool {
+        let after = action.duration.unwrap_or_else(|| g.until_flush(wall));
+        let grant = Grant {
+            door: door.into(),
+            src,
+            ports: action.ports.clone(),
+            until: secs(wall) + after.as_secs().max(1),
+        };
+        g.open(s, now, wall, grant, after)
+    }
+
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([192, 0, 2, last])
     }
@@ -319,7 +330,8 @@ mod tests {
         let (mut g, fw) = gate(None);
         let mut s = Sessions::new();
         for i in 0..10 {
-            g.open(
+            open(
+                &mut g,
                 &mut s,
                 Instant::from_secs(i),
                 wall(i),
@@ -349,7 +361,8 @@ mod tests {
     fn closing_sequence_closes_only_that_source() {
         let (mut g, fw) = gate(None);
         let mut s = Sessions::new();
-        g.open(
+        open(
+            &mut g,
             &mut s,
             Instant::ZERO,
             wall(0),
@@ -357,7 +370,8 @@ mod tests {
             ip(2),
             &ssh(Some(3600)),
         );
-        g.open(
+        open(
+            &mut g,
             &mut s,
             Instant::ZERO,
             wall(0),
@@ -376,7 +390,8 @@ mod tests {
     fn reconcile_restores_missing_and_removes_unaccounted_rules() {
         let (mut g, fw) = gate(None);
         let mut s = Sessions::new();
-        g.open(
+        open(
+            &mut g,
             &mut s,
             Instant::ZERO,
             wall(0),
@@ -415,7 +430,15 @@ mod tests {
         let mut s = Sessions::new();
         // T0 is 2026-11-18T11:06:40Z: the next 04:00 UTC is 16h53m20s (60 800 s) away.
         assert!(!g.tick(&mut s, Instant::ZERO, wall(0)));
-        g.open(&mut s, Instant::ZERO, wall(0), "ssh", ip(2), &ssh(None));
+        open(
+            &mut g,
+            &mut s,
+            Instant::ZERO,
+            wall(0),
+            "ssh",
+            ip(2),
+            &ssh(None),
+        );
         let until = fw.0.lock().unwrap().rules[0].until;
         assert_eq!(until, T0 + 60_800);
         let mut flushed_at = None;
@@ -439,14 +462,30 @@ mod tests {
         let (mut g, fw) = gate(None);
         let mut s = Sessions::new();
         fw.0.lock().unwrap().fail = true;
-        g.open(&mut s, Instant::ZERO, wall(0), "ssh", ip(2), &ssh(Some(30)));
+        open(
+            &mut g,
+            &mut s,
+            Instant::ZERO,
+            wall(0),
+            "ssh",
+            ip(2),
+            &ssh(Some(30)),
+        );
         assert!(!g.healthy());
         assert!(
             s.is_empty(),
             "a door that did not open is not shown as open"
         );
         fw.0.lock().unwrap().fail = false;
-        g.open(&mut s, Instant::ZERO, wall(0), "ssh", ip(2), &ssh(Some(30)));
+        open(
+            &mut g,
+            &mut s,
+            Instant::ZERO,
+            wall(0),
+            "ssh",
+            ip(2),
+            &ssh(Some(30)),
+        );
         assert!(g.healthy());
         assert_eq!(s.len(), 1);
     }

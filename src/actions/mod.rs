@@ -9,6 +9,7 @@ pub mod flush;
 pub mod gate;
 pub mod gpio;
 pub mod outputs;
+pub mod plan;
 pub mod relays;
 pub mod sessions;
 pub mod wol;

@@ -1,5 +1,6 @@
 //! `knockgate replay`: a capture file through the real parser and engine, packet timestamps as
-//! time, printing the events and the actions the daemon would take.
+//! time, printing the events and the plan the daemon would execute for each opened door (the
+//! daemon's own [`plan::plan`]).
 //!
 //! Doors without a target count knocks to the addresses given with `--local`, or to any address
 //! when none is given (a capture file does not say which addresses were the host's own).
@@ -7,11 +8,12 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use crate::actions::firewall::Grant;
-use crate::actions::sessions::{OpenOutcome, Pending, Sessions};
-use crate::config::{Config, Vars};
+use crate::actions::flush::DailyFlush;
+use crate::actions::plan::{self, Action, Now};
+use crate::actions::sessions::{unix_ms, Pending, Sessions};
+use crate::config::Config;
 use crate::doors::{Dynamic, Origin, SourceError};
 use crate::engine::{Event, Tracker};
 use crate::net::wire::{self, LinkType};
@@ -65,6 +67,7 @@ pub fn replay(
     let mut doors = set.origin;
     let mut tracker = Tracker::new(set.specs, config.daemon.max_sources);
     let mut sessions = Sessions::new();
+    let flush = config.firewall.daily_flush.map(DailyFlush::local);
     let mut summary = Summary::default();
     let mut events = Vec::new();
     let mut origin: Option<i128> = None;
@@ -105,35 +108,34 @@ pub fn replay(
             doors = set.origin;
             built_at = Some(unix);
         }
-        advance(
-            config,
-            &doors,
-            &mut tracker,
-            &mut sessions,
-            Some(now),
-            &mut summary,
-            out,
-        )?;
+        advance(&mut tracker, &mut sessions, Some(now), out)?;
         events.clear();
         let dst_is_local = local.is_empty() || local.contains(&knock.dst);
         tracker.on_knock(now, &knock, dst_is_local, &mut events);
-        report(
+        // The packet's own time is the wall clock the plan sees.
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_micros(u64::try_from(ts).unwrap_or(0));
+        let until_flush = flush.as_ref().map_or(Duration::from_secs(24 * 3600), |f| {
+            let t = jiff::Timestamp::try_from(wall).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            let next = f.next_after(t);
+            Duration::from_secs(u64::try_from(next.as_second() - t.as_second()).unwrap_or(0))
+        });
+        let at = Now {
+            mono: now,
+            wall,
+            until_flush,
+        };
+        // What an opening used is retired in memory: replay never writes a one-time list.
+        let retired = report(
             config,
             &doors,
+            &mut dynamic,
             &tracker,
             &mut sessions,
-            now,
+            at,
             &events,
             &mut summary,
             out,
         )?;
-        // What an opening used is retired (in memory: replay never writes a one-time list).
-        let mut retired = false;
-        for e in &events {
-            if let Event::Opened { door, .. } = e {
-                retired |= dynamic.used_in_memory(config, doors[*door], unix);
-            }
-        }
         if retired {
             let set = dynamic.doors(config, unix);
             tracker.set_doors(set.specs, config.daemon.max_sources);
@@ -141,15 +143,7 @@ pub fn replay(
         }
     }
     // What the daemon would still do after the capture ends.
-    advance(
-        config,
-        &doors,
-        &mut tracker,
-        &mut sessions,
-        None,
-        &mut summary,
-        out,
-    )?;
+    advance(&mut tracker, &mut sessions, None, out)?;
     writeln!(
         out,
         "# {} packets, {} knocks, {} malformed, {} opened",
@@ -159,14 +153,10 @@ pub fn replay(
 }
 
 /// Fires every timer due up to `until` (all of them with None), each at its own time.
-#[allow(clippy::too_many_arguments)]
 fn advance(
-    config: &Config,
-    doors: &[Origin],
     tracker: &mut Tracker,
     sessions: &mut Sessions,
     until: Option<Instant>,
-    summary: &mut Summary,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     let mut events = Vec::new();
@@ -180,7 +170,10 @@ fn advance(
         };
         events.clear();
         tracker.poll(at, &mut events);
-        report(config, doors, tracker, sessions, at, &events, summary, out)?;
+        // Timers only time attempts out: no door opens here.
+        for event in &events {
+            writeln!(out, "{} {}", stamp(at), event.describe(tracker.doors()))?;
+        }
         close_due(sessions, at, out)?;
     }
 }
@@ -212,88 +205,56 @@ fn close_due(sessions: &mut Sessions, now: Instant, out: &mut impl Write) -> std
     Ok(())
 }
 
-/// Prints the events, and for each opened door the actions the daemon would take.
+/// Prints the events, and for each opened door the plan the daemon would execute
+/// ([`plan::plan`], the daemon's own), applied to the replay's sessions. Returns whether a
+/// sequence was retired (the engine's doors must be rebuilt).
 #[allow(clippy::too_many_arguments)]
 fn report(
     config: &Config,
     doors: &[Origin],
+    dynamic: &mut Dynamic,
     tracker: &Tracker,
     sessions: &mut Sessions,
-    now: Instant,
+    now: Now,
     events: &[Event],
     summary: &mut Summary,
     out: &mut impl Write,
-) -> std::io::Result<()> {
-    let at = stamp(now);
+) -> std::io::Result<bool> {
+    let at = stamp(now.mono);
+    let mut retired = false;
     for event in events {
         writeln!(out, "{at} {}", event.describe(tracker.doors()))?;
         let Event::Opened { src, door } = *event else {
             continue;
         };
         summary.opens += 1;
-        let d = &config.doors[doors[door].door];
+        let origin = doors[door];
+        let d = &config.doors[origin.door];
         let name = d.name.as_str();
-        let vars = Vars {
-            ip: src,
-            door: name,
-        };
-        let ipv6 = src.is_ipv6();
-        let mut fresh = true;
-        if let Some(stop) = d.stop_for(ipv6) {
-            let pending = Pending::Stop {
-                argv: stop.render(&vars),
-            };
-            let outcome = sessions.open(
-                now,
-                SystemTime::UNIX_EPOCH,
-                name,
-                src,
-                d.cmd_timeout,
-                pending,
-            );
-            if outcome != OpenOutcome::New {
-                writeln!(out, "{at} {src}: {name}: already open: extended")?;
-                fresh = false;
+        for action in plan::plan(d, origin, src, sessions, &now) {
+            match &action {
+                Action::Run { .. } => writeln!(out, "{at} {name}: would {action}")?,
+                _ => writeln!(out, "{at} {src}: {name}: would {action}")?,
             }
-        }
-        if let (true, Some(start)) = (fresh, d.start_for(ipv6)) {
-            let shown = crate::actions::command::display(&start.render(&vars));
-            writeln!(out, "{at} {name}: would run command: {shown}")?;
-        }
-        if let Some(action) = &d.firewall {
-            let ports = &action.ports;
-            match action.duration {
-                Some(duration) => {
-                    let grant = Grant {
-                        door: name.to_string(),
-                        src,
-                        ports: ports.clone(),
-                        until: duration.as_secs(),
-                    };
-                    let pending = Pending::Close { grant };
-                    let outcome =
-                        sessions.open(now, SystemTime::UNIX_EPOCH, name, src, duration, pending);
-                    let verb = if outcome == OpenOutcome::New {
-                        "open"
-                    } else {
-                        "extend"
-                    };
-                    let secs = duration.as_secs();
-                    writeln!(out, "{at} {src}: {name}: would {verb} {ports} for {secs}s")?;
+            match action {
+                Action::Retire { origin } => {
+                    let unix = unix_ms(now.wall) / 1000;
+                    retired |= dynamic.used_in_memory(config, origin, unix);
                 }
-                None => writeln!(
-                    out,
-                    "{at} {src}: {name}: would open {ports} until closed or the daily flush"
-                )?,
+                Action::ScheduleStop { argv, after, .. } => {
+                    let pending = Pending::Stop { argv };
+                    sessions.open(now.mono, now.wall, name, src, after, pending);
+                }
+                Action::Open { grant, after, .. } => {
+                    let pending = Pending::Close { grant };
+                    sessions.open(now.mono, now.wall, name, src, after, pending);
+                }
+                Action::Close { target, .. } => {
+                    sessions.remove_close(&target, src);
+                }
+                Action::Run { .. } | Action::Relay { .. } | Action::Wake(_) => {}
             }
-        }
-        if let Some(target) = &d.close {
-            let what = match sessions.remove_close(target, src) {
-                Some(_) => "would close",
-                None => "nothing to close:",
-            };
-            writeln!(out, "{at} {src}: {name}: {what} {target}")?;
         }
     }
-    Ok(())
+    Ok(retired)
 }

@@ -23,15 +23,16 @@ use crate::actions::firewall::{iptables::Iptables, Firewall, Noop};
 use crate::actions::flush::DailyFlush;
 use crate::actions::gate::Gate;
 use crate::actions::outputs::Outputs;
-use crate::actions::sessions::{self, OpenOutcome, Pending, Sessions};
+use crate::actions::plan::{self, Action};
+use crate::actions::sessions::{self, Pending, Sessions};
 use crate::actions::wol;
-use crate::config::{self, Backend, Config, Interfaces, Vars};
+use crate::config::{self, Backend, Config, Interfaces};
 use crate::doors::{Dynamic, Origin, SourceError};
 use crate::engine::limits::{LogLimit, Penalties, Verdict};
 use crate::engine::{Event, Tracker};
 use crate::knock::Proto;
 use crate::net::capture::{self, Capture, CaptureEvent, Counters, FilterSpec};
-use crate::status::{self, Activity, Board, Snapshot};
+use crate::status::{self, Activity, ActivityKind, Board, Snapshot};
 use crate::time::{Instant, MonotonicClock};
 
 /// How often interfaces and their addresses are re-read (DHCP renewals, hot-plugged wlan0).
@@ -164,9 +165,9 @@ struct Report {
 }
 
 impl Report {
-    fn record(&mut self, src: IpAddr, door: &str, event: &str, stage: usize, of: usize) {
+    fn record(&mut self, src: IpAddr, door: &str, event: ActivityKind, stage: usize, of: usize) {
         let now = sessions::unix_ms(SystemTime::now()) / 1000;
-        if event == "stage" || event == "open" {
+        if matches!(event, ActivityKind::Stage | ActivityKind::Open) {
             let hour = now / 3600;
             match self.hourly.back_mut() {
                 Some((h, n)) if *h == hour => *n += 1,
@@ -176,7 +177,7 @@ impl Report {
                 self.hourly.pop_front();
             }
         }
-        if event == "open" {
+        if event == ActivityKind::Open {
             self.last_opened.insert(door.to_string(), now);
         }
         self.recent.push_front(Activity {
@@ -184,7 +185,7 @@ impl Report {
             src,
             lan: status::is_lan(src),
             door: door.to_string(),
-            event: event.to_string(),
+            event,
             stage,
             of,
         });
@@ -503,17 +504,12 @@ impl Daemon {
                     let name = name(door);
                     let of = self.tracker.doors()[door].sequence.len();
                     info!(%src, door = %name, "{line}");
-                    self.report.record(src, &name, "open", of, of);
+                    self.report.record(src, &name, ActivityKind::Open, of, of);
                     if let Some(o) = &mut self.outputs {
                         o.opened(now);
                     }
-                    // Retire what the opening used (a one-time line is durably commented out)
-                    // before acting: a power cut right after the door opens can never
-                    // re-enable it.
                     let origin = self.origin[door];
-                    let retired = self.dynamic.used(&self.config, origin, unix_now());
-                    self.open(now, src, origin.door);
-                    if retired {
+                    if self.open(now, src, origin) {
                         self.rebuild_doors(now);
                     }
                     self.publish(now);
@@ -527,7 +523,8 @@ impl Daemon {
                     if self.log_limit.allow(now) {
                         info!(%src, stage, "{line}");
                     }
-                    self.report.record(src, &name(door), "stage", stage, of);
+                    self.report
+                        .record(src, &name(door), ActivityKind::Stage, stage, of);
                     if let Some(o) = &mut self.outputs {
                         o.stage(now);
                     }
@@ -537,7 +534,8 @@ impl Daemon {
                         info!(%src, stage, "{line}");
                     }
                     let of = self.tracker.doors()[door].sequence.len();
-                    self.report.record(src, &name(door), "timeout", stage, of);
+                    self.report
+                        .record(src, &name(door), ActivityKind::Timeout, stage, of);
                     self.penalize(src, now);
                 }
                 Event::Reset {
@@ -696,84 +694,90 @@ impl Daemon {
         self.board.publish(snapshot);
     }
 
-    fn open(&mut self, now: Instant, src: IpAddr, door: usize) {
-        let Some(d) = self.config.doors.get(door) else {
-            return;
+    /// Executes the plan of `src` opening the config door of engine door `origin`
+    /// ([`plan::plan`]); true if a sequence was retired (the engine's doors must be rebuilt).
+    fn open(&mut self, now: Instant, src: IpAddr, origin: Origin) -> bool {
+        let Some(d) = self.config.doors.get(origin.door) else {
+            return false;
         };
-        let name = d.name.as_str();
-        let vars = Vars {
-            ip: src,
-            door: name,
+        let wall = SystemTime::now();
+        let at = plan::Now {
+            mono: now,
+            wall,
+            until_flush: self
+                .gate
+                .as_ref()
+                .map_or(Duration::from_secs(24 * 3600), |g| g.until_flush(wall)),
         };
-        let ipv6 = src.is_ipv6();
-        let start = d.start_for(ipv6).map(|c| c.render(&vars));
-        let mut changed = false;
-        match d.stop_for(ipv6).map(|c| c.render(&vars)) {
-            None => {
-                if let Some(argv) = start {
-                    command::spawn(name, argv, self.opts.dry_run);
+        let name = d.name.clone();
+        let name = name.as_str();
+        let (mut changed, mut retired) = (false, false);
+        for action in plan::plan(d, origin, src, &self.sessions, &at) {
+            debug!(%src, door = name, "{src}: {name}: plan: {action}");
+            match action {
+                // First, and durably (a one-time line is commented out): a power cut right
+                // after the door opens can never re-enable it.
+                Action::Retire { origin } => {
+                    retired |= self.dynamic.used(&self.config, origin, unix_now());
                 }
-            }
-            Some(stop) => {
-                let pending = Pending::Stop { argv: stop };
-                let outcome =
-                    self.sessions
-                        .open(now, SystemTime::now(), name, src, d.cmd_timeout, pending);
-                match outcome {
-                    OpenOutcome::New => {
-                        if let Some(argv) = start {
-                            command::spawn(name, argv, self.opts.dry_run);
-                        }
+                Action::ScheduleStop {
+                    argv,
+                    after,
+                    extend,
+                } => {
+                    let pending = Pending::Stop { argv };
+                    self.sessions.open(now, wall, name, src, after, pending);
+                    if extend {
+                        info!(%src, door = name, "{src}: {name}: already open: extended by {}s", after.as_secs());
                     }
-                    OpenOutcome::Extended(_) => {
-                        info!(%src, door = name, "{src}: {name}: already open: extended by {}s", d.cmd_timeout.as_secs());
+                    changed = true;
+                }
+                Action::Run { argv } => command::spawn(name, argv, self.opts.dry_run),
+                Action::Open { grant, after, .. } => {
+                    if let Some(gate) = &mut self.gate {
+                        changed |= gate.open(&mut self.sessions, now, wall, grant, after);
                     }
                 }
-                changed = true;
-            }
-        }
-        if let (Some(action), Some(gate)) = (&d.firewall, &mut self.gate) {
-            changed |= gate.open(
-                &mut self.sessions,
-                now,
-                SystemTime::now(),
-                name,
-                src,
-                action,
-            );
-        }
-        if let (Some(target), Some(gate)) = (&d.close, &mut self.gate) {
-            changed |= gate.close_door(&mut self.sessions, target, src, name);
-        }
-        if let (Some(action), Some(o)) = (&d.gpio, &mut self.outputs) {
-            o.relay(now, &action.relay, action.mode);
-        }
-        if let Some(w) = &d.wake_on_lan {
-            let mac = wol::mac_text(w.mac);
-            if !self.wake_limit.allow(now, w.mac, w.rate_limit) {
-                info!(
-                    door = name,
-                    "{name}: wake-on-LAN to {mac} not sent: rate-limited"
-                );
-            } else if self.opts.dry_run {
-                info!(
-                    door = name,
-                    "{name}: (dry run) would send wake-on-LAN to {mac}"
-                );
-            } else {
-                match wol::send(w) {
-                    Ok(n) => info!(
-                        door = name,
-                        "{name}: wake-on-LAN sent to {mac} ({n} bytes to {}:{})",
-                        w.broadcast,
-                        w.port
-                    ),
-                    Err(e) => error!(door = name, "{name}: cannot send wake-on-LAN to {mac}: {e}"),
+                Action::Close { target, .. } => {
+                    if let Some(gate) = &mut self.gate {
+                        changed |= gate.close_door(&mut self.sessions, &target, src, name);
+                    }
                 }
+                Action::Relay { relay, mode } => {
+                    if let Some(o) = &mut self.outputs {
+                        o.relay(now, &relay, mode);
+                    }
+                }
+                Action::Wake(w) => self.wake(now, name, &w),
             }
         }
         if changed {
             self.save_journal();
+        }
+        retired
+    }
+
+    /// Sends a door's wake-on-LAN packet, within its rate limit.
+    fn wake(&mut self, now: Instant, name: &str, w: &config::WakeAction) {
+        let mac = wol::mac_text(w.mac);
+        if !self.wake_limit.allow(now, w.mac, w.rate_limit) {
+            info!(
+                door = name,
+                "{name}: wake-on-LAN to {mac} not sent: rate-limited"
+            );
+        } else if self.opts.dry_run {
+            info!(
+                door = name,
+                "{name}: (dry run) would send wake-on-LAN to {mac}"
+            );
+        } else {
+            match wol::send(w) {
+                Ok(n) => info!(
+                    door = name,
+                    "{name}: wake-on-LAN sent to {mac} ({n} bytes to {}:{})", w.broadcast, w.port
+                ),
+                Err(e) => error!(door = name, "{name}: cannot send wake-on-LAN to {mac}: {e}"),
+            }
         }
     }
 

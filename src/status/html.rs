@@ -13,7 +13,7 @@
 
 use std::fmt::Write;
 
-use super::{Activity, DoorStatus, Snapshot};
+use super::{Activity, ActivityKind, DoorStatus, Snapshot};
 
 /// The page reloads itself this often.
 pub const REFRESH_SECS: u32 = 5;
@@ -356,12 +356,11 @@ fn recent(h: &mut String, s: &Snapshot) {
 
 fn event(a: &Activity) -> String {
     let stage = format!("stage {}/{}", a.stage, a.of);
-    match a.event.as_str() {
-        "open" => "<span class=\"ok\">opened</span>".to_string(),
-        "stage" => stage,
-        "timeout" => format!("<span class=\"bad\">timed out</span> at {stage}"),
-        "reset" => format!("reset at {stage}"),
-        other => format!("{} at {stage}", escape(other)),
+    match a.event {
+        ActivityKind::Open => "<span class=\"ok\">opened</span>".to_string(),
+        ActivityKind::Stage => stage,
+        ActivityKind::Timeout => format!("<span class=\"bad\">timed out</span> at {stage}"),
+        ActivityKind::Reset => format!("reset at {stage}"),
     }
 }
 
@@ -681,7 +680,7 @@ pub(crate) fn sample() -> Snapshot {
                 src: "203.0.113.9".parse().unwrap(),
                 lan: false,
                 door: "ssh<script>alert(1)</script>".into(),
-                event: "open".into(),
+                event: ActivityKind::Open,
                 stage: 3,
                 of: 3,
             },
@@ -690,7 +689,7 @@ pub(crate) fn sample() -> Snapshot {
                 src: "192.168.1.20".parse().unwrap(),
                 lan: true,
                 door: "garage".into(),
-                event: "timeout".into(),
+                event: ActivityKind::Timeout,
                 stage: 1,
                 of: 2,
             },

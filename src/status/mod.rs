@@ -103,10 +103,23 @@ pub struct Activity {
     /// True for a source on the LAN (private, link-local or unique-local address).
     pub lan: bool,
     pub door: String,
-    /// `stage`, `open`, `timeout` or `reset`.
-    pub event: String,
+    pub event: ActivityKind,
     pub stage: usize,
     pub of: usize,
+}
+
+/// What an [`Activity`] was; `stage`, `open`, `timeout` or `reset` in the JSON API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivityKind {
+    /// An accepted knock step.
+    Stage,
+    /// The door opened.
+    Open,
+    /// The sequence timed out.
+    Timeout,
+    /// A wrong knock reset the attempt.
+    Reset,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
