@@ -1,0 +1,113 @@
+//! The interfaces the daemon listens on: re-read every [`super::REFRESH_EVERY`] (a DHCP
+//! renewal, a new address, a hot-plugged wlan0), with a capture thread started, stopped or
+//! re-filtered to match.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use tracing::{debug, error, info};
+
+use super::Daemon;
+use crate::config::Interfaces;
+use crate::knock::Proto;
+use crate::net::capture::{self, Capture, FilterSpec};
+
+impl Daemon {
+    /// Re-reads interfaces and addresses; starts, stops and re-filters captures to match.
+    pub(super) fn refresh_interfaces(&mut self) {
+        let system = capture::interfaces();
+        let wanted: BTreeSet<String> = if !self.opts.interfaces.is_empty() {
+            self.opts.interfaces.iter().cloned().collect()
+        } else {
+            match &self.config.daemon.interfaces {
+                Interfaces::Named(names) => names.iter().cloned().collect(),
+                Interfaces::Auto => system
+                    .values()
+                    .filter(|i| i.up && !i.loopback && !i.addresses.is_empty())
+                    .map(|i| i.name.clone())
+                    .collect(),
+            }
+        };
+        let gone: Vec<String> = self
+            .captures
+            .keys()
+            .filter(|n| !wanted.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(c) = self.captures.remove(&name) {
+                info!(interface = %name, "no longer listening on {name}");
+                c.stop();
+            }
+        }
+        let addresses: BTreeMap<String, Vec<IpAddr>> = wanted
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    system
+                        .get(n)
+                        .map(|i| i.addresses.clone())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        for (name, list) in &addresses {
+            if self.addresses.get(name) != Some(list) {
+                let shown: Vec<String> = list.iter().map(IpAddr::to_string).collect();
+                info!(interface = %name, "{name}: knocks count when sent to [{}]", shown.join(", "));
+            }
+        }
+        self.local = addresses.values().flatten().copied().collect();
+        self.addresses = addresses;
+        let mut local: Vec<IpAddr> = self.local.iter().copied().collect();
+        local.sort();
+        let mut targets: Vec<IpAddr> = self.config.doors.iter().filter_map(|d| d.target).collect();
+        targets.sort();
+        targets.dedup();
+        let mut udp_ports: Vec<u16> = self
+            .tracker
+            .doors()
+            .iter()
+            .flat_map(|d| d.sequence.iter())
+            .filter(|k| k.proto == Proto::Udp)
+            .map(|k| k.port)
+            .collect();
+        udp_ports.sort();
+        udp_ports.dedup();
+        let filter = FilterSpec {
+            local,
+            targets,
+            udp_ports,
+        };
+        for name in &wanted {
+            match self.captures.get(name) {
+                Some(c) => {
+                    if c.set_filter(&filter) {
+                        debug!(interface = %name, ?filter, "addresses or doors changed");
+                    }
+                }
+                None => match Capture::start(
+                    name,
+                    filter.clone(),
+                    self.tx.clone(),
+                    self.counters.clone(),
+                ) {
+                    Ok(c) => {
+                        self.captures.insert(name.clone(), c);
+                    }
+                    Err(e) => error!(interface = %name, "cannot start capture thread: {e}"),
+                },
+            }
+        }
+        let malformed = self.counters.malformed.load(Ordering::Relaxed);
+        let full = self.counters.queue_full.load(Ordering::Relaxed);
+        debug!(
+            malformed,
+            queue_full = full,
+            tracked = self.tracker.tracked_sources(),
+            "counters"
+        );
+    }
+}

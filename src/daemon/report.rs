@@ -1,0 +1,227 @@
+//! What the status page shows: the daemon's history (recent activity, knocks per hour, last
+//! openings, capture health, boot notices) and the [`Snapshot`] built from it and the live
+//! state, published on the [`Board`] the HTTP server reads.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use tracing::{error, info, warn};
+
+use super::Daemon;
+use crate::actions::sessions::{self, Pending};
+use crate::config;
+use crate::status::{self, Activity, ActivityKind, Snapshot};
+use crate::time::Instant;
+
+/// What the status page shows beyond the live state: history and capture health.
+#[derive(Default)]
+pub(super) struct Report {
+    pub(super) started: Option<std::time::Instant>,
+    pub(super) recent: std::collections::VecDeque<Activity>,
+    /// (hour since the Unix epoch, accepted knock steps in it), oldest first, at most 24.
+    pub(super) hourly: std::collections::VecDeque<(u64, u32)>,
+    pub(super) last_opened: BTreeMap<String, u64>,
+    /// Per interface: up, and the last error.
+    pub(super) captures: BTreeMap<String, (bool, Option<String>)>,
+    /// Boot-time setup problems ([`crate::cli::bootfiles::NOTICES_DIR`]), read at start and reload.
+    pub(super) notices: Vec<String>,
+}
+
+impl Report {
+    pub(super) fn record(
+        &mut self,
+        src: IpAddr,
+        door: &str,
+        event: ActivityKind,
+        stage: usize,
+        of: usize,
+    ) {
+        let now = sessions::unix_ms(SystemTime::now()) / 1000;
+        if matches!(event, ActivityKind::Stage | ActivityKind::Open) {
+            let hour = now / 3600;
+            match self.hourly.back_mut() {
+                Some((h, n)) if *h == hour => *n += 1,
+                _ => self.hourly.push_back((hour, 1)),
+            }
+            while self.hourly.front().is_some_and(|(h, _)| *h + 24 <= hour) {
+                self.hourly.pop_front();
+            }
+        }
+        if event == ActivityKind::Open {
+            self.last_opened.insert(door.to_string(), now);
+        }
+        self.recent.push_front(Activity {
+            when_unix: now,
+            src,
+            lan: status::is_lan(src),
+            door: door.to_string(),
+            event,
+            stage,
+            of,
+        });
+        self.recent.truncate(status::RECENT);
+    }
+
+    /// Knocks per hour over the last 24 hours, oldest first.
+    pub(super) fn per_hour(&self, now_unix: u64) -> Vec<u32> {
+        let hour = now_unix / 3600;
+        (0..24u64)
+            .rev()
+            .map(|ago| {
+                self.hourly
+                    .iter()
+                    .find(|(h, _)| *h + ago == hour)
+                    .map_or(0, |(_, n)| *n)
+            })
+            .collect()
+    }
+}
+
+impl Daemon {
+    /// Starts the status page. A page that cannot start (port taken) is logged, not fatal:
+    /// the doors matter more than the page.
+    pub(super) fn start_status_page(&mut self) {
+        let cfg = status::ServerConfig {
+            listen: self.config.status.listen,
+            allowed_hosts: self.config.status.allowed_hosts.clone(),
+        };
+        match status::StatusServer::start(&cfg, self.board.clone()) {
+            Ok(server) => {
+                info!(listen = %server.local_addr(), "status page on http://{}/", server.local_addr());
+                self.server = Some(server);
+            }
+            Err(e) => error!("status page not started: {e}"),
+        }
+    }
+
+    /// This boot's setup problems, for the status page.
+    pub(super) fn read_notices(&mut self) {
+        self.report.notices = match &self.opts.notices_dir {
+            Some(dir) => crate::cli::bootfiles::read_notices(dir),
+            None => Vec::new(),
+        };
+        for n in &self.report.notices {
+            warn!("setup at boot: {n}");
+        }
+    }
+
+    /// Builds what the status page shows and publishes it.
+    pub(super) fn publish(&mut self, now: Instant) {
+        let wall = sessions::unix_ms(SystemTime::now()) / 1000;
+        let stats = self.tracker.stats();
+        let captures: Vec<status::CaptureStatus> = self
+            .addresses
+            .iter()
+            .map(|(iface, addrs)| {
+                let (up, error) = self
+                    .report
+                    .captures
+                    .get(iface)
+                    .cloned()
+                    .unwrap_or((false, None));
+                status::CaptureStatus {
+                    interface: iface.clone(),
+                    up,
+                    error,
+                    addresses: addrs.clone(),
+                }
+            })
+            .collect();
+        let firewall = self.gate.as_ref().map(|g| status::FirewallStatus {
+            backend: g.backend().to_string(),
+            chain: self.config.firewall.chain.clone(),
+            healthy: g.healthy(),
+            next_flush_unix: g.next_flush().map(|t| t.as_second().max(0) as u64),
+        });
+        let doors = self
+            .config
+            .doors
+            .iter()
+            .map(|d| {
+                let mut actions = Vec::new();
+                for (on, what) in [
+                    (d.firewall.is_some(), "firewall"),
+                    (d.close.is_some(), "close"),
+                    (
+                        d.start_command.is_some()
+                            || !matches!(d.start_command_6, config::Command6::Inherit),
+                        "command",
+                    ),
+                    (d.gpio.is_some(), "gpio"),
+                    (d.wake_on_lan.is_some(), "wake_on_lan"),
+                ] {
+                    if on {
+                        actions.push(what.to_string());
+                    }
+                }
+                let open = self
+                    .sessions
+                    .iter()
+                    .filter(|s| s.door == d.name)
+                    .map(|s| status::OpenSession {
+                        src: s.src,
+                        kind: match s.pending {
+                            Pending::Close { .. } => "firewall".to_string(),
+                            Pending::Stop { .. } => "command".to_string(),
+                        },
+                        opened_unix: s.opened_unix_ms / 1000,
+                        expires_unix: s.expires_unix_ms / 1000,
+                    })
+                    .collect();
+                let steps = self
+                    .tracker
+                    .doors()
+                    .iter()
+                    .find(|t| t.name == d.name)
+                    .map_or(0, |t| t.sequence.len());
+                status::DoorStatus {
+                    name: d.name.clone(),
+                    actions,
+                    steps,
+                    open,
+                    last_opened_unix: self.report.last_opened.get(&d.name).copied(),
+                }
+            })
+            .collect();
+        let (relays, led, gpio) = match &self.outputs {
+            Some(o) => {
+                let (r, l, g) = o.view(now);
+                (r, l, Some(g))
+            }
+            None => (Vec::new(), None, None),
+        };
+        let healthy = captures.iter().all(|c| c.up)
+            && firewall.as_ref().is_none_or(|f| f.healthy)
+            && gpio.as_ref().is_none_or(|g| g.available);
+        let snapshot = Snapshot {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            now_unix: wall,
+            uptime_secs: self.report.started.map_or(0, |s| s.elapsed().as_secs()),
+            healthy,
+            captures,
+            firewall,
+            doors,
+            recent: self.report.recent.iter().cloned().collect(),
+            knocks_per_hour: self.report.per_hour(wall),
+            counters: status::Counters {
+                packets: self.counters.packets.load(Ordering::Relaxed),
+                knocks: stats.knocks,
+                stages: stats.stages,
+                opens: stats.opens,
+                timeouts: stats.timeouts,
+                resets: stats.resets,
+                evictions: stats.evictions,
+                parse_errors: self.counters.malformed.load(Ordering::Relaxed),
+                dropped_queue: self.counters.queue_full.load(Ordering::Relaxed),
+                tracked_sources: self.tracker.tracked_sources() as u64,
+            },
+            relays,
+            led,
+            gpio,
+            notices: self.report.notices.clone(),
+        };
+        self.board.publish(snapshot);
+    }
+}

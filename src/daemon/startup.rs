@@ -1,0 +1,195 @@
+//! Starting the daemon: the journal of open doors restored, the pid file, the GPIO, the drop
+//! to the unprivileged user, the signal thread, the firewall chain reconciled, then the loop.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tracing::{error, info};
+
+use super::report::Report;
+use super::{unix_now, Daemon, DaemonError, Msg, Options, LOG_BURST, LOG_PER_SECOND, QUEUE};
+use crate::actions::firewall::{iptables::Iptables, Firewall, Noop};
+use crate::actions::flush::DailyFlush;
+use crate::actions::gate::Gate;
+use crate::actions::outputs::Outputs;
+use crate::actions::sessions::{self, Pending, Sessions};
+use crate::actions::wol;
+use crate::config::{Backend, Config};
+use crate::doors::Dynamic;
+use crate::engine::limits::{LogLimit, Penalties};
+use crate::engine::Tracker;
+use crate::net::capture::Counters;
+use crate::status::Board;
+use crate::time::MonotonicClock;
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
+    let dynamic = Dynamic::load(&config)?;
+    let clock = MonotonicClock::new();
+    let now = clock.now();
+    let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
+
+    let journal = if opts.dry_run {
+        None
+    } else {
+        let dir = &config.daemon.state_dir;
+        let io = |source| DaemonError::StateDir {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        Some(dir.join(sessions::JOURNAL_FILE))
+    };
+    let sessions = match &journal {
+        Some(path) => match sessions::load(path) {
+            Ok(j) => {
+                let s = Sessions::restore(j, now, SystemTime::now());
+                if !s.is_empty() {
+                    info!(
+                        open = s.len(),
+                        "restored {} open door(s) from {}",
+                        s.len(),
+                        path.display()
+                    );
+                }
+                s
+            }
+            Err(e @ sessions::JournalError::Corrupt { .. }) => {
+                error!("{e}; starting with no open doors");
+                Sessions::new()
+            }
+            Err(sessions::JournalError::Io { path, source }) => {
+                return Err(DaemonError::StateDir { path, source })
+            }
+        },
+        None => Sessions::new(),
+    };
+    if let Some(path) = &journal {
+        // Proves the directory is writable before anything depends on it.
+        sessions::save(path, &sessions.to_journal()).map_err(|e| match e {
+            sessions::JournalError::Io { path, source } => DaemonError::StateDir { path, source },
+            other => DaemonError::StateDir {
+                path: path.clone(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?;
+    }
+    if let Some(pid) = &config.daemon.pid_file {
+        std::fs::write(pid, format!("{}\n", std::process::id())).map_err(|source| {
+            DaemonError::PidFile {
+                path: pid.clone(),
+                source,
+            }
+        })?;
+    }
+
+    // A GPIO that cannot be opened now is retried later, and never stops the doors.
+    let outputs = Outputs::start(&config.gpio, opts.dry_run, now);
+    // Everything above needed root; from here on the daemon runs as [daemon] user, if set,
+    // with only the capabilities it needs. No thread exists yet: all inherit this.
+    if let Some(name) = &config.daemon.user {
+        let target = crate::sys::privs::lookup(name)?;
+        if journal.is_some() {
+            crate::sys::privs::hand_over(&config.daemon.state_dir, &target).map_err(|source| {
+                DaemonError::StateDir {
+                    path: config.daemon.state_dir.clone(),
+                    source,
+                }
+            })?;
+        }
+        let low_port = config.status.enabled && config.status.listen.port() < 1024;
+        crate::sys::privs::drop_to(&target, &crate::sys::privs::needed(low_port))?;
+        info!(user = %name, "running as {name}, with only the capabilities it needs");
+    }
+    let signals_tx = tx.clone();
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .map_err(DaemonError::Thread)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if signals_tx.send(Msg::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(DaemonError::Thread)?;
+
+    let doorset = dynamic.doors(&config, unix_now());
+    let tracker = Tracker::new(doorset.specs, config.daemon.max_sources);
+    let has_openings = sessions
+        .iter()
+        .any(|s| matches!(s.pending, Pending::Close { .. }));
+    let gate = (config.uses_firewall() || has_openings).then(|| make_gate(&config, opts.dry_run));
+    let (config_penalties, config_max_sources) =
+        (config.daemon.penalties, config.daemon.max_sources);
+    let mut daemon = Daemon {
+        opts,
+        config,
+        dynamic,
+        origin: doorset.origin,
+        next_window: None,
+        clock,
+        tracker,
+        sessions,
+        gate,
+        journal,
+        captures: BTreeMap::new(),
+        local: HashSet::new(),
+        addresses: BTreeMap::new(),
+        counters: Arc::new(Counters::default()),
+        tx,
+        events: Vec::new(),
+        next_refresh: now,
+        outputs,
+        wake_limit: wol::RateLimit::default(),
+        board: Board::new(),
+        report: Report {
+            started: Some(std::time::Instant::now()),
+            ..Report::default()
+        },
+        next_publish: now,
+        server: None,
+        penalties: Penalties::new(config_penalties, config_max_sources),
+        log_limit: LogLimit::new(LOG_BURST, LOG_PER_SECOND),
+    };
+    daemon.read_notices();
+    if daemon.config.status.enabled {
+        daemon.start_status_page();
+    }
+    daemon.rebuild_doors(now);
+    info!(
+        config = %daemon.config.origin,
+        doors = daemon.config.doors.len(),
+        dry_run = daemon.opts.dry_run,
+        "starting up: {} door(s) from {}",
+        daemon.config.doors.len(),
+        daemon.config.origin
+    );
+    if let Some(gate) = &mut daemon.gate {
+        let (removed, restored) = gate.reconcile(&daemon.sessions);
+        info!(
+            backend = gate.backend(),
+            chain = %daemon.config.firewall.chain,
+            "firewall: chain {} ready ({removed} stale rule(s) removed, {restored} opening(s) restored)",
+            daemon.config.firewall.chain
+        );
+    }
+    daemon.main_loop(rx);
+    daemon.shutdown();
+    Ok(())
+}
+
+/// The firewall backend the config asks for (a no-op one with `--dry-run`).
+pub(super) fn make_gate(config: &Config, dry_run: bool) -> Gate {
+    let f = &config.firewall;
+    let fw: Box<dyn Firewall> = if dry_run || f.backend == Backend::None {
+        Box::new(Noop)
+    } else {
+        Box::new(Iptables::new(&f.chain, f.jump_position))
+    };
+    Gate::new(fw, f.daily_flush.map(DailyFlush::local))
+}
