@@ -205,10 +205,7 @@ impl HmacArgs {
             last,
             window: self.window,
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = knockgate::time::unix_secs(knockgate::time::wall_now());
         Ok(Some(knockgate::doors::hmacseq::sequence(
             &secret,
             door,

@@ -1,11 +1,15 @@
-//! Monotonic time as the engine sees it: microseconds since an arbitrary origin.
+//! Time: the monotonic [`Instant`] the engine sees (microseconds since an arbitrary origin),
+//! and the [`Clock`] backend, the one place that reads the system's clocks.
 //!
 //! The engine never reads a clock. The daemon maps `std::time::Instant` to this type (time since
 //! start), `replay` maps packet timestamps to it; tests write plain numbers. A Pi has no RTC and
-//! NTP steps the wall clock after boot, so nothing here is wall-clock time.
+//! NTP steps the wall clock after boot, so timers use [`Instant`]; wall-clock time
+//! ([`Clock::wall`]) only dates what is shown or stored (rule expiries, the journal, the
+//! page) and drives the daily flush.
 
 use std::ops::{Add, Sub};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Instant(u64);
@@ -79,6 +83,65 @@ impl MonotonicClock {
 impl Default for MonotonicClock {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Where the daemon reads the time.
+pub trait Clock: Send {
+    /// Monotonic time, for timers.
+    fn now(&self) -> Instant;
+    /// Wall-clock time, for dates.
+    fn wall(&self) -> SystemTime;
+}
+
+/// The system's clocks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock {
+    mono: MonotonicClock,
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        self.mono.now()
+    }
+    fn wall(&self) -> SystemTime {
+        wall_now()
+    }
+}
+
+/// The wall clock, for what runs outside the daemon's loop (the status server's staleness
+/// check, the `otp` command).
+pub fn wall_now() -> SystemTime {
+    SystemTime::now()
+}
+
+/// Seconds since the Unix epoch of a wall-clock time (0 before 1970).
+pub fn unix_secs(wall: SystemTime) -> u64 {
+    wall.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A clock a test sets by hand (both times move together with [`FakeClock::advance`]).
+#[derive(Debug, Clone)]
+pub struct FakeClock(Arc<Mutex<(Instant, SystemTime)>>);
+
+impl FakeClock {
+    pub fn new(wall: SystemTime) -> FakeClock {
+        FakeClock(Arc::new(Mutex::new((Instant::ZERO, wall))))
+    }
+    pub fn advance(&self, by: Duration) {
+        let mut t = self.0.lock().expect("clock lock");
+        t.0 = t.0 + by;
+        t.1 += by;
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> Instant {
+        self.0.lock().expect("clock lock").0
+    }
+    fn wall(&self) -> SystemTime {
+        self.0.lock().expect("clock lock").1
     }
 }
 

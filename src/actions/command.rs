@@ -52,13 +52,72 @@ pub fn display(argv: &[String]) -> String {
     shell_words::join(argv)
 }
 
-/// Logs and starts `argv` for `door` in the background (or only logs it with `dry_run`).
-pub fn spawn(door: &str, argv: Vec<String>, dry_run: bool) {
-    let shown = display(&argv);
-    if dry_run {
-        info!(door, command = %shown, "{door}: (dry run) would run command: {shown}");
-        return;
+/// Where a door's commands run.
+pub trait Commands: Send {
+    /// Logs and starts `argv` for `door` in the background.
+    fn spawn(&mut self, door: &str, argv: Vec<String>);
+    /// Runs `argv` for `door` to completion within `limit` (the stop commands at shutdown).
+    fn run(&mut self, door: &str, argv: &[String], limit: Duration);
+}
+
+/// Real processes.
+#[derive(Debug, Default)]
+pub struct Processes;
+
+impl Commands for Processes {
+    fn spawn(&mut self, door: &str, argv: Vec<String>) {
+        spawn(door, argv);
     }
+
+    fn run(&mut self, door: &str, argv: &[String], limit: Duration) {
+        let shown = display(argv);
+        info!(door, "{door}: running command: {shown}");
+        match run_blocking(argv, limit) {
+            Ok(Outcome::Exited(st)) if st.success() => {}
+            Ok(other) => warn!(door, "{door}: stop command ended with {other:?}"),
+            Err(e) => error!(door, "{door}: cannot run stop command: {e}"),
+        }
+    }
+}
+
+/// `--dry-run`: commands are only logged.
+#[derive(Debug, Default)]
+pub struct DryRun;
+
+impl Commands for DryRun {
+    fn spawn(&mut self, door: &str, argv: Vec<String>) {
+        let shown = display(&argv);
+        info!(door, command = %shown, "{door}: (dry run) would run command: {shown}");
+    }
+
+    fn run(&mut self, door: &str, argv: &[String], _limit: Duration) {
+        self.spawn(door, argv.to_vec());
+    }
+}
+
+/// (door, argv) of each command a [`Recording`] saw.
+pub type Calls = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<String>)>>>;
+
+/// Tests: records (door, argv) of every command, spawned or run.
+#[derive(Debug, Clone, Default)]
+pub struct Recording(pub Calls);
+
+impl Commands for Recording {
+    fn spawn(&mut self, door: &str, argv: Vec<String>) {
+        self.0
+            .lock()
+            .expect("recording lock")
+            .push((door.to_string(), argv));
+    }
+
+    fn run(&mut self, door: &str, argv: &[String], _limit: Duration) {
+        self.spawn(door, argv.to_vec());
+    }
+}
+
+/// Logs and starts `argv` for `door` in the background.
+fn spawn(door: &str, argv: Vec<String>) {
+    let shown = display(&argv);
     info!(door, command = %shown, "{door}: running command: {shown}");
     let door = door.to_string();
     let spawned = thread::Builder::new()

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{error, info, warn};
 
-use crate::actions::firewall::{iptables, Firewall, Found, Grant};
+use crate::actions::firewall::{Firewall, Grant};
 use crate::actions::flush::{DailyFlush, Tick};
 use crate::actions::sessions::{OpenOutcome, Pending, Sessions};
 use crate::time::Instant;
@@ -39,13 +39,6 @@ fn note<T>(
 ) -> Option<T> {
     *healthy = result.is_ok();
     result.map_err(|e| error!("firewall: {what}: {e}")).ok()
-}
-
-/// Whether a rule found in the chain is the one this grant made.
-fn is_rule_of(found: &Found, grant: &Grant) -> bool {
-    found.src == grant.src
-        && iptables::parse_comment(&iptables::comment(&grant.door, grant.until))
-            == Some((found.door.clone(), found.until))
 }
 
 impl Gate {
@@ -92,7 +85,7 @@ impl Gate {
             OpenOutcome::New => {
                 if note(&mut self.healthy, "open", self.fw.open(&grant)).is_some() {
                     // (The no-op backend of --dry-run says "would open" itself.)
-                    if self.fw.name() != "none" {
+                    if self.fw.applies_rules() {
                         info!(%src, door, "{src}: {door}: opened {} for {}s", grant.ports, duration.as_secs());
                     }
                 } else {
@@ -182,7 +175,7 @@ impl Gate {
             .collect();
         let mut removed = 0;
         for f in &found {
-            if !grants.iter().any(|g| is_rule_of(f, g)) {
+            if !grants.iter().any(|g| self.fw.is_rule_of(f, g)) {
                 warn!(src = %f.src, door = %f.door, "firewall: removing a rule of door {} for {} that no open door accounts for", f.door, f.src);
                 if note(&mut self.healthy, "remove", self.fw.remove(f)).is_some() {
                     removed += 1;
@@ -191,7 +184,7 @@ impl Gate {
         }
         let mut restored = 0;
         for g in grants {
-            if !found.iter().any(|f| is_rule_of(f, g)) {
+            if !found.iter().any(|f| self.fw.is_rule_of(f, g)) {
                 warn!(src = %g.src, door = %g.door, "firewall: the opening of {} for {} was removed from outside: restoring it until its expiry", g.door, g.src);
                 if note(&mut self.healthy, "open", self.fw.open(g)).is_some() {
                     restored += 1;
@@ -240,7 +233,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actions::firewall::{Call, PortRange, Ports, Recording};
+    use crate::actions::firewall::{Call, Found, PortRange, Ports, Recording};
     use crate::actions::sessions::unix_ms;
     use crate::config::{FirewallAction, LocalTime};
     use std::sync::{Arc, Mutex};

@@ -54,13 +54,10 @@ pub struct Outputs {
 
 impl Outputs {
     /// Claims the configured pins, every relay in its safe state and the LED off; None when
-    /// nothing is configured. `--dry-run` always simulates. Never fails: see the module doc.
-    pub fn start(cfg: &GpioConfig, dry_run: bool, now: Instant) -> Option<Outputs> {
-        let backend = if dry_run {
-            GpioBackend::Simulated
-        } else {
-            cfg.backend
-        };
+    /// nothing is configured. `backend` replaces the config's (`--dry-run` simulates). Never
+    /// fails: see the module doc.
+    pub fn start(cfg: &GpioConfig, backend: Option<GpioBackend>, now: Instant) -> Option<Outputs> {
+        let backend = backend.unwrap_or(cfg.backend);
         let chip = cfg.chip.clone();
         let opener: Opener = Box::new(move || gpio::open(backend, chip.as_deref()));
         Outputs::with_opener(cfg, backend, opener, now)
@@ -323,11 +320,12 @@ impl Outputs {
     }
 
     /// For the status page.
-    pub fn view(&self, now: Instant) -> (Vec<RelayStatus>, Option<LedStatus>, GpioStatus) {
-        let wall = |t: Instant| {
-            let left = t.saturating_since(now);
-            crate::actions::sessions::unix_ms(SystemTime::now() + left) / 1000
-        };
+    pub fn view(
+        &self,
+        now: Instant,
+        wall_now: SystemTime,
+    ) -> (Vec<RelayStatus>, Option<LedStatus>, GpioStatus) {
+        let wall = |t: Instant| crate::time::unix_secs(wall_now + t.saturating_since(now));
         let relays = self
             .relays
             .view()
@@ -463,7 +461,7 @@ mod tests {
         *f.down.lock().unwrap() = true;
         let mut o = Outputs::with_opener(&config(), GpioBackend::Auto, f.opener(), t(0)).unwrap();
         assert!(!o.available());
-        let (relays, led, gpio) = o.view(t(0));
+        let (relays, led, gpio) = o.view(t(0), SystemTime::UNIX_EPOCH);
         assert!(relays.iter().all(|r| !r.available) && !led.unwrap().available);
         assert_eq!(gpio.backend, "auto");
         assert!(gpio.error.unwrap().contains("permission denied"));
@@ -471,7 +469,11 @@ mod tests {
         // A door's pulse while unavailable: nothing driven, the relay stays off.
         o.relay(t(100), "garage", RelayMode::Pulse(Duration::from_secs(1)));
         assert!(f.levels().is_empty());
-        assert!(o.view(t(100)).0.iter().all(|r| !r.on));
+        assert!(o
+            .view(t(100), SystemTime::UNIX_EPOCH)
+            .0
+            .iter()
+            .all(|r| !r.on));
 
         // Retries at 5 s, then 10 s later (backoff), not in between.
         assert_eq!(o.poll_at(), Some(t(5_000)).min(o.poll_at()));
@@ -487,7 +489,7 @@ mod tests {
         let claimed: Vec<(u8, bool)> = f.levels().into_iter().take(2).collect();
         assert_eq!(claimed, vec![(27, true), (17, false)]);
         assert_eq!(f.levels()[2].0, 25);
-        let (relays, led, gpio) = o.view(t(35_000));
+        let (relays, led, gpio) = o.view(t(35_000), SystemTime::UNIX_EPOCH);
         assert!(relays.iter().all(|r| r.available) && led.unwrap().available);
         assert_eq!(
             (gpio.backend.as_str(), gpio.available, gpio.error),
@@ -516,7 +518,7 @@ mod tests {
         f.busy.lock().unwrap().push(17);
         let mut o = Outputs::with_opener(&config(), GpioBackend::Auto, f.opener(), t(0)).unwrap();
         assert!(!o.available());
-        let (relays, _, gpio) = o.view(t(0));
+        let (relays, _, gpio) = o.view(t(0), SystemTime::UNIX_EPOCH);
         let avail: Vec<(String, bool)> =
             relays.into_iter().map(|r| (r.name, r.available)).collect();
         assert_eq!(
@@ -531,7 +533,10 @@ mod tests {
         assert!(f.levels().contains(&(27, false)));
         assert!(!f.levels().iter().any(|(p, _)| *p == 17));
         // The LED blinks the error pattern meanwhile.
-        assert_eq!(o.view(t(10)).1.unwrap().pattern, "error");
+        assert_eq!(
+            o.view(t(10), SystemTime::UNIX_EPOCH).1.unwrap().pattern,
+            "error"
+        );
 
         // Freed: claimed at the next retry, the backend is not reopened.
         f.busy.lock().unwrap().clear();
@@ -539,7 +544,10 @@ mod tests {
         assert!(o.available());
         assert_eq!(*f.opens.lock().unwrap(), 1);
         assert!(f.levels().contains(&(17, false)));
-        assert_ne!(o.view(t(5_000)).1.unwrap().pattern, "error");
+        assert_ne!(
+            o.view(t(5_000), SystemTime::UNIX_EPOCH).1.unwrap().pattern,
+            "error"
+        );
     }
 
     #[test]

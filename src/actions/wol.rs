@@ -63,6 +63,58 @@ pub fn send(action: &WakeAction) -> io::Result<usize> {
     socket.send_to(&packet, SocketAddr::new(action.broadcast, action.port))
 }
 
+/// Where wake-on-LAN packets go.
+pub trait Wake: Send {
+    /// Sends `action`'s magic packet for `door`, logging the outcome.
+    fn wake(&mut self, door: &str, action: &WakeAction);
+}
+
+/// Real UDP broadcasts.
+#[derive(Debug, Default)]
+pub struct Broadcast;
+
+impl Wake for Broadcast {
+    fn wake(&mut self, door: &str, w: &WakeAction) {
+        let mac = mac_text(w.mac);
+        match send(w) {
+            Ok(n) => tracing::info!(
+                door,
+                "{door}: wake-on-LAN sent to {mac} ({n} bytes to {}:{})",
+                w.broadcast,
+                w.port
+            ),
+            Err(e) => tracing::error!(door, "{door}: cannot send wake-on-LAN to {mac}: {e}"),
+        }
+    }
+}
+
+/// `--dry-run`: only logged.
+#[derive(Debug, Default)]
+pub struct DryRun;
+
+impl Wake for DryRun {
+    fn wake(&mut self, door: &str, w: &WakeAction) {
+        let mac = mac_text(w.mac);
+        tracing::info!(door, "{door}: (dry run) would send wake-on-LAN to {mac}");
+    }
+}
+
+/// (door, MAC) of each packet a [`Recording`] saw.
+pub type Sent = std::sync::Arc<std::sync::Mutex<Vec<(String, [u8; 6])>>>;
+
+/// Tests: records (door, MAC) of every packet.
+#[derive(Debug, Clone, Default)]
+pub struct Recording(pub Sent);
+
+impl Wake for Recording {
+    fn wake(&mut self, door: &str, w: &WakeAction) {
+        self.0
+            .lock()
+            .expect("recording lock")
+            .push((door.to_string(), w.mac));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

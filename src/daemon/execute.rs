@@ -1,12 +1,11 @@
 //! Executing a door's plan ([`crate::actions::plan`]) through the daemon's backends.
 
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use tracing::{debug, error, info};
+use tracing::{debug, info};
 
-use super::{unix_now, Daemon};
-use crate::actions::command;
+use super::Daemon;
 use crate::actions::plan::{self, Action};
 use crate::actions::sessions::Pending;
 use crate::actions::wol;
@@ -21,7 +20,7 @@ impl Daemon {
         let Some(d) = self.config.doors.get(origin.door) else {
             return false;
         };
-        let wall = SystemTime::now();
+        let wall = self.backends.clock.wall();
         let at = plan::Now {
             mono: now,
             wall,
@@ -39,7 +38,9 @@ impl Daemon {
                 // First, and durably (a one-time line is commented out): a power cut right
                 // after the door opens can never re-enable it.
                 Action::Retire { origin } => {
-                    retired |= self.dynamic.used(&self.config, origin, unix_now());
+                    retired |=
+                        self.dynamic
+                            .used(&self.config, origin, crate::time::unix_secs(wall));
                 }
                 Action::ScheduleStop {
                     argv,
@@ -53,7 +54,7 @@ impl Daemon {
                     }
                     changed = true;
                 }
-                Action::Run { argv } => command::spawn(name, argv, self.opts.dry_run),
+                Action::Run { argv } => self.backends.commands.spawn(name, argv),
                 Action::Open { grant, after, .. } => {
                     if let Some(gate) = &mut self.gate {
                         changed |= gate.open(&mut self.sessions, now, wall, grant, after);
@@ -80,25 +81,14 @@ impl Daemon {
 
     /// Sends a door's wake-on-LAN packet, within its rate limit.
     pub(super) fn wake(&mut self, now: Instant, name: &str, w: &config::WakeAction) {
-        let mac = wol::mac_text(w.mac);
-        if !self.wake_limit.allow(now, w.mac, w.rate_limit) {
+        if self.wake_limit.allow(now, w.mac, w.rate_limit) {
+            self.backends.wake.wake(name, w);
+        } else {
+            let mac = wol::mac_text(w.mac);
             info!(
                 door = name,
                 "{name}: wake-on-LAN to {mac} not sent: rate-limited"
             );
-        } else if self.opts.dry_run {
-            info!(
-                door = name,
-                "{name}: (dry run) would send wake-on-LAN to {mac}"
-            );
-        } else {
-            match wol::send(w) {
-                Ok(n) => info!(
-                    door = name,
-                    "{name}: wake-on-LAN sent to {mac} ({n} bytes to {}:{})", w.broadcast, w.port
-                ),
-                Err(e) => error!(door = name, "{name}: cannot send wake-on-LAN to {mac}: {e}"),
-            }
         }
     }
 }

@@ -11,12 +11,12 @@ use tracing::{debug, error, info};
 use super::Daemon;
 use crate::config::Interfaces;
 use crate::knock::Proto;
-use crate::net::capture::{self, Capture, FilterSpec};
+use crate::net::capture::{Capture, FilterSpec};
 
 impl Daemon {
     /// Re-reads interfaces and addresses; starts, stops and re-filters captures to match.
     pub(super) fn refresh_interfaces(&mut self) {
-        let system = capture::interfaces();
+        let system = self.backends.interfaces.interfaces();
         let wanted: BTreeSet<String> = if !self.opts.interfaces.is_empty() {
             self.opts.interfaces.iter().cloned().collect()
         } else {

@@ -16,12 +16,11 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use signal_hook::consts::SIGHUP;
 use tracing::{debug, error, info, warn};
 
-use crate::actions::command;
 use crate::actions::gate::Gate;
 use crate::actions::outputs::Outputs;
 use crate::actions::sessions::{self, Pending, Sessions};
@@ -33,16 +32,18 @@ use crate::engine::{Event, Tracker};
 use crate::knock::Proto;
 use crate::net::capture::{Capture, CaptureEvent, Counters};
 use crate::status::{self, ActivityKind, Board};
-use crate::time::{Instant, MonotonicClock};
+use crate::time::Instant;
 
+mod backends;
 mod execute;
 mod interfaces;
 mod report;
 mod startup;
 
+pub use backends::Backends;
 use report::Report;
 use startup::make_gate;
-pub use startup::run;
+pub use startup::{run, run_with};
 
 /// How often interfaces and their addresses are re-read (DHCP renewals, hot-plugged wlan0).
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
@@ -126,7 +127,8 @@ struct Daemon {
     origin: Vec<Origin>,
     /// When the HMAC windows change next.
     next_window: Option<Instant>,
-    clock: MonotonicClock,
+    /// The clock, commands, wake-on-LAN, interfaces, firewall and GPIO (real, or --dry-run's).
+    backends: Backends,
     tracker: Tracker,
     sessions: Sessions,
     /// Firewall doors; None when no door uses the firewall (nothing is touched then).
@@ -159,14 +161,17 @@ struct Daemon {
 const LOG_BURST: u32 = 50;
 const LOG_PER_SECOND: u32 = 5;
 
-fn unix_now() -> u64 {
-    sessions::unix_ms(SystemTime::now()) / 1000
+impl Daemon {
+    /// Wall-clock time now, Unix seconds.
+    fn unix_now(&self) -> u64 {
+        crate::time::unix_secs(self.backends.clock.wall())
+    }
 }
 
 impl Daemon {
     fn main_loop(&mut self, rx: Receiver<Msg>) {
         loop {
-            let now = self.clock.now();
+            let now = self.backends.clock.now();
             self.on_timers(now);
             let wake = [
                 self.tracker.poll_at(),
@@ -206,7 +211,7 @@ impl Daemon {
                 match s.pending {
                     Pending::Stop { argv } => {
                         info!(src = %s.src, door = %s.door, "{}: {}: command timeout", s.src, s.door);
-                        command::spawn(&s.door, argv, self.opts.dry_run);
+                        self.backends.commands.spawn(&s.door, argv);
                     }
                     Pending::Close { grant } => {
                         if let Some(gate) = &mut self.gate {
@@ -240,7 +245,7 @@ impl Daemon {
             }
             self.refresh_interfaces();
             if let Some(gate) = &mut self.gate {
-                if gate.tick(&mut self.sessions, now, SystemTime::now()) {
+                if gate.tick(&mut self.sessions, now, self.backends.clock.wall()) {
                     self.save_journal();
                 }
             }
@@ -251,7 +256,7 @@ impl Daemon {
     fn on_capture(&mut self, event: CaptureEvent) {
         match event {
             CaptureEvent::Knock { knock, .. } => {
-                let now = self.clock.now();
+                let now = self.backends.clock.now();
                 if self.penalties.is_banned(knock.src, now) {
                     return;
                 }
@@ -279,6 +284,7 @@ impl Daemon {
     }
 
     fn handle(&mut self, now: Instant, events: &[Event]) {
+        let now_unix = self.unix_now();
         for event in events {
             let line = event.describe(self.tracker.doors());
             let name = |door: usize| self.tracker.doors()[door].name.clone();
@@ -287,7 +293,8 @@ impl Daemon {
                     let name = name(door);
                     let of = self.tracker.doors()[door].sequence.len();
                     info!(%src, door = %name, "{line}");
-                    self.report.record(src, &name, ActivityKind::Open, of, of);
+                    self.report
+                        .record(now_unix, src, &name, ActivityKind::Open, of, of);
                     if let Some(o) = &mut self.outputs {
                         o.opened(now);
                     }
@@ -307,7 +314,7 @@ impl Daemon {
                         info!(%src, stage, "{line}");
                     }
                     self.report
-                        .record(src, &name(door), ActivityKind::Stage, stage, of);
+                        .record(now_unix, src, &name(door), ActivityKind::Stage, stage, of);
                     if let Some(o) = &mut self.outputs {
                         o.stage(now);
                     }
@@ -317,8 +324,14 @@ impl Daemon {
                         info!(%src, stage, "{line}");
                     }
                     let of = self.tracker.doors()[door].sequence.len();
-                    self.report
-                        .record(src, &name(door), ActivityKind::Timeout, stage, of);
+                    self.report.record(
+                        now_unix,
+                        src,
+                        &name(door),
+                        ActivityKind::Timeout,
+                        stage,
+                        of,
+                    );
                     self.penalize(src, now);
                 }
                 Event::Reset {
@@ -346,7 +359,7 @@ impl Daemon {
     /// Gives the engine the doors' current sequences (one-time lists, HMAC windows), keeping
     /// attempts in progress on sequences that stay, and schedules the next window change.
     fn rebuild_doors(&mut self, now: Instant) {
-        let unix = unix_now();
+        let unix = self.unix_now();
         let set = self.dynamic.doors(&self.config, unix);
         let udp = |specs: &[crate::engine::DoorSpec]| -> BTreeSet<u16> {
             specs
@@ -387,7 +400,7 @@ impl Daemon {
         info!("re-reading config file: {}", path.display());
         self.read_notices();
         if let Some(o) = &mut self.outputs {
-            o.retry_now(self.clock.now());
+            o.retry_now(self.backends.clock.now());
         }
         let loaded = load_config(self.opts.config_path.as_deref())
             .map_err(|e| e.to_string())
@@ -401,7 +414,7 @@ impl Daemon {
                     warn!("log_file and state_dir changes take effect at the next restart");
                 }
                 if self.gate.is_none() && new.uses_firewall() {
-                    let mut gate = make_gate(&new, self.opts.dry_run);
+                    let mut gate = make_gate(&new, &self.backends);
                     gate.reconcile(&self.sessions);
                     self.gate = Some(gate);
                 } else if self.gate.is_some() && new.firewall != self.config.firewall {
@@ -415,7 +428,7 @@ impl Daemon {
                 }
                 self.penalties.set_config(new.daemon.penalties);
                 self.config = new;
-                self.rebuild_doors(self.clock.now());
+                self.rebuild_doors(self.backends.clock.now());
                 self.refresh_interfaces();
                 info!(doors = self.config.doors.len(), "config reloaded");
             }
@@ -445,16 +458,9 @@ impl Daemon {
                 }
                 Pending::Stop { argv } => argv,
             };
-            if self.opts.dry_run {
-                command::spawn(&s.door, argv, true);
-                continue;
-            }
-            info!(door = %s.door, "{}: running command: {}", s.door, command::display(&argv));
-            match command::run_blocking(&argv, Duration::from_secs(10)) {
-                Ok(command::Outcome::Exited(st)) if st.success() => {}
-                Ok(other) => warn!(door = %s.door, "{}: stop command ended with {other:?}", s.door),
-                Err(e) => error!(door = %s.door, "{}: cannot run stop command: {e}", s.door),
-            }
+            self.backends
+                .commands
+                .run(&s.door, &argv, Duration::from_secs(10));
         }
         self.save_journal();
         if let Some(pid) = &self.config.daemon.pid_file {

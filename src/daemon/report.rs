@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
 
 use tracing::{error, info, warn};
 
 use super::Daemon;
-use crate::actions::sessions::{self, Pending};
+use crate::actions::sessions::Pending;
 use crate::config;
 use crate::status::{self, Activity, ActivityKind, Snapshot};
 use crate::time::Instant;
@@ -32,13 +31,13 @@ pub(super) struct Report {
 impl Report {
     pub(super) fn record(
         &mut self,
+        now: u64,
         src: IpAddr,
         door: &str,
         event: ActivityKind,
         stage: usize,
         of: usize,
     ) {
-        let now = sessions::unix_ms(SystemTime::now()) / 1000;
         if matches!(event, ActivityKind::Stage | ActivityKind::Open) {
             let hour = now / 3600;
             match self.hourly.back_mut() {
@@ -109,7 +108,7 @@ impl Daemon {
 
     /// Builds what the status page shows and publishes it.
     pub(super) fn publish(&mut self, now: Instant) {
-        let wall = sessions::unix_ms(SystemTime::now()) / 1000;
+        let wall = crate::time::unix_secs(self.backends.clock.wall());
         let stats = self.tracker.stats();
         let captures: Vec<status::CaptureStatus> = self
             .addresses
@@ -187,7 +186,7 @@ impl Daemon {
             .collect();
         let (relays, led, gpio) = match &self.outputs {
             Some(o) => {
-                let (r, l, g) = o.view(now);
+                let (r, l, g) = o.view(now, self.backends.clock.wall());
                 (r, l, Some(g))
             }
             None => (Vec::new(), None, None),

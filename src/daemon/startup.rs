@@ -4,35 +4,41 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{error, info};
 
 use super::report::Report;
-use super::{unix_now, Daemon, DaemonError, Msg, Options, LOG_BURST, LOG_PER_SECOND, QUEUE};
-use crate::actions::firewall::{iptables::Iptables, Firewall, Noop};
+use super::{Backends, Daemon, DaemonError, Msg, Options, LOG_BURST, LOG_PER_SECOND, QUEUE};
 use crate::actions::flush::DailyFlush;
 use crate::actions::gate::Gate;
 use crate::actions::outputs::Outputs;
 use crate::actions::sessions::{self, Pending, Sessions};
 use crate::actions::wol;
-use crate::config::{Backend, Config};
+use crate::config::Config;
 use crate::doors::Dynamic;
 use crate::engine::limits::{LogLimit, Penalties};
 use crate::engine::Tracker;
 use crate::net::capture::Counters;
 use crate::status::Board;
-use crate::time::MonotonicClock;
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the daemon until SIGTERM or SIGINT, on the system's backends (or `--dry-run`'s).
 pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
+    let backends = if opts.dry_run {
+        Backends::dry_run()
+    } else {
+        Backends::system()
+    };
+    run_with(opts, config, backends)
+}
+
+/// Runs the daemon on these backends until SIGTERM or SIGINT.
+pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(), DaemonError> {
     let dynamic = Dynamic::load(&config)?;
-    let clock = MonotonicClock::new();
-    let now = clock.now();
+    let now = backends.clock.now();
     let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
 
-    let journal = if opts.dry_run {
+    let journal = if !backends.persist {
         None
     } else {
         let dir = &config.daemon.state_dir;
@@ -46,7 +52,7 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
     let sessions = match &journal {
         Some(path) => match sessions::load(path) {
             Ok(j) => {
-                let s = Sessions::restore(j, now, SystemTime::now());
+                let s = Sessions::restore(j, now, backends.clock.wall());
                 if !s.is_empty() {
                     info!(
                         open = s.len(),
@@ -87,7 +93,7 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
     }
 
     // A GPIO that cannot be opened now is retried later, and never stops the doors.
-    let outputs = Outputs::start(&config.gpio, opts.dry_run, now);
+    let outputs = Outputs::start(&config.gpio, backends.gpio, now);
     // Everything above needed root; from here on the daemon runs as [daemon] user, if set,
     // with only the capabilities it needs. No thread exists yet: all inherit this.
     if let Some(name) = &config.daemon.user {
@@ -118,12 +124,12 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         })
         .map_err(DaemonError::Thread)?;
 
-    let doorset = dynamic.doors(&config, unix_now());
+    let doorset = dynamic.doors(&config, crate::time::unix_secs(backends.clock.wall()));
     let tracker = Tracker::new(doorset.specs, config.daemon.max_sources);
     let has_openings = sessions
         .iter()
         .any(|s| matches!(s.pending, Pending::Close { .. }));
-    let gate = (config.uses_firewall() || has_openings).then(|| make_gate(&config, opts.dry_run));
+    let gate = (config.uses_firewall() || has_openings).then(|| make_gate(&config, &backends));
     let (config_penalties, config_max_sources) =
         (config.daemon.penalties, config.daemon.max_sources);
     let mut daemon = Daemon {
@@ -132,7 +138,7 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
         dynamic,
         origin: doorset.origin,
         next_window: None,
-        clock,
+        backends,
         tracker,
         sessions,
         gate,
@@ -164,7 +170,7 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
     info!(
         config = %daemon.config.origin,
         doors = daemon.config.doors.len(),
-        dry_run = daemon.opts.dry_run,
+        dry_run = daemon.backends.dry_run,
         "starting up: {} door(s) from {}",
         daemon.config.doors.len(),
         daemon.config.origin
@@ -183,13 +189,8 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// The firewall backend the config asks for (a no-op one with `--dry-run`).
-pub(super) fn make_gate(config: &Config, dry_run: bool) -> Gate {
+/// The firewall doors' gate, on the backend the config asks for (the no-op one for a dry run).
+pub(super) fn make_gate(config: &Config, backends: &Backends) -> Gate {
     let f = &config.firewall;
-    let fw: Box<dyn Firewall> = if dry_run || f.backend == Backend::None {
-        Box::new(Noop)
-    } else {
-        Box::new(Iptables::new(&f.chain, f.jump_position))
-    };
-    Gate::new(fw, f.daily_flush.map(DailyFlush::local))
+    Gate::new((backends.firewall)(f), f.daily_flush.map(DailyFlush::local))
 }

@@ -294,6 +294,31 @@ pub struct Interface {
     pub addresses: Vec<IpAddr>,
 }
 
+/// Where the daemon reads the interfaces and their addresses.
+pub trait InterfaceSource: Send {
+    fn interfaces(&mut self) -> BTreeMap<String, Interface>;
+}
+
+/// The system's interfaces, as libpcap lists them.
+#[derive(Debug, Default)]
+pub struct SystemInterfaces;
+
+impl InterfaceSource for SystemInterfaces {
+    fn interfaces(&mut self) -> BTreeMap<String, Interface> {
+        interfaces()
+    }
+}
+
+/// Tests: interfaces set by hand.
+#[derive(Debug, Clone, Default)]
+pub struct FixedInterfaces(pub std::sync::Arc<std::sync::Mutex<BTreeMap<String, Interface>>>);
+
+impl InterfaceSource for FixedInterfaces {
+    fn interfaces(&mut self) -> BTreeMap<String, Interface> {
+        self.0.lock().expect("interfaces lock").clone()
+    }
+}
+
 /// The system's interfaces and their addresses (libpcap's list), by name.
 pub fn interfaces() -> BTreeMap<String, Interface> {
     let devices = pcap::Device::list().unwrap_or_default();

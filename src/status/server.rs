@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, error, warn};
@@ -318,9 +318,7 @@ fn serve(mut stream: TcpStream, ctx: &Ctx) {
     let start = Instant::now();
     let _ = stream.set_nodelay(true);
     let head = read_head(&mut stream, start, &ctx.stop, &ctx.waiting);
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let wall = crate::time::unix_secs(crate::time::wall_now());
     let Some((response, unread)) = response_for(head, ctx, wall) else {
         return;
     };

@@ -475,6 +475,14 @@ fn failed(argv: &[String], out: &Output) -> FirewallError {
 }
 
 impl Firewall for Iptables {
+    /// The chain keeps the door and expiry in a comment, with the door's name sanitized:
+    /// compare what the comment made of this grant.
+    fn is_rule_of(&self, found: &Found, grant: &Grant) -> bool {
+        found.src == grant.src
+            && parse_comment(&comment(&grant.door, grant.until))
+                == Some((found.door.clone(), found.until))
+    }
+
     fn name(&self) -> &'static str {
         "iptables"
     }

@@ -177,6 +177,17 @@ pub trait Firewall: Send {
     fn remove(&mut self, found: &Found) -> Result<(), FirewallError>;
     /// Empties the chain (both families); the jump stays.
     fn flush(&mut self) -> Result<(), FirewallError>;
+    /// Whether `found`, listed from the chain, is the rule `grant` made. By default the same
+    /// knocker, door and expiry; a backend that stores them lossily (iptables' comments)
+    /// compares what it stored.
+    fn is_rule_of(&self, found: &Found, grant: &Grant) -> bool {
+        found.src == grant.src && found.door == grant.door && found.until == grant.until
+    }
+    /// Whether opening and closing change a real firewall (the no-op backend only logs
+    /// what it would do, and the gate then says nothing more).
+    fn applies_rules(&self) -> bool {
+        true
+    }
 }
 
 /// `--dry-run`: does nothing, and says so in the log.
@@ -207,6 +218,9 @@ impl Firewall for Noop {
     fn flush(&mut self) -> Result<(), FirewallError> {
         tracing::info!("(dry run) would flush the chain");
         Ok(())
+    }
+    fn applies_rules(&self) -> bool {
+        false
     }
 }
 
