@@ -33,6 +33,20 @@ pub struct Origin {
     pub window: Option<u64>,
 }
 
+/// A config door as the engine sees it (the edge between the two: the engine knows nothing
+/// of the config).
+impl From<&crate::config::Door> for DoorSpec {
+    fn from(d: &crate::config::Door) -> Self {
+        DoorSpec {
+            name: d.name.clone(),
+            sequence: d.sequence.clone(),
+            timeout: d.seq_timeout,
+            flags: d.tcp_flags,
+            target: d.target,
+        }
+    }
+}
+
 /// The engine's doors and their origins, index for index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DoorSet {

@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
-use crate::config;
 use crate::knock::{FlagRule, Knock, KnockSpec, Proto, TcpFlags};
 use crate::time::Instant;
 
@@ -44,18 +43,6 @@ pub struct DoorSpec {
     pub timeout: Duration,
     pub flags: FlagRule,
     pub target: Option<IpAddr>,
-}
-
-impl From<&config::Door> for DoorSpec {
-    fn from(d: &config::Door) -> Self {
-        DoorSpec {
-            name: d.name.clone(),
-            sequence: d.sequence.clone(),
-            timeout: d.seq_timeout,
-            flags: d.tcp_flags,
-            target: d.target,
-        }
-    }
 }
 
 /// Why an attempt was abandoned before completion (other than a timeout).
