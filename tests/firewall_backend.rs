@@ -8,7 +8,8 @@ mod common;
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 
-use knockgate::actions::firewall::iptables::{datestop, rule_args, Family, Iptables};
+use knockgate::actions::firewall::iptables::Iptables;
+use knockgate::actions::firewall::rules::{datestop, rule_args, Family};
 use knockgate::actions::firewall::{Firewall, FirewallError, Grant, PortRange, Ports, Repairs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

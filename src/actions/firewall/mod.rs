@@ -16,6 +16,7 @@
 //!   daemon is dead.
 
 pub mod iptables;
+pub mod rules;
 
 use std::fmt;
 use std::net::IpAddr;
