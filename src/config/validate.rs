@@ -1,0 +1,692 @@
+//! Raw tables to validated ones: one function per table (the doors in [`super::door`]), and the
+//! value checks they share. Every error names the file, the line and the key.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::explain::door_key;
+use super::raw::*;
+use super::values::*;
+use super::*;
+
+/// Validation context: the text (for line numbers) and its origin (for messages).
+pub(super) struct Cx<'a> {
+    pub(super) text: &'a str,
+    pub(super) origin: &'a str,
+    /// `sequence = []` is accepted (left for `knockgate firstboot`), see [`parse_unfilled`].
+    pub(super) unfilled_ok: bool,
+}
+
+impl Cx<'_> {
+    pub(super) fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let daemon = match &raw.daemon {
+            Some(d) => self.daemon(d.get_ref())?,
+            None => Daemon {
+                interfaces: Interfaces::Auto,
+                log_file: None,
+                syslog: false,
+                pid_file: None,
+                state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+                max_sources: DEFAULT_MAX_SOURCES,
+                penalties: crate::engine::limits::PenaltyConfig::default(),
+                user: None,
+            },
+        };
+        if raw.door.is_empty() {
+            return Err(ConfigError {
+                file: self.origin.to_string(),
+                line: None,
+                key: Some("door".to_string()),
+                message: "no doors: add at least one [[door]] table with a name and a sequence"
+                    .to_string(),
+            });
+        }
+        let mut doors: Vec<Door> = Vec::with_capacity(raw.door.len());
+        let mut name_lines: Vec<usize> = Vec::with_capacity(raw.door.len());
+        for (i, d) in raw.door.iter().enumerate() {
+            let door = self.door(i, d)?;
+            let name_at = d.get_ref().name.as_ref().expect("checked in door()");
+            if let Some(j) = doors.iter().position(|o| o.name == door.name) {
+                return Err(self.err(
+                    name_at,
+                    &format!("door[{}].name", door.name),
+                    format!(
+                        "door name `{}` is already used by the door on line {}: names must be unique",
+                        door.name, name_lines[j]
+                    ),
+                ));
+            }
+            name_lines.push(self.line(name_at.span().start));
+            doors.push(door);
+        }
+        let firewall = match &raw.firewall {
+            Some(f) => self.firewall(f.get_ref())?,
+            None => FirewallConfig::default(),
+        };
+        let status = match &raw.status {
+            Some(st) => self.status(st.get_ref())?,
+            None => StatusConfig::default(),
+        };
+        let gpio = self.gpio(&raw)?;
+        for (i, door) in doors.iter().enumerate() {
+            let raw_door = raw.door[i].get_ref();
+            let d = door_key(i, Some(&door.name));
+            if let (Some(target), Some(v)) = (&door.close, &raw_door.close) {
+                let closes = doors.iter().find(|o| &o.name == target);
+                let problem = match closes {
+                    None => Some(format!("no door is named `{target}`: give the name of a door with a firewall action")),
+                    Some(o) if o.name == door.name => Some("a door cannot close itself".to_string()),
+                    Some(o) if o.firewall.is_none() => Some(format!("door `{target}` has no firewall action to close")),
+                    Some(_) => None,
+                };
+                if let Some(message) = problem {
+                    return Err(self.err(v, &format!("{d}.close"), message));
+                }
+            }
+            if let (Some(action), Some(v)) = (&door.gpio, &raw_door.gpio) {
+                let Some(relay) = gpio.relays.iter().find(|r| r.name == action.relay) else {
+                    let known: Vec<&str> = gpio.relays.iter().map(|r| r.name.as_str()).collect();
+                    return Err(self.err(
+                        v,
+                        &format!("{d}.gpio.relay"),
+                        format!(
+                            "no relay is named `{}`: declare it with [[relay]] (known: {})",
+                            action.relay,
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    ));
+                };
+                if let RelayMode::Pulse(p) = action.mode {
+                    if p > relay.max_on {
+                        return Err(self.err(
+                            v,
+                            &format!("{d}.gpio.duration"),
+                            format!(
+                                "a {}s pulse is longer than relay `{}`'s max_on ({}s): shorten it or raise max_on",
+                                p.as_secs(),
+                                relay.name,
+                                relay.max_on.as_secs()
+                            ),
+                        ));
+                    }
+                }
+            }
+            if let (Some(action), Some(f)) = (&door.firewall, &raw_door.firewall) {
+                if action.duration.is_none() && firewall.daily_flush.is_none() {
+                    return Err(self.err(
+                        f,
+                        &format!("{d}.firewall.duration"),
+                        "this opening would never end: give a duration (e.g. duration = \"1h\"), or keep the daily flush on",
+                    ));
+                }
+            }
+        }
+        Ok(Config {
+            origin: self.origin.to_string(),
+            daemon,
+            firewall,
+            status,
+            gpio,
+            doors,
+        })
+    }
+
+    pub(super) fn boolean(&self, v: &Spanned<RawValue>, key: &str) -> Result<bool, ConfigError> {
+        match v.get_ref() {
+            RawValue::Boolean(b) => Ok(*b),
+            other => Err(self.err(
+                v,
+                key,
+                format!("expected true or false, found {}", other.kind()),
+            )),
+        }
+    }
+
+    /// An integer in `range`; otherwise `EXPECTED, found X` (X the number, or what was given).
+    pub(super) fn integer(
+        &self,
+        v: &Spanned<RawValue>,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+        expected: &str,
+    ) -> Result<i64, ConfigError> {
+        match v.get_ref() {
+            RawValue::Integer(n) if range.contains(n) => Ok(*n),
+            RawValue::Integer(n) => Err(self.err(v, key, format!("{expected}, found {n}"))),
+            other => Err(self.err(v, key, format!("{expected}, found {}", other.kind()))),
+        }
+    }
+
+    /// A BCM GPIO pin number.
+    pub(super) fn pin(&self, v: &Spanned<RawValue>, key: &str) -> Result<u8, ConfigError> {
+        let n = self.integer(
+            v,
+            key,
+            0..=27,
+            "expected a BCM GPIO number from 0 to 27 (the GPIO number, not the header pin)",
+        )?;
+        Ok(u8::try_from(n).expect("in range"))
+    }
+
+    pub(super) fn status(&self, raw: &RawStatus) -> Result<StatusConfig, ConfigError> {
+        let mut st = StatusConfig::default();
+        if let Some(v) = &raw.enabled {
+            st.enabled = self.boolean(v, "status.enabled")?;
+        }
+        if let Some(v) = &raw.listen {
+            let s = self.string(
+                v,
+                "status.listen",
+                "an address and port such as \"192.168.1.1:8080\"",
+            )?;
+            st.listen = s.trim().parse().map_err(|_| {
+                self.err(
+                    v,
+                    "status.listen",
+                    format!("`{s}` is not an address and port: expected e.g. \"192.168.1.1:8080\" or \"[fd00::1]:8080\""),
+                )
+            })?;
+        }
+        if let Some(v) = &raw.allowed_hosts {
+            let RawValue::Array(items) = v.get_ref() else {
+                return Err(self.err(
+                    v,
+                    "status.allowed_hosts",
+                    format!(
+                        "expected a list of host names such as [\"gateway.lan\"], found {}",
+                        v.get_ref().kind()
+                    ),
+                ));
+            };
+            for item in items {
+                let h = self.string(
+                    item,
+                    "status.allowed_hosts",
+                    "a host name such as \"gateway.lan\"",
+                )?;
+                if h.is_empty() || h.contains(['/', ' ', '@']) {
+                    return Err(self.err(
+                        item,
+                        "status.allowed_hosts",
+                        format!("`{h}` is not a host name"),
+                    ));
+                }
+                st.allowed_hosts.push(h.to_ascii_lowercase());
+            }
+        }
+        Ok(st)
+    }
+
+    pub(super) fn gpio(&self, top: &RawConfig) -> Result<GpioConfig, ConfigError> {
+        let mut g = GpioConfig::default();
+        let raw_gpio = top.gpio.as_ref().map(|gp| gp.get_ref());
+        if let Some(v) = raw_gpio.and_then(|gp| gp.backend.as_ref()) {
+            let s = self.string(
+                v,
+                "gpio.backend",
+                "\"auto\", \"cdev\", \"rppal\" or \"simulated\"",
+            )?;
+            g.backend = match s {
+                "auto" => GpioBackend::Auto,
+                "cdev" => GpioBackend::Cdev,
+                "rppal" => GpioBackend::Rppal,
+                "simulated" => GpioBackend::Simulated,
+                other => {
+                    return Err(self.err(
+                        v,
+                        "gpio.backend",
+                        format!("unknown backend `{other}`: expected \"auto\" (the default: the GPIO character device, else /dev/gpiomem), \"cdev\", \"rppal\" or \"simulated\" (no hardware)"),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = raw_gpio.and_then(|gp| gp.chip.as_ref()) {
+            let s = self.string(
+                v,
+                "gpio.chip",
+                "a GPIO chip (\"gpiochip0\" or \"/dev/gpiochip0\")",
+            )?;
+            let name = s.rsplit('/').next().unwrap_or(s);
+            if !name.starts_with("gpiochip") || s.chars().any(char::is_whitespace) {
+                return Err(self.err(
+                    v,
+                    "gpio.chip",
+                    format!("`{s}` is not a GPIO chip: expected \"gpiochip0\" or a path such as \"/dev/gpiochip0\" (`gpiodetect` lists them)"),
+                ));
+            }
+            if matches!(g.backend, GpioBackend::Rppal | GpioBackend::Simulated) {
+                return Err(self.err(
+                    v,
+                    "gpio.chip",
+                    "chip applies to the character device backend: remove it, or set backend = \"cdev\" or \"auto\"",
+                ));
+            }
+            g.chip = Some(s.to_string());
+        }
+        let mut pins: Vec<(u8, String)> = Vec::new();
+        for (i, r) in top.relay.iter().enumerate() {
+            let rr = r.get_ref();
+            let key = |k: &str| format!("relay[{i}].{k}");
+            let Some(name_v) = &rr.name else {
+                return Err(self.err(
+                    r,
+                    &key("name"),
+                    "this relay has no name: add name = \"...\"",
+                ));
+            };
+            let name = self
+                .string(name_v, &key("name"), "a relay name")?
+                .to_string();
+            check_door_name(&name)
+                .map_err(|m| self.err(name_v, &key("name"), m.replace("door", "relay")))?;
+            if g.relays.iter().any(|o| o.name == name) {
+                return Err(self.err(
+                    name_v,
+                    &key("name"),
+                    format!("relay name `{name}` is used twice"),
+                ));
+            }
+            let key = |k: &str| format!("relay[{name}].{k}");
+            let Some(pin_v) = &rr.pin else {
+                return Err(self.err(
+                    r,
+                    &key("pin"),
+                    "this relay has no pin: add pin = 17 (a BCM GPIO number)",
+                ));
+            };
+            let pin = self.pin(pin_v, &key("pin"))?;
+            if let Some((_, other)) = pins.iter().find(|(p, _)| *p == pin) {
+                return Err(self.err(
+                    pin_v,
+                    &key("pin"),
+                    format!("GPIO {pin} is already used by {other}"),
+                ));
+            }
+            pins.push((pin, format!("relay `{name}`")));
+            let active_low = rr
+                .active_low
+                .as_ref()
+                .map(|v| self.boolean(v, &key("active_low")))
+                .transpose()?
+                .unwrap_or(false);
+            let max_on = rr
+                .max_on
+                .as_ref()
+                .map(|v| self.timeout(v, &key("max_on")))
+                .transpose()?
+                .unwrap_or(DEFAULT_MAX_ON);
+            let group = rr
+                .group
+                .as_ref()
+                .map(|v| {
+                    self.string(v, &key("group"), "a group name")
+                        .map(str::to_string)
+                })
+                .transpose()?;
+            let safe_on = match &rr.safe_state {
+                None => false,
+                Some(v) => match self.string(v, &key("safe_state"), "\"off\" or \"on\"")? {
+                    "off" => false,
+                    "on" => true,
+                    other => {
+                        return Err(self.err(
+                            v,
+                            &key("safe_state"),
+                            format!("`{other}`: expected \"off\" or \"on\""),
+                        ))
+                    }
+                },
+            };
+            g.relays.push(RelayConfig {
+                name,
+                pin,
+                active_low,
+                max_on,
+                group,
+                safe_on,
+            });
+        }
+        if let Some(l) = &top.led {
+            let lr = l.get_ref();
+            let Some(pin_v) = &lr.pin else {
+                return Err(self.err(
+                    l,
+                    "led.pin",
+                    "the LED needs a pin: add pin = 25 (a BCM GPIO number)",
+                ));
+            };
+            let pin = self.pin(pin_v, "led.pin")?;
+            if let Some((_, other)) = pins.iter().find(|(p, _)| *p == pin) {
+                return Err(self.err(
+                    pin_v,
+                    "led.pin",
+                    format!("GPIO {pin} is already used by {other}"),
+                ));
+            }
+            let active_low = lr
+                .active_low
+                .as_ref()
+                .map(|v| self.boolean(v, "led.active_low"))
+                .transpose()?
+                .unwrap_or(false);
+            g.led = Some(LedConfig { pin, active_low });
+        }
+        Ok(g)
+    }
+
+    pub(super) fn firewall(&self, raw: &RawFirewall) -> Result<FirewallConfig, ConfigError> {
+        let mut f = FirewallConfig::default();
+        if let Some(v) = &raw.backend {
+            let s = self.string(v, "firewall.backend", "\"iptables\" or \"none\"")?;
+            f.backend = match s {
+                "iptables" => Backend::Iptables,
+                "none" => Backend::None,
+                other => {
+                    return Err(self.err(
+                        v,
+                        "firewall.backend",
+                        format!("unknown backend `{other}`: expected \"iptables\" or \"none\""),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = &raw.chain {
+            let s = self.string(v, "firewall.chain", "a chain name such as \"KNOCKD\"")?;
+            let valid = !s.is_empty()
+                && s.len() <= 28
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                && !["INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"].contains(&s);
+            if !valid {
+                return Err(self.err(
+                    v,
+                    "firewall.chain",
+                    format!("`{s}` is not a usable chain name: expected 1 to 28 letters, digits, `_` or `-`, not a built-in chain"),
+                ));
+            }
+            f.chain = s.to_string();
+        }
+        if let Some(v) = &raw.jump_position {
+            let n = self.integer(
+                v,
+                "firewall.jump_position",
+                1..=1000,
+                "expected a whole number from 1 (first rule of INPUT) to 1000",
+            )?;
+            f.jump_position = u32::try_from(n).expect("in range");
+        }
+        if let Some(v) = &raw.daily_flush {
+            let s = self.string(
+                v,
+                "firewall.daily_flush",
+                "a local time \"HH:MM\" or \"off\"",
+            )?;
+            f.daily_flush = if s.eq_ignore_ascii_case("off") {
+                None
+            } else {
+                Some(parse_local_time(s).map_err(|m| self.err(v, "firewall.daily_flush", m))?)
+            };
+        }
+        Ok(f)
+    }
+
+    pub(super) fn daemon(&self, raw: &RawDaemon) -> Result<Daemon, ConfigError> {
+        let interfaces = match &raw.interfaces {
+            None => Interfaces::Auto,
+            Some(v) => self.interfaces(v)?,
+        };
+        let log_file = raw
+            .log_file
+            .as_ref()
+            .map(|v| self.path(v, "daemon.log_file"))
+            .transpose()?;
+        let syslog = match &raw.syslog {
+            None => false,
+            Some(v) => match v.get_ref() {
+                RawValue::Boolean(b) => *b,
+                other => {
+                    return Err(self.err(
+                        v,
+                        "daemon.syslog",
+                        format!("expected true or false, found {}", other.kind()),
+                    ))
+                }
+            },
+        };
+        let pid_file = raw
+            .pid_file
+            .as_ref()
+            .map(|v| self.path(v, "daemon.pid_file"))
+            .transpose()?;
+        let state_dir = match &raw.state_dir {
+            None => PathBuf::from(DEFAULT_STATE_DIR),
+            Some(v) => self.path(v, "daemon.state_dir")?,
+        };
+        let max_sources = match &raw.max_sources {
+            None => DEFAULT_MAX_SOURCES,
+            Some(v) => {
+                const MAX: i64 = 10_000_000;
+                let expected = format!("expected a whole number from 1 to {MAX}");
+                match v.get_ref() {
+                    RawValue::Integer(n) if (1..=MAX).contains(n) => {
+                        usize::try_from(*n).expect("in range")
+                    }
+                    RawValue::Integer(n) => {
+                        return Err(self.err(
+                            v,
+                            "daemon.max_sources",
+                            format!("{n} is out of range: {expected}"),
+                        ))
+                    }
+                    other => {
+                        return Err(self.err(
+                            v,
+                            "daemon.max_sources",
+                            format!("{expected}, found {}", other.kind()),
+                        ))
+                    }
+                }
+            }
+        };
+        let mut penalties = crate::engine::limits::PenaltyConfig::default();
+        if let Some(v) = &raw.max_failures {
+            let n = self.integer(
+                v,
+                "daemon.max_failures",
+                0..=1_000_000,
+                "expected a number of failed attempts (0 turns the limit off)",
+            )?;
+            penalties.max_failures = u32::try_from(n).expect("in range");
+        }
+        if let Some(v) = &raw.failure_window {
+            penalties.window = self.timeout(v, "daemon.failure_window")?;
+        }
+        if let Some(v) = &raw.ban {
+            penalties.ban = self.timeout(v, "daemon.ban")?;
+        }
+        let user = match &raw.user {
+            Some(v) => {
+                let name = self.string(v, "daemon.user", "a user name such as \"knockgate\"")?;
+                let valid = !name.is_empty()
+                    && name.len() <= 32
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+                    && !name.starts_with('-');
+                if !valid || name == "root" {
+                    return Err(self.err(
+                        v,
+                        "daemon.user",
+                        format!("`{name}` is not an unprivileged user name: expected e.g. \"knockgate\" (not root)"),
+                    ));
+                }
+                Some(name.to_string())
+            }
+            None => None,
+        };
+        Ok(Daemon {
+            interfaces,
+            log_file,
+            syslog,
+            pid_file,
+            state_dir,
+            max_sources,
+            penalties,
+            user,
+        })
+    }
+
+    pub(super) fn interfaces(&self, v: &Spanned<RawValue>) -> Result<Interfaces, ConfigError> {
+        const KEY: &str = "daemon.interfaces";
+        const EXPECTED: &str =
+            "expected \"auto\" or a list of interface names such as [\"eth0\", \"wlan0\"]";
+        match v.get_ref() {
+            RawValue::String(s) if s.eq_ignore_ascii_case("auto") => Ok(Interfaces::Auto),
+            RawValue::String(s) => Err(self.err(
+                v,
+                KEY,
+                format!("`{s}` is not \"auto\": {EXPECTED} (write [\"{s}\"] for one interface)"),
+            )),
+            RawValue::Array(items) if items.is_empty() => {
+                Err(self.err(v, KEY, format!("empty list: {EXPECTED}")))
+            }
+            RawValue::Array(items) => {
+                let mut names: Vec<String> = Vec::with_capacity(items.len());
+                for item in items {
+                    let RawValue::String(name) = item.get_ref() else {
+                        return Err(self.err(
+                            item,
+                            KEY,
+                            format!(
+                                "expected an interface name (a string such as \"eth0\"), found {}",
+                                item.get_ref().kind()
+                            ),
+                        ));
+                    };
+                    check_interface_name(name).map_err(|m| self.err(item, KEY, m))?;
+                    if names.contains(name) {
+                        return Err(self.err(
+                            item,
+                            KEY,
+                            format!("interface `{name}` is listed twice"),
+                        ));
+                    }
+                    names.push(name.clone());
+                }
+                Ok(Interfaces::Named(names))
+            }
+            other => Err(self.err(v, KEY, format!("{EXPECTED}, found {}", other.kind()))),
+        }
+    }
+
+    /// A string value, or an error saying what was expected.
+    pub(super) fn string<'v>(
+        &self,
+        v: &'v Spanned<RawValue>,
+        key: &str,
+        what: &str,
+    ) -> Result<&'v str, ConfigError> {
+        match v.get_ref() {
+            RawValue::String(s) => Ok(s),
+            other => Err(self.err(v, key, format!("expected {what}, found {}", other.kind()))),
+        }
+    }
+
+    pub(super) fn path(&self, v: &Spanned<RawValue>, key: &str) -> Result<PathBuf, ConfigError> {
+        let s = self.string(v, key, "a path (a string such as \"/var/lib/knockgate\")")?;
+        if s.is_empty() {
+            return Err(self.err(v, key, "empty path: give a path or remove the key"));
+        }
+        if s.contains('\0') {
+            return Err(self.err(v, key, "a path cannot contain a NUL character"));
+        }
+        Ok(PathBuf::from(s))
+    }
+
+    /// A positive timeout: an integer (seconds) or a duration string.
+    pub(super) fn timeout(
+        &self,
+        v: &Spanned<RawValue>,
+        key: &str,
+    ) -> Result<Duration, ConfigError> {
+        let expected = format!("expected a whole number of seconds (1 or more) or {DURATION_HELP}");
+        let d = match v.get_ref() {
+            RawValue::Integer(n) if *n > 0 => Duration::from_secs(n.unsigned_abs()),
+            RawValue::Integer(n) => {
+                return Err(self.err(v, key, format!("{n} is not a positive timeout: {expected}")))
+            }
+            RawValue::String(s) => parse_duration(s).map_err(|m| self.err(v, key, m))?,
+            other => return Err(self.err(v, key, format!("{expected}, found {}", other.kind()))),
+        };
+        if d.is_zero() {
+            return Err(self.err(
+                v,
+                key,
+                format!("a timeout of zero is not allowed: {expected}"),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// Exactly one of a key and its alias, or neither.
+    pub(super) fn one_of<'v>(
+        &self,
+        main: &'v Option<Spanned<RawValue>>,
+        alias: &'v Option<Spanned<RawValue>>,
+        door: &str,
+        names: (&str, &str),
+    ) -> Result<Option<&'v Spanned<RawValue>>, ConfigError> {
+        match (main, alias) {
+            (Some(_), Some(a)) => Err(self.err(
+                a,
+                &format!("{door}.{}", names.1),
+                format!(
+                    "`{}` is an alias of `{}`, which is also given: keep one",
+                    names.1, names.0
+                ),
+            )),
+            (Some(m), None) => Ok(Some(m)),
+            (None, a) => Ok(a.as_ref()),
+        }
+    }
+
+    pub(super) fn command(
+        &self,
+        v: &Spanned<RawValue>,
+        key: &str,
+    ) -> Result<CommandTemplate, ConfigError> {
+        let s = self.string(v, key, "a command line (a string)")?;
+        if s.trim().is_empty() {
+            return Err(self.err(
+                v,
+                key,
+                "empty command: give a program and its arguments, or remove the key (only the _6 variants may be empty, to disable IPv6)",
+            ));
+        }
+        CommandTemplate::parse(s).map_err(|m| self.err(v, key, m))
+    }
+
+    pub(super) fn command6(
+        &self,
+        v: &Spanned<RawValue>,
+        key: &str,
+    ) -> Result<Command6, ConfigError> {
+        let s = self.string(
+            v,
+            key,
+            "a command line (a string), or \"\" to run nothing for IPv6",
+        )?;
+        if s.trim().is_empty() {
+            return Ok(Command6::Disabled);
+        }
+        CommandTemplate::parse(s)
+            .map(Command6::Set)
+            .map_err(|m| self.err(v, key, m))
+    }
+}
