@@ -308,6 +308,11 @@ mod tests {
         g.open(s, now, wall, grant, after)
     }
 
+    /// The ssh door opened for an hour at time zero.
+    fn open_ssh(g: &mut Gate, s: &mut Sessions, src: IpAddr) -> bool {
+        open(g, s, Instant::ZERO, wall(0), "ssh", src, &ssh(Some(3600)))
+    }
+
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([192, 0, 2, last])
     }
@@ -354,24 +359,8 @@ mod tests {
     fn closing_sequence_closes_only_that_source() {
         let (mut g, fw) = gate(None);
         let mut s = Sessions::new();
-        open(
-            &mut g,
-            &mut s,
-            Instant::ZERO,
-            wall(0),
-            "ssh",
-            ip(2),
-            &ssh(Some(3600)),
-        );
-        open(
-            &mut g,
-            &mut s,
-            Instant::ZERO,
-            wall(0),
-            "ssh",
-            ip(3),
-            &ssh(Some(3600)),
-        );
+        open_ssh(&mut g, &mut s, ip(2));
+        open_ssh(&mut g, &mut s, ip(3));
         assert!(g.close_door(&mut s, "ssh", ip(2), "closeSSH"));
         assert!(!g.close_door(&mut s, "ssh", ip(2), "closeSSH"));
         let rules = fw.0.lock().unwrap().rules.clone();
@@ -383,15 +372,7 @@ mod tests {
     fn reconcile_restores_missing_and_removes_unaccounted_rules() {
         let (mut g, fw) = gate(None);
         let mut s = Sessions::new();
-        open(
-            &mut g,
-            &mut s,
-            Instant::ZERO,
-            wall(0),
-            "ssh",
-            ip(2),
-            &ssh(Some(3600)),
-        );
+        open_ssh(&mut g, &mut s, ip(2));
         {
             let mut f = fw.0.lock().unwrap();
             // Someone flushed the chain, and a stale rule from a lost journal is there.

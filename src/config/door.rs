@@ -86,14 +86,7 @@ impl Cx<'_> {
             &d,
             ("seq_timeout", "timeout"),
         )? {
-            Some(v) => {
-                let k = if raw.seq_timeout.is_some() {
-                    "seq_timeout"
-                } else {
-                    "timeout"
-                };
-                self.timeout(v, &key(k))?
-            }
+            Some((v, k)) => self.timeout(v, &key(k))?,
             None => DEFAULT_SEQ_TIMEOUT,
         };
         let tcp_flags = match &raw.tcp_flags {
@@ -127,14 +120,7 @@ impl Cx<'_> {
             &d,
             ("start_command", "command"),
         )? {
-            Some(v) => {
-                let k = if raw.start_command.is_some() {
-                    "start_command"
-                } else {
-                    "command"
-                };
-                Some(self.command(v, &key(k))?)
-            }
+            Some((v, k)) => Some(self.command(v, &key(k))?),
             None => None,
         };
         let start_command_6 = match self.one_of(
@@ -143,14 +129,7 @@ impl Cx<'_> {
             &d,
             ("start_command_6", "command_6"),
         )? {
-            Some(v) => {
-                let k = if raw.start_command_6.is_some() {
-                    "start_command_6"
-                } else {
-                    "command_6"
-                };
-                self.command6(v, &key(k))?
-            }
+            Some((v, k)) => self.command6(v, &key(k))?,
             None => Command6::Inherit,
         };
         let stop_command = match &raw.stop_command {

@@ -635,13 +635,15 @@ impl Cx<'_> {
     }
 
     /// Exactly one of a key and its alias, or neither.
+    /// A key that has an alias (knockd's name): the value given and the name it was given
+    /// under; both given is an error.
     pub(super) fn one_of<'v>(
         &self,
         main: &'v Option<Spanned<RawValue>>,
         alias: &'v Option<Spanned<RawValue>>,
         door: &str,
-        names: (&str, &str),
-    ) -> Result<Option<&'v Spanned<RawValue>>, ConfigError> {
+        names: (&'static str, &'static str),
+    ) -> Result<Option<(&'v Spanned<RawValue>, &'static str)>, ConfigError> {
         match (main, alias) {
             (Some(_), Some(a)) => Err(self.err(
                 a,
@@ -651,8 +653,8 @@ impl Cx<'_> {
                     names.1, names.0
                 ),
             )),
-            (Some(m), None) => Ok(Some(m)),
-            (None, a) => Ok(a.as_ref()),
+            (Some(m), None) => Ok(Some((m, names.0))),
+            (None, a) => Ok(a.as_ref().map(|a| (a, names.1))),
         }
     }
 

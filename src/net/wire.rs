@@ -436,382 +436,252 @@ pub(crate) mod fixtures {
     pub(crate) const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 5);
     pub(crate) const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 
+    /// Concatenates two byte arrays at compile time (`C` must be `A + B`).
+    const fn cat<const A: usize, const B: usize, const C: usize>(
+        a: [u8; A],
+        b: [u8; B],
+    ) -> [u8; C] {
+        assert!(A + B == C, "cat: the lengths do not add up");
+        let mut out = [0u8; C];
+        let mut i = 0;
+        while i < A {
+            out[i] = a[i];
+            i += 1;
+        }
+        while i < C {
+            out[i] = b[i - A];
+            i += 1;
+        }
+        out
+    }
+
+    /// Ethernet destination 02:00:00:00:00:01 (the gateway), source 02:00:00:00:00:02 (the
+    /// knocking client).
+    const ETH_ADDRS: [u8; 12] = [2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+    /// Ethernet addresses and EtherType IPv4.
+    const ETH_IPV4: [u8; 14] = cat(ETH_ADDRS, [0x08, 0x00]);
+    /// Ethernet addresses and EtherType IPv6.
+    const ETH_IPV6: [u8; 14] = cat(ETH_ADDRS, [0x86, 0xdd]);
+
+    /// An IPv4 header without options from 203.0.113.5 to 192.0.2.1 (identification 0x1c46,
+    /// DF, TTL 64): total length `len`, `protocol`, header `checksum`.
+    const fn ipv4(len: u16, protocol: u8, checksum: u16) -> [u8; 20] {
+        let (l, c) = (len.to_be_bytes(), checksum.to_be_bytes());
+        [
+            0x45, 0x00, l[0], l[1], 0x1c, 0x46, 0x40, 0x00, 0x40, protocol, c[0], c[1], 203, 0,
+            113, 5, 192, 0, 2, 1,
+        ]
+    }
+
+    /// An IPv6 header from 2001:db8::5 to 2001:db8::1 (traffic class and flow label 0, hop
+    /// limit 64): `payload` length, `next` header.
+    const fn ipv6(payload: u16, next: u8) -> [u8; 40] {
+        let l = payload.to_be_bytes();
+        #[rustfmt::skip]
+        let header = [
+            0x60, 0, 0, 0, l[0], l[1], next, 64,
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, // source 2001:db8::5
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, // destination 2001:db8::1
+        ];
+        header
+    }
+
+    /// A 20-byte TCP header from port 40000 to `port` (sequence 0x01020304, no acknowledgment,
+    /// window 64240): `flags`, `checksum`.
+    const fn tcp(port: u16, flags: u8, checksum: u16) -> [u8; 20] {
+        let (p, c) = (port.to_be_bytes(), checksum.to_be_bytes());
+        [
+            0x9c, 0x40, p[0], p[1], 1, 2, 3, 4, 0, 0, 0, 0, 0x50, flags, 0xfa, 0xf0, c[0], c[1], 0,
+            0,
+        ]
+    }
+
+    /// A UDP datagram from port 40001 to `port` with the 4-byte payload 'knok': `checksum`.
+    const fn udp_knok(port: u16, checksum: u16) -> [u8; 12] {
+        let (p, c) = (port.to_be_bytes(), checksum.to_be_bytes());
+        [
+            0x9c, 0x41, p[0], p[1], 0x00, 0x0c, c[0], c[1], b'k', b'n', b'o', b'k',
+        ]
+    }
+
+    /// IPv4, UDP with a 4-byte payload: 203.0.113.5:40001 -> 192.0.2.1:8000.
+    const IPV4_UDP: [u8; 32] = cat(ipv4(32, 17, 0x2080), udp_knok(8000, 0x6b73));
+
     /// Ethernet, IPv4, TCP SYN with an MSS option: 203.0.113.5:40000 -> 192.0.2.1:7000.
-    pub(crate) const ETH_IPV4_TCP_SYN: [u8; 58] = [
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x01, // Ethernet destination 02:00:00:00:00:01 (the gateway)
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x02, // Ethernet source 02:00:00:00:00:02 (the knocking client)
-        0x08, 0x00, // EtherType IPv4
-        0x45, // IPv4: version 4, IHL 5 (20 bytes)
-        0x00, // DSCP 0, ECN 0
-        0x00, 0x2c, // total length 44
-        0x1c, 0x46, // identification
-        0x40, 0x00, // flags DF, fragment offset 0
-        0x40, // TTL 64
-        0x06, // protocol 6 (TCP)
-        0x20, 0x7f, // header checksum
-        0xcb, 0x00, 0x71, 0x05, // source 203.0.113.5
-        0xc0, 0x00, 0x02, 0x01, // destination 192.0.2.1
-        0x9c, 0x40, // TCP source port 40000
-        0x1b, 0x58, // TCP destination port 7000
-        0x01, 0x02, 0x03, 0x04, // sequence number
-        0x00, 0x00, 0x00, 0x00, // acknowledgment number
-        0x60, // data offset 6 (24 bytes), reserved, NS 0
-        0x02, // flags 0x02: SYN
-        0xfa, 0xf0, // window 64240
-        0xe3, 0x8f, // checksum
-        0x00, 0x00, // urgent pointer
-        0x02, 0x04, 0x05, 0xb4, // options: MSS 1460
-    ];
+    pub(crate) const ETH_IPV4_TCP_SYN: [u8; 58] = cat(
+        ETH_IPV4,
+        cat::<20, 24, 44>(
+            ipv4(44, 6, 0x207f),
+            [
+                0x9c, 0x40, // TCP source port 40000
+                0x1b, 0x58, // TCP destination port 7000
+                0x01, 0x02, 0x03, 0x04, // sequence number
+                0x00, 0x00, 0x00, 0x00, // acknowledgment number
+                0x60, // data offset 6 (24 bytes), reserved, NS 0
+                0x02, // flags 0x02: SYN
+                0xfa, 0xf0, // window 64240
+                0xe3, 0x8f, // checksum
+                0x00, 0x00, // urgent pointer
+                0x02, 0x04, 0x05, 0xb4, // options: MSS 1460
+            ],
+        ),
+    );
 
     /// Ethernet, IPv4, UDP with a 4-byte payload: 203.0.113.5:40001 -> 192.0.2.1:8000.
-    pub(crate) const ETH_IPV4_UDP: [u8; 46] = [
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x01, // Ethernet destination 02:00:00:00:00:01 (the gateway)
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x02, // Ethernet source 02:00:00:00:00:02 (the knocking client)
-        0x08, 0x00, // EtherType IPv4
-        0x45, // IPv4: version 4, IHL 5 (20 bytes)
-        0x00, // DSCP 0, ECN 0
-        0x00, 0x20, // total length 32
-        0x1c, 0x46, // identification
-        0x40, 0x00, // flags DF, fragment offset 0
-        0x40, // TTL 64
-        0x11, // protocol 17 (UDP)
-        0x20, 0x80, // header checksum
-        0xcb, 0x00, 0x71, 0x05, // source 203.0.113.5
-        0xc0, 0x00, 0x02, 0x01, // destination 192.0.2.1
-        0x9c, 0x41, // UDP source port 40001
-        0x1f, 0x40, // UDP destination port 8000
-        0x00, 0x0c, // UDP length 12
-        0x6b, 0x73, // checksum
-        0x6b, 0x6e, 0x6f, 0x6b, // payload 'knok'
-    ];
+    pub(crate) const ETH_IPV4_UDP: [u8; 46] = cat(ETH_IPV4, IPV4_UDP);
 
     /// Ethernet, one 802.1Q tag (VLAN 10), IPv4, TCP SYN to port 7001.
-    pub(crate) const ETH_VLAN_IPV4_TCP: [u8; 58] = [
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x01, // Ethernet destination 02:00:00:00:00:01 (the gateway)
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x02, // Ethernet source 02:00:00:00:00:02 (the knocking client)
-        0x81, 0x00, // EtherType 802.1Q VLAN
-        0x00, 0x0a, // VLAN TCI: PCP 0, DEI 0, VID 10
-        0x08, 0x00, // EtherType IPv4
-        0x45, // IPv4: version 4, IHL 5 (20 bytes)
-        0x00, // DSCP 0, ECN 0
-        0x00, 0x28, // total length 40
-        0x1c, 0x46, // identification
-        0x40, 0x00, // flags DF, fragment offset 0
-        0x40, // TTL 64
-        0x06, // protocol 6 (TCP)
-        0x20, 0x83, // header checksum
-        0xcb, 0x00, 0x71, 0x05, // source 203.0.113.5
-        0xc0, 0x00, 0x02, 0x01, // destination 192.0.2.1
-        0x9c, 0x40, // TCP source port 40000
-        0x1b, 0x59, // TCP destination port 7001
-        0x01, 0x02, 0x03, 0x04, // sequence number
-        0x00, 0x00, 0x00, 0x00, // acknowledgment number
-        0x50, // data offset 5 (20 bytes), reserved, NS 0
-        0x02, // flags 0x02: SYN
-        0xfa, 0xf0, // window 64240
-        0xfb, 0x4a, // checksum
-        0x00, 0x00, // urgent pointer
-    ];
+    pub(crate) const ETH_VLAN_IPV4_TCP: [u8; 58] = cat(
+        cat::<12, 6, 18>(
+            ETH_ADDRS,
+            [
+                0x81, 0x00, // EtherType 802.1Q VLAN
+                0x00, 0x0a, // VLAN TCI: PCP 0, DEI 0, VID 10
+                0x08, 0x00, // EtherType IPv4
+            ],
+        ),
+        cat::<20, 20, 40>(ipv4(40, 6, 0x2083), tcp(7001, 0x02, 0xfb4a)),
+    );
 
-    /// Ethernet, QinQ (802.1ad VLAN 100 then 802.1Q VLAN 10), IPv4, ECN-setup TCP SYN to port 7002.
-    pub(crate) const ETH_QINQ_IPV4_TCP: [u8; 62] = [
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x01, // Ethernet destination 02:00:00:00:00:01 (the gateway)
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x02, // Ethernet source 02:00:00:00:00:02 (the knocking client)
-        0x88, 0xa8, // EtherType 802.1ad service tag
-        0x00, 0x64, // VLAN TCI: PCP 0, DEI 0, VID 100
-        0x81, 0x00, // EtherType 802.1Q customer tag
-        0x00, 0x0a, // VLAN TCI: PCP 0, DEI 0, VID 10
-        0x08, 0x00, // EtherType IPv4
-        0x45, // IPv4: version 4, IHL 5 (20 bytes)
-        0x00, // DSCP 0, ECN 0
-        0x00, 0x28, // total length 40
-        0x1c, 0x46, // identification
-        0x40, 0x00, // flags DF, fragment offset 0
-        0x40, // TTL 64
-        0x06, // protocol 6 (TCP)
-        0x20, 0x83, // header checksum
-        0xcb, 0x00, 0x71, 0x05, // source 203.0.113.5
-        0xc0, 0x00, 0x02, 0x01, // destination 192.0.2.1
-        0x9c, 0x40, // TCP source port 40000
-        0x1b, 0x5a, // TCP destination port 7002
-        0x01, 0x02, 0x03, 0x04, // sequence number
-        0x00, 0x00, 0x00, 0x00, // acknowledgment number
-        0x50, // data offset 5 (20 bytes), reserved, NS 0
-        0xc2, // flags 0xc2: SYN, ECE, CWR (an ECN-setup SYN)
-        0xfa, 0xf0, // window 64240
-        0xfa, 0x89, // checksum
-        0x00, 0x00, // urgent pointer
-    ];
+    /// Ethernet, QinQ (802.1ad VLAN 100 then 802.1Q VLAN 10), IPv4, ECN-setup TCP SYN to port
+    /// 7002 (flags 0xc2: SYN, ECE, CWR).
+    pub(crate) const ETH_QINQ_IPV4_TCP: [u8; 62] = cat(
+        cat::<12, 10, 22>(
+            ETH_ADDRS,
+            [
+                0x88, 0xa8, // EtherType 802.1ad service tag
+                0x00, 0x64, // VLAN TCI: PCP 0, DEI 0, VID 100
+                0x81, 0x00, // EtherType 802.1Q customer tag
+                0x00, 0x0a, // VLAN TCI: PCP 0, DEI 0, VID 10
+                0x08, 0x00, // EtherType IPv4
+            ],
+        ),
+        cat::<20, 20, 40>(ipv4(40, 6, 0x2083), tcp(7002, 0xc2, 0xfa89)),
+    );
 
     /// Ethernet, IPv6, TCP SYN: [2001:db8::5]:40000 -> [2001:db8::1]:7000.
-    pub(crate) const ETH_IPV6_TCP: [u8; 74] = [
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x01, // Ethernet destination 02:00:00:00:00:01 (the gateway)
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x02, // Ethernet source 02:00:00:00:00:02 (the knocking client)
-        0x86, 0xdd, // EtherType IPv6
-        0x60, 0x00, 0x00, 0x00, // IPv6: version 6, traffic class 0, flow label 0
-        0x00, 0x14, // payload length 20
-        0x06, // next header 6 (TCP)
-        0x40, // hop limit 64
-        0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x05, // source 2001:db8::5
-        0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x01, // destination 2001:db8::1
-        0x9c, 0x40, // TCP source port 40000
-        0x1b, 0x58, // TCP destination port 7000
-        0x01, 0x02, 0x03, 0x04, // sequence number
-        0x00, 0x00, 0x00, 0x00, // acknowledgment number
-        0x50, // data offset 5 (20 bytes), reserved, NS 0
-        0x02, // flags 0x02: SYN
-        0xfa, 0xf0, // window 64240
-        0x9d, 0xdb, // checksum
-        0x00, 0x00, // urgent pointer
-    ];
+    pub(crate) const ETH_IPV6_TCP: [u8; 74] = cat(
+        ETH_IPV6,
+        cat::<40, 20, 60>(ipv6(20, 6), tcp(7000, 0x02, 0x9ddb)),
+    );
 
     /// Ethernet, IPv6, hop-by-hop options, destination options, TCP RST to port 7003.
-    pub(crate) const ETH_IPV6_HBH_DSTOPTS_TCP: [u8; 90] = [
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x01, // Ethernet destination 02:00:00:00:00:01 (the gateway)
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x02, // Ethernet source 02:00:00:00:00:02 (the knocking client)
-        0x86, 0xdd, // EtherType IPv6
-        0x60, 0x00, 0x00, 0x00, // IPv6: version 6, traffic class 0, flow label 0
-        0x00, 0x24, // payload length 36
-        0x00, // next header 0 (hop-by-hop options)
-        0x40, // hop limit 64
-        0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x05, // source 2001:db8::5
-        0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x01, // destination 2001:db8::1
-        0x3c, // hop-by-hop: next header 60 (destination options)
-        0x00, // header extension length 0 (8 bytes)
-        0x01, 0x04, 0x00, 0x00, 0x00, 0x00, // PadN option, 4 bytes of padding
-        0x06, // destination options: next header 6 (TCP)
-        0x00, // header extension length 0 (8 bytes)
-        0x01, 0x04, 0x00, 0x00, 0x00, 0x00, // PadN option, 4 bytes of padding
-        0x9c, 0x40, // TCP source port 40000
-        0x1b, 0x5b, // TCP destination port 7003
-        0x01, 0x02, 0x03, 0x04, // sequence number
-        0x00, 0x00, 0x00, 0x00, // acknowledgment number
-        0x50, // data offset 5 (20 bytes), reserved, NS 0
-        0x04, // flags 0x04: RST
-        0xfa, 0xf0, // window 64240
-        0x9d, 0xd6, // checksum
-        0x00, 0x00, // urgent pointer
-    ];
+    pub(crate) const ETH_IPV6_HBH_DSTOPTS_TCP: [u8; 90] = cat(
+        ETH_IPV6,
+        cat::<40, 36, 76>(
+            ipv6(36, 0), // next header 0 (hop-by-hop options)
+            cat::<16, 20, 36>(
+                [
+                    0x3c, // hop-by-hop: next header 60 (destination options)
+                    0x00, // header extension length 0 (8 bytes)
+                    0x01, 0x04, 0x00, 0x00, 0x00, 0x00, // PadN option, 4 bytes of padding
+                    0x06, // destination options: next header 6 (TCP)
+                    0x00, // header extension length 0 (8 bytes)
+                    0x01, 0x04, 0x00, 0x00, 0x00, 0x00, // PadN option, 4 bytes of padding
+                ],
+                tcp(7003, 0x04, 0x9dd6),
+            ),
+        ),
+    );
 
-    /// Ethernet, IPv6, fragment header (offset 0, more fragments), the first 16 bytes of a UDP datagram to port 8001.
-    pub(crate) const ETH_IPV6_FRAG_FIRST: [u8; 78] = [
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x01, // Ethernet destination 02:00:00:00:00:01 (the gateway)
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x02, // Ethernet source 02:00:00:00:00:02 (the knocking client)
-        0x86, 0xdd, // EtherType IPv6
-        0x60, 0x00, 0x00, 0x00, // IPv6: version 6, traffic class 0, flow label 0
-        0x00, 0x18, // payload length 24
-        0x2c, // next header 44 (fragment)
-        0x40, // hop limit 64
-        0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x05, // source 2001:db8::5
-        0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x01, // destination 2001:db8::1
-        0x11, 0x00, // fragment: next header 17 (UDP), reserved
-        0x00, 0x01, // fragment offset 0, M=1 (more fragments follow)
-        0x00, 0x00, 0xca, 0xfe, // identification
-        0x9c, 0x41, // UDP source port 40001
-        0x1f, 0x41, // UDP destination port 8001
-        0x00, 0x1f, // UDP length 31 (the whole datagram)
-        0xd1, 0x0c, // checksum
-        0x6b, 0x6e, 0x6f, 0x63, 0x6b, 0x20, 0x6b, 0x6e, // the first 8 bytes of the payload
-    ];
+    /// Ethernet, IPv6, fragment header (offset 0, more fragments), the first 16 bytes of a UDP
+    /// datagram to port 8001.
+    pub(crate) const ETH_IPV6_FRAG_FIRST: [u8; 78] = cat(
+        ETH_IPV6,
+        cat::<40, 24, 64>(
+            ipv6(24, 44), // next header 44 (fragment)
+            [
+                0x11, 0x00, // fragment: next header 17 (UDP), reserved
+                0x00, 0x01, // fragment offset 0, M=1 (more fragments follow)
+                0x00, 0x00, 0xca, 0xfe, // identification
+                0x9c, 0x41, // UDP source port 40001
+                0x1f, 0x41, // UDP destination port 8001
+                0x00, 0x1f, // UDP length 31 (the whole datagram)
+                0xd1, 0x0c, // checksum
+                0x6b, 0x6e, 0x6f, 0x63, 0x6b, 0x20, 0x6b,
+                0x6e, // the first 8 bytes of the payload
+            ],
+        ),
+    );
 
-    /// Ethernet, IPv6, fragment header (offset 16 bytes): the second fragment of the datagram above.
-    pub(crate) const ETH_IPV6_FRAG_LATER: [u8; 77] = [
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x01, // Ethernet destination 02:00:00:00:00:01 (the gateway)
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x02, // Ethernet source 02:00:00:00:00:02 (the knocking client)
-        0x86, 0xdd, // EtherType IPv6
-        0x60, 0x00, 0x00, 0x00, // IPv6: version 6, traffic class 0, flow label 0
-        0x00, 0x17, // payload length 23
-        0x2c, // next header 44 (fragment)
-        0x40, // hop limit 64
-        0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x05, // source 2001:db8::5
-        0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x01, // destination 2001:db8::1
-        0x11, 0x00, // fragment: next header 17 (UDP), reserved
-        0x00, 0x10, // fragment offset 2 (16 bytes), M=0 (last fragment)
-        0x00, 0x00, 0xca, 0xfe, // identification
-        0x6f, 0x63, 0x6b, 0x20, 0x6b, 0x6e, 0x6f, 0x63, 0x6b, 0x20, 0x6b, 0x6e, 0x6f, 0x63,
-        0x6b, // the rest of the UDP payload: no UDP header here
-    ];
+    /// Ethernet, IPv6, fragment header (offset 16 bytes): the second fragment of the datagram
+    /// above.
+    pub(crate) const ETH_IPV6_FRAG_LATER: [u8; 77] = cat(
+        ETH_IPV6,
+        cat::<40, 23, 63>(
+            ipv6(23, 44), // next header 44 (fragment)
+            [
+                0x11, 0x00, // fragment: next header 17 (UDP), reserved
+                0x00, 0x10, // fragment offset 2 (16 bytes), M=0 (last fragment)
+                0x00, 0x00, 0xca, 0xfe, // identification
+                0x6f, 0x63, 0x6b, 0x20, 0x6b, 0x6e, 0x6f, 0x63, 0x6b, 0x20, 0x6b, 0x6e, 0x6f, 0x63,
+                0x6b, // the rest of the UDP payload: no UDP header here
+            ],
+        ),
+    );
 
     /// Linux cooked capture (SLL), IPv4, TCP SYN to port 7000.
-    pub(crate) const SLL_IPV4_TCP: [u8; 56] = [
-        0x00, 0x00, // SLL packet type 0 (to us)
-        0x00, 0x01, // ARPHRD_ETHER
-        0x00, 0x06, // link-layer address length 6
-        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00,
-        0x00, // link-layer address, padded to 8 bytes
-        0x08, 0x00, // protocol: EtherType IPv4
-        0x45, // IPv4: version 4, IHL 5 (20 bytes)
-        0x00, // DSCP 0, ECN 0
-        0x00, 0x28, // total length 40
-        0x1c, 0x46, // identification
-        0x40, 0x00, // flags DF, fragment offset 0
-        0x40, // TTL 64
-        0x06, // protocol 6 (TCP)
-        0x20, 0x83, // header checksum
-        0xcb, 0x00, 0x71, 0x05, // source 203.0.113.5
-        0xc0, 0x00, 0x02, 0x01, // destination 192.0.2.1
-        0x9c, 0x40, // TCP source port 40000
-        0x1b, 0x58, // TCP destination port 7000
-        0x01, 0x02, 0x03, 0x04, // sequence number
-        0x00, 0x00, 0x00, 0x00, // acknowledgment number
-        0x50, // data offset 5 (20 bytes), reserved, NS 0
-        0x02, // flags 0x02: SYN
-        0xfa, 0xf0, // window 64240
-        0xfb, 0x4b, // checksum
-        0x00, 0x00, // urgent pointer
-    ];
+    pub(crate) const SLL_IPV4_TCP: [u8; 56] = cat(
+        [
+            0x00, 0x00, // SLL packet type 0 (to us)
+            0x00, 0x01, // ARPHRD_ETHER
+            0x00, 0x06, // link-layer address length 6
+            0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, // link-layer address, padded to 8
+            0x08, 0x00, // protocol: EtherType IPv4
+        ],
+        cat::<20, 20, 40>(ipv4(40, 6, 0x2083), tcp(7000, 0x02, 0xfb4b)),
+    );
 
     /// Linux cooked capture v2 (SLL2), IPv6, UDP to port 8000.
-    pub(crate) const SLL2_IPV6_UDP: [u8; 72] = [
-        0x86, 0xdd, // SLL2 protocol: EtherType IPv6
-        0x00, 0x00, // reserved
-        0x00, 0x00, 0x00, 0x02, // interface index 2
-        0x00, 0x01, // ARPHRD_ETHER
-        0x00, // packet type 0 (to us)
-        0x06, // link-layer address length 6
-        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00,
-        0x00, // link-layer address, padded to 8 bytes
-        0x60, 0x00, 0x00, 0x00, // IPv6: version 6, traffic class 0, flow label 0
-        0x00, 0x0c, // payload length 12
-        0x11, // next header 17 (UDP)
-        0x40, // hop limit 64
-        0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x05, // source 2001:db8::5
-        0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x01, // destination 2001:db8::1
-        0x9c, 0x41, // UDP source port 40001
-        0x1f, 0x40, // UDP destination port 8000
-        0x00, 0x0c, // UDP length 12
-        0x0e, 0x03, // checksum
-        0x6b, 0x6e, 0x6f, 0x6b, // payload 'knok'
-    ];
+    pub(crate) const SLL2_IPV6_UDP: [u8; 72] = cat(
+        [
+            0x86, 0xdd, // SLL2 protocol: EtherType IPv6
+            0x00, 0x00, // reserved
+            0x00, 0x00, 0x00, 0x02, // interface index 2
+            0x00, 0x01, // ARPHRD_ETHER
+            0x00, // packet type 0 (to us)
+            0x06, // link-layer address length 6
+            0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, // link-layer address, padded to 8
+        ],
+        cat::<40, 12, 52>(ipv6(12, 17), udp_knok(8000, 0x0e03)),
+    );
 
     /// Raw IPv4 (no link header), TCP SYN+ACK to port 7000.
-    pub(crate) const RAW_IPV4_TCP: [u8; 40] = [
-        0x45, // IPv4: version 4, IHL 5 (20 bytes)
-        0x00, // DSCP 0, ECN 0
-        0x00, 0x28, // total length 40
-        0x1c, 0x46, // identification
-        0x40, 0x00, // flags DF, fragment offset 0
-        0x40, // TTL 64
-        0x06, // protocol 6 (TCP)
-        0x20, 0x83, // header checksum
-        0xcb, 0x00, 0x71, 0x05, // source 203.0.113.5
-        0xc0, 0x00, 0x02, 0x01, // destination 192.0.2.1
-        0x9c, 0x40, // TCP source port 40000
-        0x1b, 0x58, // TCP destination port 7000
-        0x01, 0x02, 0x03, 0x04, // sequence number
-        0x00, 0x00, 0x00, 0x00, // acknowledgment number
-        0x50, // data offset 5 (20 bytes), reserved, NS 0
-        0x12, // flags 0x12: SYN, ACK
-        0xfa, 0xf0, // window 64240
-        0xfb, 0x3b, // checksum
-        0x00, 0x00, // urgent pointer
-    ];
+    pub(crate) const RAW_IPV4_TCP: [u8; 40] = cat(ipv4(40, 6, 0x2083), tcp(7000, 0x12, 0xfb3b));
 
     /// Raw IPv6 (no link header), TCP FIN+PSH+ACK+URG to port 7000.
-    pub(crate) const RAW_IPV6_TCP: [u8; 60] = [
-        0x60, 0x00, 0x00, 0x00, // IPv6: version 6, traffic class 0, flow label 0
-        0x00, 0x14, // payload length 20
-        0x06, // next header 6 (TCP)
-        0x40, // hop limit 64
-        0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x05, // source 2001:db8::5
-        0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x01, // destination 2001:db8::1
-        0x9c, 0x40, // TCP source port 40000
-        0x1b, 0x58, // TCP destination port 7000
-        0x01, 0x02, 0x03, 0x04, // sequence number
-        0x00, 0x00, 0x00, 0x00, // acknowledgment number
-        0x50, // data offset 5 (20 bytes), reserved, NS 0
-        0x39, // flags 0x39: FIN, PSH, ACK, URG
-        0xfa, 0xf0, // window 64240
-        0x9d, 0xa4, // checksum
-        0x00, 0x00, // urgent pointer
-    ];
+    pub(crate) const RAW_IPV6_TCP: [u8; 60] = cat(ipv6(20, 6), tcp(7000, 0x39, 0x9da4));
 
-    /// BSD loopback (DLT_NULL) from a little-endian host, IPv4, UDP to port 8000.
-    pub(crate) const NULL_IPV4_UDP: [u8; 36] = [
-        0x02, 0x00, 0x00,
-        0x00, // BSD loopback: address family 2 (AF_INET), little-endian host order
-        0x45, // IPv4: version 4, IHL 5 (20 bytes)
-        0x00, // DSCP 0, ECN 0
-        0x00, 0x20, // total length 32
-        0x1c, 0x46, // identification
-        0x40, 0x00, // flags DF, fragment offset 0
-        0x40, // TTL 64
-        0x11, // protocol 17 (UDP)
-        0x20, 0x80, // header checksum
-        0xcb, 0x00, 0x71, 0x05, // source 203.0.113.5
-        0xc0, 0x00, 0x02, 0x01, // destination 192.0.2.1
-        0x9c, 0x41, // UDP source port 40001
-        0x1f, 0x40, // UDP destination port 8000
-        0x00, 0x0c, // UDP length 12
-        0x6b, 0x73, // checksum
-        0x6b, 0x6e, 0x6f, 0x6b, // payload 'knok'
-    ];
+    /// BSD loopback (DLT_NULL) from a little-endian host (address family 2, AF_INET), IPv4, UDP
+    /// to port 8000.
+    pub(crate) const NULL_IPV4_UDP: [u8; 36] = cat([0x02, 0x00, 0x00, 0x00], IPV4_UDP);
 
     /// Ethernet, ARP request: who has 192.0.2.1?
-    pub(crate) const ETH_ARP: [u8; 42] = [
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x01, // Ethernet destination 02:00:00:00:00:01 (the gateway)
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x02, // Ethernet source 02:00:00:00:00:02 (the knocking client)
-        0x08, 0x06, // EtherType ARP
-        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00,
-        0x01, // ARP: hardware Ethernet, protocol IPv4, sizes 6 and 4, opcode 1 (request)
-        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0xcb, 0x00, 0x71,
-        0x05, // sender 02:00:00:00:00:02, 203.0.113.5
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0x00, 0x02,
-        0x01, // target 00:00:00:00:00:00, 192.0.2.1
-    ];
+    pub(crate) const ETH_ARP: [u8; 42] = cat(
+        cat::<12, 2, 14>(ETH_ADDRS, [0x08, 0x06]), // EtherType ARP
+        [
+            0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00,
+            0x01, // ARP: hardware Ethernet, protocol IPv4, sizes 6 and 4, opcode 1 (request)
+            0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0xcb, 0x00, 0x71,
+            0x05, // sender 02:00:00:00:00:02, 203.0.113.5
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0x00, 0x02,
+            0x01, // target 00:00:00:00:00:00, 192.0.2.1
+        ],
+    );
 
     /// Ethernet, IPv4, ICMP echo request.
-    pub(crate) const ETH_IPV4_ICMP: [u8; 46] = [
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x01, // Ethernet destination 02:00:00:00:00:01 (the gateway)
-        0x02, 0x00, 0x00, 0x00, 0x00,
-        0x02, // Ethernet source 02:00:00:00:00:02 (the knocking client)
-        0x08, 0x00, // EtherType IPv4
-        0x45, // IPv4: version 4, IHL 5 (20 bytes)
-        0x00, // DSCP 0, ECN 0
-        0x00, 0x20, // total length 32
-        0x1c, 0x46, // identification
-        0x40, 0x00, // flags DF, fragment offset 0
-        0x40, // TTL 64
-        0x01, // protocol 1 (ICMP)
-        0x20, 0x90, // header checksum
-        0xcb, 0x00, 0x71, 0x05, // source 203.0.113.5
-        0xc0, 0x00, 0x02, 0x01, // destination 192.0.2.1
-        0x08, 0x00, // ICMP type 8 (echo request), code 0
-        0x06, 0xfa, // checksum
-        0x12, 0x34, 0x00, 0x01, // identifier 0x1234, sequence 1
-        0x70, 0x69, 0x6e, 0x67, // payload 'ping'
-    ];
+    pub(crate) const ETH_IPV4_ICMP: [u8; 46] = cat(
+        ETH_IPV4,
+        cat::<20, 12, 32>(
+            ipv4(32, 1, 0x2090),
+            [
+                0x08, 0x00, // ICMP type 8 (echo request), code 0
+                0x06, 0xfa, // checksum
+                0x12, 0x34, 0x00, 0x01, // identifier 0x1234, sequence 1
+                0x70, 0x69, 0x6e, 0x67, // payload 'ping'
+            ],
+        ),
+    );
 
     /// Every fixture with its link type.
     pub(crate) const ALL: [(&str, LinkType, &[u8]); 15] = [
