@@ -243,16 +243,7 @@ mod tests {
                 udp_ports: &[],
             },
         ];
-        let links = [
-            LinkType::Ethernet,
-            LinkType::LinuxSll,
-            LinkType::LinuxSll2,
-            LinkType::RawIp,
-            LinkType::Ipv4,
-            LinkType::Ipv6,
-            LinkType::Null,
-            LinkType::Loop,
-        ];
+        let links = LinkType::ALL;
         for input in &inputs {
             for link in links {
                 let prog = compile(&filter_for_link(input, link), link);
