@@ -197,13 +197,17 @@ mod tests {
 
     const SRC: &str = "192.0.2.7";
 
-    fn plan_of(doors: &str, sessions: &Sessions) -> Vec<String> {
-        let c = config(doors);
+    /// The plan of the first door of `c` for `src`.
+    fn plan_from(c: &crate::config::Config, src: &str, sessions: &Sessions) -> Vec<Action> {
         let origin = Origin {
             door: 0,
             window: None,
         };
-        plan(&c.doors[0], origin, SRC.parse().unwrap(), sessions, &now())
+        plan(&c.doors[0], origin, src.parse().unwrap(), sessions, &now())
+    }
+
+    fn plan_of(doors: &str, sessions: &Sessions) -> Vec<String> {
+        plan_from(&config(doors), SRC, sessions)
             .iter()
             .map(ToString::to_string)
             .collect()
@@ -213,16 +217,7 @@ mod tests {
     fn a_firewall_door_opens_until_its_duration_or_the_flush() {
         let s = Sessions::new();
         let c = config("[[door]]\nname = \"ssh\"\nsequence = [1, 2]\nfirewall = { ports = [\"22/tcp\"], duration = \"30s\" }");
-        let a = plan(
-            &c.doors[0],
-            Origin {
-                door: 0,
-                window: None,
-            },
-            SRC.parse().unwrap(),
-            &s,
-            &now(),
-        );
+        let a = plan_from(&c, SRC, &s);
         assert_eq!(
             a,
             vec![Action::Open {
@@ -249,16 +244,7 @@ mod tests {
     fn knocking_again_extends_the_opening() {
         let c = config("[[door]]\nname = \"ssh\"\nsequence = [1, 2]\nfirewall = { ports = [\"22/tcp\"], duration = \"30s\" }");
         let mut s = Sessions::new();
-        let first = plan(
-            &c.doors[0],
-            Origin {
-                door: 0,
-                window: None,
-            },
-            SRC.parse().unwrap(),
-            &s,
-            &now(),
-        );
+        let first = plan_from(&c, SRC, &s);
         let Action::Open { grant, after, .. } = &first[0] else {
             panic!("{first:?}")
         };
@@ -272,16 +258,7 @@ mod tests {
                 grant: grant.clone(),
             },
         );
-        let again = plan(
-            &c.doors[0],
-            Origin {
-                door: 0,
-                window: None,
-            },
-            SRC.parse().unwrap(),
-            &s,
-            &now(),
-        );
+        let again = plan_from(&c, SRC, &s);
         assert!(
             matches!(again[0], Action::Open { extend: true, .. }),
             "{again:?}"
@@ -325,16 +302,7 @@ mod tests {
         let c = config(
             "[[door]]\nname = \"c\"\nsequence = [1]\nstart_command = \"x\"\nstart_command_6 = \"\"",
         );
-        let v6 = plan(
-            &c.doors[0],
-            Origin {
-                door: 0,
-                window: None,
-            },
-            "2001:db8::1".parse().unwrap(),
-            &s,
-            &now(),
-        );
+        let v6 = plan_from(&c, "2001:db8::1", &s);
         assert!(v6.is_empty(), "{v6:?}");
     }
 
