@@ -92,6 +92,8 @@ h="$corpus/http"
 printf 'GET / HTTP/1.1\r\nHost: gw.lan:8080\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36\r\nAccept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\nAccept-Encoding: gzip, deflate\r\nAccept-Language: en-US,en;q=0.9\r\nConnection: keep-alive\r\nUpgrade-Insecure-Requests: 1\r\n\r\n' >"$h/seed-browser"
 printf 'GET /metrics HTTP/1.1\r\nHost: [fd00::1]:8080\r\nUser-Agent: Prometheus/2.45.0\r\nAccept: text/plain;version=0.0.4;q=1,*/*;q=0.1\r\n\r\n' >"$h/seed-prometheus"
 printf 'GET /healthz HTTP/1.0\n\n' >"$h/seed-http10-lf"
+# Empty lines before the request line are skipped (RFC 9112 2.2): a CI fuzz run found that.
+printf '\r\nGET / HTTP/1.1\r\nHost: gw.lan\r\n\r\n' >"$h/seed-leading-empty-line"
 printf 'HEAD /?refresh=5#top HTTP/1.1\r\nHost: localhost\r\n\r\n' >"$h/seed-head-query"
 printf 'POST /api/status HTTP/1.1\r\nHost: 192.168.1.1\r\nContent-Length: 5\r\n\r\nhello' >"$h/seed-post-body"
 printf 'GET / HTTP/1.1\r\nHost: evil.example\r\nTransfer-Encoding: chunked\r\n\r\n' >"$h/seed-rebinding-chunked"

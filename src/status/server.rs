@@ -685,7 +685,11 @@ fn parse(head: &[u8]) -> Result<Request<'_>, Response> {
         }
         Err(httparse::Error::Version) => {
             // Another HTTP version is 505; anything else in its place is malformed.
-            let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+            // (After the empty lines httparse skips before a request line.)
+            let mut lines = head.split(|b| *b == b'\n');
+            let line = lines
+                .find(|l| !l.is_empty() && *l != b"\r")
+                .unwrap_or_default();
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let parts: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
             return Err(if parts.len() == 3 && parts[2].starts_with(b"HTTP/") {
@@ -869,6 +873,9 @@ mod tests {
         );
         let r = parse(b"HEAD / HTTP/1.0\n\n").unwrap();
         assert_eq!((r.method, r.http11, r.host), ("HEAD", false, None));
+        // RFC 9112 2.2: empty lines before the request line are skipped.
+        let r = parse(b"\r\n\nGET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!((r.method, r.target), ("GET", "/"));
         for (head, code) in [
             ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
@@ -880,6 +887,7 @@ mod tests {
             ),
             ("GET /  HTTP/1.1\r\n\r\n", 400),
             ("GET / HTTP/2.0\r\n\r\n", 505),
+            ("\r\nGET / HTTP/2.0\r\n\r\n", 505),
             ("GET / FTP/1.0\r\n\r\n", 400),
             ("G(T / HTTP/1.1\r\n\r\n", 400),
             ("GET\r\n\r\n", 400),
