@@ -5,24 +5,28 @@
 #   BUILDROOT=/path/to/buildroot scripts/buildroot-check.sh
 #                                              also the checks that need a Buildroot source tree
 #
+# The helpers and their data live in scripts/buildroot/, outside the external tree (they are
+# not part of what BR2_EXTERNAL adds, and check-package would lint them as Buildroot code).
+#
 # Static (a few seconds once the tools are there):
 #   (a) installs what is missing: shellcheck (apt), kconfiglib (pip, pinned);
-#   (b) buildroot/tests/kconfig_check.py: Config.in + package Config.in parsed with kconfiglib
-#       against buildroot/tests/Config.stub.in (Buildroot's symbols that we use), each defconfig
+#   (b) scripts/buildroot/kconfig_check.py: Config.in + package Config.in parsed with kconfiglib
+#       against scripts/buildroot/Config.stub.in (Buildroot's symbols that we use), each defconfig
 #       loaded: tree symbols known, assigned values kept, BR2_PACKAGE_KNOCKGATE=y with its selects;
 #   (c) shellcheck on every shell script of buildroot/, image/ and scripts/;
-#   (d) buildroot/tests/conventions.py: Buildroot's check-package rules that apply to the tree,
+#   (d) scripts/buildroot/conventions.py: Buildroot's check-package rules that apply to the tree,
 #       the knock/knockgate name clash, the version against Cargo.toml, and each defconfig against
-#       buildroot/tests/defconfigs.sha256, the recorded savedefconfig output.
+#       scripts/buildroot/defconfigs.sha256, the recorded savedefconfig output.
 # With BUILDROOT (needs only host gcc and make, no download, no build):
 #   (e) every symbol of the stub exists in that Buildroot;
 #   (f) Buildroot's own utils/check-package --br2-external on every file of buildroot/;
 #   (g) each defconfig: make <defconfig>, make savedefconfig, identical to the committed file;
-#       then buildroot/tests/defconfigs.sha256 is rewritten from the identical outputs.
+#       then scripts/buildroot/defconfigs.sha256 is rewritten from the identical outputs.
 # Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOP=$PWD
+HELPERS=scripts/buildroot
 KCONFIGLIB_VERSION=14.1.0
 start=$(date +%s)
 failed=0
@@ -43,8 +47,8 @@ if [ "$have_kconfiglib" != "$KCONFIGLIB_VERSION" ]; then
 fi
 echo "ok: $(shellcheck --version | sed -n 's/^version: /shellcheck /p'), kconfiglib $KCONFIGLIB_VERSION"
 
-step "(b) Kconfig (kconfiglib against buildroot/tests/Config.stub.in)"
-python3 buildroot/tests/kconfig_check.py buildroot || failed=1
+step "(b) Kconfig (kconfiglib against $HELPERS/Config.stub.in)"
+python3 "$HELPERS/kconfig_check.py" buildroot || failed=1
 
 step "(c) shellcheck"
 scripts=()
@@ -65,7 +69,7 @@ else
 fi
 
 step "(d) Buildroot conventions"
-python3 buildroot/tests/conventions.py "$TOP" || failed=1
+python3 "$HELPERS/conventions.py" "$TOP" || failed=1
 
 if [ -n "${BUILDROOT:-}" ]; then
     BUILDROOT=$(cd "$BUILDROOT" && pwd)
@@ -79,7 +83,7 @@ if [ -n "${BUILDROOT:-}" ]; then
             echo "FAIL: $sym (Config.stub.in) is not a Buildroot symbol"
             missing=1
         fi
-    done < <(sed -n 's/^config \(BR2_[A-Za-z0-9_]*\)$/\1/p' buildroot/tests/Config.stub.in)
+    done < <(sed -n 's/^config \(BR2_[A-Za-z0-9_]*\)$/\1/p' "$HELPERS/Config.stub.in")
     if [ "$missing" = 0 ]; then echo "ok: every stub symbol is defined by Buildroot"; else failed=1; fi
 
     step "(f) utils/check-package --br2-external"
@@ -118,8 +122,8 @@ if [ -n "${BUILDROOT:-}" ]; then
             echo "# ($commit). Regenerate only from a real round"
             echo "# trip: BUILDROOT=/path/to/buildroot scripts/buildroot-check.sh"
             (cd buildroot/configs && sha256sum ./*_defconfig | sed 's|  \./|  |')
-        } >buildroot/tests/defconfigs.sha256
-        echo "ok: buildroot/tests/defconfigs.sha256 written from the round trip"
+        } >"$HELPERS/defconfigs.sha256"
+        echo "ok: $HELPERS/defconfigs.sha256 written from the round trip"
     else
         failed=1
     fi

@@ -4,6 +4,8 @@
 Encodes the rules of Buildroot's utils/check-package (and its manual) that
 apply to this tree, plus the tree's own invariants. Usage:
 conventions.py REPO_TOP (the directory holding buildroot/ and Cargo.toml).
+The record of the defconfigs' savedefconfig output, defconfigs.sha256, is
+read next to this script (scripts/buildroot/), outside the external tree.
 Prints what passed; exits 1 on any violation.
 """
 import glob
@@ -11,6 +13,9 @@ import hashlib
 import os
 import re
 import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RECORD = os.path.join(HERE, "defconfigs.sha256")
 
 errors = []
 passed = []
@@ -302,9 +307,8 @@ def main():
     # Defconfigs: our own paths exist; the overlay from image/rootfs
     # (maintained elsewhere) may be absent here; savedefconfig record.
     defconfigs = sorted(glob.glob(os.path.join(br, "configs", "*_defconfig")))
-    record_path = os.path.join(br, "tests", "defconfigs.sha256")
     record = {}
-    for line in read(record_path).split("\n"):
+    for line in read(RECORD).split("\n"):
         if line and not line.startswith("#"):
             digest, name = line.split("  ", 1)
             record[name] = digest
@@ -331,11 +335,11 @@ def main():
         digest = hashlib.sha256(text.encode()).hexdigest()
         if record.get(name) != digest:
             error(rel(path), "differs from the savedefconfig output recorded in "
-                  "buildroot/tests/defconfigs.sha256: redo the round trip "
+                  f"{rel(RECORD)}: redo the round trip "
                   "(BUILDROOT=/path/to/buildroot scripts/buildroot-check.sh)")
     for name in record:
         if not os.path.exists(os.path.join(br, "configs", name)):
-            error("buildroot/tests/defconfigs.sha256", f"records {name}, which does not exist")
+            error(rel(RECORD), f"records {name}, which does not exist")
     if len(errors) == n:
         ok(f"{len(defconfigs)} defconfigs: paths exist, knockgate and both overlays, "
            f"identical to their recorded savedefconfig output")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Kconfig check of the KNOCKGATE external tree, without Buildroot.
 
-Parses Config.stub.in (a small model of Buildroot's symbols) with the tree's
+Parses Config.stub.in (a small model of Buildroot's symbols, next to this
+script in scripts/buildroot/, outside the external tree) with the tree's
 Config.in files, then loads every configs/*_defconfig. Fails when:
 - parsing warns, or a BR2_* symbol is referenced but defined nowhere;
 - the tree defines a symbol outside BR2_PACKAGE_KNOCKGATE*, or one that
@@ -38,7 +39,7 @@ def main():
     os.environ["BR2_EXTERNAL_KNOCKGATE_PATH"] = ext
     # Buildroot's symbols carry no CONFIG_ prefix in .config and defconfigs.
     os.environ["CONFIG_"] = ""
-    stub = os.path.join(ext, "tests", "Config.stub.in")
+    stub = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Config.stub.in")
     kconf = kconfiglib.Kconfig(stub, warn_to_stderr=False)
     kconf.warn_assign_undef = True
     kconf.warn_assign_override = True
