@@ -665,6 +665,37 @@ fn firstboot_refuses_a_missing_boot_dir_and_an_invalid_config_writing_nothing() 
     assert!(ports.iter().all(|p| !has_number(&all, *p)), "{all}");
 }
 
+/// The package's unit gives two boot directories: /boot/firmware (Raspberry Pi OS), else the
+/// config's own directory. The first that exists gets the note, private (mode 600).
+#[test]
+fn firstboot_takes_the_first_boot_dir_that_exists_and_the_note_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("knockgate.toml");
+    fs::write(&config, IMAGE).unwrap();
+    let missing = dir.path().join("boot-firmware");
+    let out = knockgate(&[
+        "firstboot",
+        "--config",
+        config.to_str().unwrap(),
+        "--boot-dir",
+        missing.to_str().unwrap(),
+        "--boot-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let note_path = dir.path().join("knockgate-sequence.txt");
+    assert!(text(&out.stdout).contains(&note_path.display().to_string()));
+    assert!(!missing.exists());
+    let ports = sequence_ports(&fs::read_to_string(&config).unwrap());
+    let note = fs::read_to_string(&note_path).unwrap();
+    assert!(ports.iter().all(|p| has_number(&note, *p)));
+    assert_eq!(
+        fs::metadata(&note_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
 /// The note is written before the config: when the config cannot be written (a power cut
 /// between the two, here a directory in the way of the temporary file), the config stays
 /// unfilled and the next run draws again and rewrites both.

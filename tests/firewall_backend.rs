@@ -351,6 +351,41 @@ fn list_finds_what_open_added_and_remove_deletes_it() {
     );
 }
 
+/// What `apt remove` runs: every jump and the chain gone in both families, the other rules
+/// untouched; a second run (already gone) is fine; a conditional jump that is not ours keeps
+/// the chain referenced: an error naming `-X`, our jump still removed.
+#[test]
+fn remove_chain_deletes_jumps_and_chain_and_nothing_else() {
+    if !can_run_netns() {
+        return;
+    }
+    let ns = Ns::new();
+    other_rules(&ns);
+    let input = BOTH.map(|f| ns.ipt(f, &["-S", "INPUT"]));
+    let mut fw = ns.fw();
+    fw.ensure().unwrap();
+    fw.open(&grant("a", "192.0.2.1", &["22"], now() + 60))
+        .unwrap();
+    fw.open(&grant("b", "2001:db8::1", &["22"], now() + 60))
+        .unwrap();
+    // A duplicated jump, as an admin's script might leave.
+    ns.ipt(Family::V4, &["-A", "INPUT", "-j", "KNOCKD"]);
+    fw.remove_chain().unwrap();
+    for family in BOTH {
+        assert_eq!(ns.ipt(family, &["-S", "INPUT"]), input[family as usize]);
+        let all = ns.ipt(family, &["-S"]);
+        assert!(!all.contains("KNOCKD"), "{all}");
+    }
+    fw.remove_chain().unwrap();
+
+    fw.ensure().unwrap();
+    ns.ipt(Family::V4, &["-A", "INPUT", "-i", "eth9", "-j", "KNOCKD"]);
+    let e = fw.remove_chain().unwrap_err().to_string();
+    assert!(e.contains("-X KNOCKD"), "{e}");
+    let v4 = ns.ipt(Family::V4, &["-S", "INPUT"]);
+    assert!(!v4.contains("-A INPUT -j KNOCKD"), "{v4}");
+}
+
 #[test]
 fn flush_empties_the_chain_and_keeps_the_jump() {
     if !can_run_netns() {

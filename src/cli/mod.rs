@@ -2,6 +2,7 @@
 //! knockd.conf ([`knockd_import`]), and the SD-card image's boot steps ([`bootfiles`],
 //! [`firstboot`]).
 
+pub mod args;
 pub mod bootfiles;
 pub mod client;
 pub mod firstboot;

@@ -32,7 +32,7 @@ use std::process::{Command, Output, Stdio};
 
 use tracing::{info, warn};
 
-use super::rules::{comment, parse_comment, parse_rules, plan_jumps, rule_args, Family};
+use super::rules::{comment, jumps, parse_comment, parse_rules, plan_jumps, rule_args, Family};
 use super::{Firewall, FirewallError, Found, Grant, Repairs};
 
 /// How long a command waits for the xtables lock (`-w SECONDS`; the legacy backend takes
@@ -194,6 +194,34 @@ impl Iptables {
             self.run(family, &args)?;
         }
         Ok(())
+    }
+
+    /// Removes the chain and every unconditional `INPUT -j CHAIN` jump to it, in one family:
+    /// what `knockgate remove-chain` (and so `apt remove`) does. Already gone is done. A rule
+    /// elsewhere that still jumps to the chain (not ours) makes `-X` fail, named in the error.
+    fn remove_family(&self, family: Family) -> Result<(), FirewallError> {
+        let chain = self.chain.as_str();
+        let input = self.run(family, &["-S", "INPUT"])?;
+        for _ in jumps(&input, chain).0 {
+            self.run(family, &["-D", "INPUT", "-j", chain])?;
+        }
+        if self.chain_missing(family) {
+            return Ok(());
+        }
+        self.run(family, &["-F", chain])?;
+        self.run(family, &["-X", chain])?;
+        Ok(())
+    }
+
+    /// Removes the chain and its INPUT jump in IPv4 and IPv6 (every door closed). IPv6 is
+    /// skipped when `ip6tables` cannot be run or its table cannot be read at all (no IPv6 in
+    /// the kernel); any other failure is returned.
+    pub fn remove_chain(&self) -> Result<(), FirewallError> {
+        self.remove_family(Family::V4)?;
+        if self.run(Family::V6, &["-S", "INPUT"]).is_err() {
+            return Ok(());
+        }
+        self.remove_family(Family::V6)
     }
 
     /// An IPv6 step of a both-families operation failed: logged once, not returned.

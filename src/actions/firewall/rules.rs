@@ -222,6 +222,25 @@ pub fn parse_rules(chain: &str, listing: &str) -> Vec<Found> {
     found
 }
 
+/// From `iptables -S INPUT`: for each unconditional `-j CHAIN` jump, the number of other rules
+/// before it; and the number of other rules.
+pub(crate) fn jumps(listing: &str, chain: &str) -> (Vec<usize>, usize) {
+    let mut others = 0usize;
+    let mut jumps = Vec::new();
+    for line in listing.lines() {
+        let words = shell_words::split(line).unwrap_or_default();
+        if words.len() < 2 || words[0] != "-A" || words[1] != "INPUT" {
+            continue;
+        }
+        if words[2..] == ["-j", chain] {
+            jumps.push(others);
+        } else {
+            others += 1;
+        }
+    }
+    (jumps, others)
+}
+
 /// What [`Iptables::ensure`] must do to INPUT's jumps, from `iptables -S INPUT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct JumpPlan {
@@ -236,20 +255,7 @@ pub(crate) struct JumpPlan {
 /// place, the ones before it are deleted (deletion by spec removes the first match). Otherwise
 /// every jump is deleted and one inserted.
 pub(crate) fn plan_jumps(listing: &str, chain: &str, position: u32) -> JumpPlan {
-    let mut others = 0usize;
-    // For each jump, the number of other rules before it.
-    let mut jumps = Vec::new();
-    for line in listing.lines() {
-        let words = shell_words::split(line).unwrap_or_default();
-        if words.len() < 2 || words[0] != "-A" || words[1] != "INPUT" {
-            continue;
-        }
-        if words[2..] == ["-j", chain] {
-            jumps.push(others);
-        } else {
-            others += 1;
-        }
-    }
+    let (jumps, others) = jumps(listing, chain);
     let target = (position.max(1) as usize).min(others + 1);
     match jumps.last() {
         Some(&last) if last == target - 1 => JumpPlan {
