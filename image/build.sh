@@ -2,7 +2,7 @@
 # Builds the knockgate firmware image: a flashable SD-card image for a Raspberry Pi 3 or 4
 # (64-bit), on Debian 12 (amd64), as root, with nothing but Debian's package mirror:
 #
-#   image/build.sh [--board rpi4-64|rpi3-64] [--out DIR] [--binary PATH] [--keep-rootfs]
+#   image/build.sh [--board rpi4-64|rpi3-64] [--out DIR] [--deb PATH] [--keep-rootfs]
 #                  [--rootfs-cache DIR] [--test-tools]
 #   image/build.sh --deps-only     only install the host tools and register qemu-aarch64
 #
@@ -24,12 +24,13 @@
 #      the host with dpkg-deb -x; depmod runs on the host;
 #   3. a small initramfs (busybox and the modules the root file system needs, in dependency
 #      order) replaces mkinitramfs, which takes ~25 min under qemu-user;
-#   4. the overlays: image/rootfs (shared with buildroot/) and image/debian (systemd units,
-#      networkd, fstab), the knockgate binary from the ARM build, the knockgate user;
+#   4. knockgate from its arm64 Debian package, installed with dpkg (the binary, the unit, the
+#      user, the man pages: what Raspberry Pi OS users get); then the overlays: image/rootfs
+#      (shared with buildroot/) and image/debian (systemd units, networkd, fstab);
 #   5. the partitions as files (mkfs.vfat + mcopy, mke2fs -d), put together with sfdisk + dd.
 #
-# The default binary is target/aarch64-unknown-linux-gnu/release/knockgate, (re)built with
-# scripts/cross.sh first. The image's first boot draws the SSH door's knock sequence and
+# The default package is target/deb/knockgate_VERSION-1_arm64.deb, (re)built with
+# `scripts/deb.sh arm64` first. The image's first boot draws the SSH door's knock sequence and
 # writes it to knockgate-sequence.txt on the boot partition (see README, "Firmware image").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +38,7 @@ ROOT=$PWD
 
 BOARD=rpi4-64
 OUT=$ROOT/image/out
-BINARY=
+DEB=
 KEEP_ROOTFS=no
 TEST_TOOLS=no
 CACHE=
@@ -55,7 +56,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --board) BOARD=${2:?}; shift 2 ;;
         --out) OUT=$(realpath -m "${2:?}"); shift 2 ;;
-        --binary) BINARY=$(realpath "${2:?}"); shift 2 ;;
+        --deb) DEB=$(realpath "${2:?}"); shift 2 ;;
         --keep-rootfs) KEEP_ROOTFS=yes; shift ;;
         --test-tools) TEST_TOOLS=yes; shift ;;
         --rootfs-cache) CACHE=$(realpath -m "${2:?}"); shift 2 ;;
@@ -96,13 +97,15 @@ fi
 arch-test arm64 >/dev/null || { echo "build.sh: arm64 binaries do not run here (binfmt_misc + qemu-user-static)" >&2; exit 1; }
 [ "$DEPS_ONLY" = no ] || exit 0
 
-if [ -z "$BINARY" ]; then
-    BINARY=$ROOT/target/aarch64-unknown-linux-gnu/release/knockgate
-    step "knockgate for aarch64 (scripts/cross.sh; up to date if scripts/arm.sh ran)"
+if [ -z "$DEB" ]; then
+    version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+    DEB=$ROOT/target/deb/knockgate_$version-1_arm64.deb
+    step "knockgate's arm64 package (scripts/deb.sh; the build is up to date if scripts/arm.sh ran)"
     bash scripts/cross.sh setup >/dev/null
-    bash scripts/cross.sh cargo aarch64-unknown-linux-gnu build --release --locked --quiet
+    bash scripts/deb.sh arm64
 fi
-[ -x "$BINARY" ] || { echo "build.sh: no knockgate binary at $BINARY" >&2; exit 1; }
+[ "$(dpkg-deb -f "$DEB" Architecture 2>/dev/null)" = arm64 ] ||
+    { echo "build.sh: no arm64 knockgate package at $DEB" >&2; exit 1; }
 
 mkdir -p "$OUT"
 WORK=$OUT/work
@@ -230,20 +233,26 @@ done
 (cd "$INITRD" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -9) >"$WORK/initrd.img"
 
 # --- the appliance -------------------------------------------------------------------------------
-step "overlays, knockgate, users, services"
+step "the knockgate package, overlays, users, services"
+# The gpio group owns /dev/gpiochip* (60-knockgate-gpio.rules): the daemon drives relays and the
+# LED through it, as its own user, without root or /dev/mem. Made first: the package's postinst
+# puts its user in it.
+groupadd --root "$ROOTFS" --system gpio
+# The package, as on Raspberry Pi OS: its postinst (under qemu-user) makes the knockgate user;
+# no systemd runs here, so nothing starts and no sequence is drawn before the first boot.
+cp "$DEB" "$ROOTFS/tmp/knockgate.deb"
+chroot "$ROOTFS" env DEBIAN_FRONTEND=noninteractive dpkg -i /tmp/knockgate.deb >"$WORK/dpkg.log" 2>&1 ||
+    { cat "$WORK/dpkg.log" >&2; echo "build.sh: installing $DEB failed" >&2; exit 1; }
+rm "$ROOTFS/tmp/knockgate.deb"
+# The image's own config (base firewall, status page for the LAN) replaces the package's.
 cp -a image/rootfs/. "$ROOTFS/"
 cp -a image/debian/. "$ROOTFS/"
-install -m 0755 "$BINARY" "$ROOTFS/usr/local/sbin/knockgate"
-install -m 0644 dist/knockgate.service "$ROOTFS/etc/systemd/system/knockgate.service"
 echo knockgate >"$ROOTFS/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tknockgate\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' \
     >"$ROOTFS/etc/hosts"
 mkdir -p "$ROOTFS/boot/firmware"
-# The gpio group owns /dev/gpiochip* (60-knockgate-gpio.rules): the daemon drives relays and the
-# LED through it, as its own user, without root or /dev/mem.
-groupadd --root "$ROOTFS" --system gpio
-useradd --root "$ROOTFS" --system --no-create-home --home-dir /nonexistent \
-    --shell /usr/sbin/nologin --user-group --groups gpio knockgate
+grep -q '^gpio:.*:knockgate$' "$ROOTFS/etc/group" ||
+    { echo "build.sh: the package did not put knockgate in the gpio group" >&2; exit 1; }
 # The config holds the knock sequence: readable by the daemon's group, not by others.
 # (Numeric ids: the host's /etc/group does not know the image's users.)
 kg_gid=$(awk -F: '$1 == "knockgate" {print $3}' "$ROOTFS/etc/group")
@@ -257,7 +266,7 @@ rm -f "$ROOTFS"/etc/ssh/ssh_host_*
 rm -f "$ROOTFS/var/lib/dbus/machine-id"
 systemctl --root="$ROOTFS" enable systemd-networkd.service systemd-timesyncd.service \
     systemd-resolved.service ssh.service ssh-host-keys.service knockgate-firewall.service \
-    knockgate-bootfiles.service knockgate-firstboot.service knockgate-authorized-keys.service \
+    knockgate-bootfiles.service knockgate-authorized-keys.service \
     knockgate.service >/dev/null 2>&1
 # wpa_supplicant: only wlan0's (started by 70-knockgate-wlan.rules when wlan0 appears), not the
 # D-Bus one the package enables.
@@ -356,7 +365,7 @@ cat <<EOF
 
 knockgate image for $BOARD: $IMG
   $((size / 1048576)) MiB; sha256 in $IMG.sha256 (check: cd $OUT && sha256sum -c $(basename "$IMG").sha256)
-  Debian $SUITE arm64, kernel $KVER, knockgate from $BINARY
+  Debian $SUITE arm64, kernel $KVER, knockgate from $DEB
 
 Flash it to the SD card (replace /dev/sdX with the card: lsblk shows it; everything on it is lost):
   dd if=$IMG of=/dev/sdX bs=4M conv=fsync status=progress

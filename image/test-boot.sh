@@ -122,6 +122,9 @@ ssh_open
 gx 'echo "unit: $(systemctl is-active knockgate.service)"
 pid=$(systemctl show -P MainPID knockgate.service)
 echo "user: $(stat -c %U /proc/$pid)"
+echo "package: $(dpkg-query -W -f="\${Status} \${Version}" knockgate)"
+echo "unit file: $(systemctl show -P FragmentPath knockgate.service)"
+echo "exec: $(readlink /proc/$pid/exe)"
 grep -E "^(CapEff|CapAmb|NoNewPrivs)" /proc/$pid/status
 for ipt in iptables ip6tables; do
     echo "$ipt base: $($ipt -S INPUT | head -2 | tr "\n" " ")"
@@ -131,6 +134,12 @@ iptables -S KNOCKD' >"$WORK/ssh-out" || fail "SSH commands failed"
 sed 's/^/test-boot:   guest: /' "$WORK/ssh-out" >&2
 grep -qx "unit: active" "$WORK/ssh-out" || fail "knockgate.service is not active"
 grep -qx "user: knockgate" "$WORK/ssh-out" || fail "knockgate does not run as the knockgate user"
+# Installed by the arm64 Debian package: its unit, its binary.
+grep -qx "package: install ok installed $(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)-1" "$WORK/ssh-out" ||
+    fail "knockgate is not installed from its Debian package"
+grep -qx "unit file: /usr/lib/systemd/system/knockgate.service" "$WORK/ssh-out" ||
+    fail "knockgate.service is not the package's unit"
+grep -qx "exec: /usr/sbin/knockgate" "$WORK/ssh-out" || fail "the daemon is not the package's /usr/sbin/knockgate"
 grep -qE '^CapEff:\s+0000000000003000$' "$WORK/ssh-out" || fail "knockgate's capabilities are not exactly NET_RAW+NET_ADMIN"
 grep -qE '^NoNewPrivs:\s+1$' "$WORK/ssh-out" || fail "knockgate runs without NoNewPrivs"
 for ipt in iptables ip6tables; do
@@ -258,7 +267,7 @@ ap_port22() {
     gx "ip netns exec ap timeout 5 bash -c 'exec 3<>/dev/tcp/$wifi_addr/22 && head -c 8 <&3'" 2>/dev/null || true
 }
 [ "$(ap_port22)" != "SSH-2.0-" ] || fail "port 22 answers over Wi-Fi before any knock"
-gx "ip netns exec ap /usr/local/sbin/knockgate knock $wifi_addr ${ports[*]}" >/dev/null ||
+gx "ip netns exec ap /usr/sbin/knockgate knock $wifi_addr ${ports[*]}" >/dev/null ||
     fail "the knock over Wi-Fi could not be sent"
 opened=
 for _ in $(seq 1 20); do

@@ -201,7 +201,10 @@ log "LED (GPIO $PIN_LED) idle: $n short flashes in 6 s (heartbeat); relays low"
 record garage 10
 knock 41001 41002 41003
 wait "$rec_pid"
-pulses garage "$PIN_GARAGE" | grep -q '^first 0 last 0' || fail "GPIO $PIN_GARAGE was not low before and after: $(pulses garage "$PIN_GARAGE" | head -1)"
+# (Captured first: `grep -q` quits at its match, and the reader's next line would then fail
+# the pipeline with a broken pipe.)
+garage=$(pulses garage "$PIN_GARAGE")
+grep -q '^first 0 last 0' <<<"$garage" || fail "GPIO $PIN_GARAGE was not low before and after: $(head -n 1 <<<"$garage")"
 len=$(only_pulse garage "$PIN_GARAGE")
 between "$len" 2.0 4.5 || fail "the garage pulse (3 s) lasted $len s"
 pulses garage "$PIN_LED" | awk '/^high/ && $3 >= 2.5 {found=1} END {exit !found}' ||
@@ -213,7 +216,7 @@ knock 42001 42002 42003
 wait "$rec_pid"
 len=$(only_pulse sprinkler "$PIN_SPRINKLER")
 between "$len" 3.0 6.0 || fail "the sprinkler's watchdog (4 s) cut it after $len s"
-pulses sprinkler "$PIN_SPRINKLER" | grep -q ' last 0 ' || fail "GPIO $PIN_SPRINKLER is still high"
+grep -q ' last 0 ' <<<"$(pulses sprinkler "$PIN_SPRINKLER")" || fail "GPIO $PIN_SPRINKLER is still high"
 log "sprinkler \"on\": GPIO $PIN_SPRINKLER high for $len s, cut by its 4 s watchdog"
 
 knock 42001 42002 42003
