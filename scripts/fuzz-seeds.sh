@@ -8,13 +8,14 @@
 # - journal: journals written by the daemon's own code (src/actions/sessions.rs);
 # - otp: one-time sequence files as knockd(1) describes them;
 # - http: requests that curl and wget really send, captured with nc, and hand-written ones
-#   (a browser's GET, HEAD, bad and hostile requests).
+#   (a browser's GET, HEAD, bad and hostile requests);
+# - spa: datagrams built by Debian's fwknop client, and its message fields.
 # The seeds are committed; run this only to regenerate them. Needs root (tcpdump) and the
 # packages of scripts/setup.sh. Knocks and requests go to loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=fuzz/corpus
-mkdir -p "$corpus"/{wire,config,knockd_import,journal,otp,http}
+mkdir -p "$corpus"/{wire,config,knockd_import,journal,otp,http,spa}
 
 echo "== wire fixtures and journals (ignored unit tests that write seeds)"
 cargo test --quiet --lib write_fuzz_seeds -- --ignored >/dev/null
@@ -102,6 +103,26 @@ printf 'GET http://gw.lan/ HTTP/2.0\r\n folded: x\r\n\r\n' >"$h/seed-bad"
 # Longer than the server's 8 KiB head limit (431), so that libFuzzer's inputs may be too.
 { printf 'GET / HTTP/1.1\r\nHost: gw.lan\r\nCookie: '; head -c 9000 /dev/zero | tr '\0' a
     printf '\r\n\r\n'; } >"$h/seed-long-header"
+
+echo "== SPA: datagrams built by Debian's fwknop client (fwknop --test: nothing sent)"
+# The keys fuzz_targets/spa.rs knows. Mode byte 0: a raw datagram; 1: message fields.
+spa_k=eKHmC2Ow2JTqzXLy7sjYBRFfCmrQwbTAx2uiznipAug=
+spa_h=VNrfU/1Pichlo/Kg61u8pMHCMoLk4PyQfVACF6UxTYG/bpN3D5/ciou6JoJngnTQ+AHRIbBpyeKMyXTpsWAujg==
+spa_seed() { # NAME FWKNOP-ARGS...
+    local name=$1
+    shift
+    HOME=$tmp fwknop --key-base64-rijndael "$spa_k" --key-base64-hmac "$spa_h" --use-hmac \
+        -D 127.0.0.1 --test --save-packet "$tmp/spa" "$@" >/dev/null
+    { printf '\000'; cat "$tmp/spa"; } >"$corpus/spa/seed-fwknop-$name"
+}
+spa_seed tcp22 -A tcp/22 -a 10.77.0.2
+spa_seed two-ports-timeout -A tcp/22,udp/53 -a 192.0.2.9 -f 45
+spa_seed source -A tcp/22 -s
+# Message fields as the client writes them (its -v output), to reach every field parser.
+printf '\0011256805244119285:cm9vdA:1796029673:3.0.0:1:MTAuNzcuMC4yLHRjcC8yMg' \
+    >"$corpus/spa/seed-fields-access"
+printf '\0011256805244119285:cm9vdA:1796029673:3.0.0:3:MTkyLjAuMi45LHRjcC8yMix1ZHAvNTM:45' \
+    >"$corpus/spa/seed-fields-timeout"
 
 find "$corpus" -type f | wc -l | xargs echo "seeds:"
 du -sh "$corpus"

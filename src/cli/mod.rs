@@ -8,3 +8,4 @@ pub mod client;
 pub mod firstboot;
 pub mod knockd_import;
 pub mod replay;
+pub mod spa;

@@ -14,6 +14,7 @@
 
 pub mod hmacseq;
 pub mod otp;
+pub mod spa;
 
 use std::collections::{BTreeMap, BTreeSet};
 
