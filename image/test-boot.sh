@@ -23,7 +23,10 @@
 #      (hostapd and busybox's udhcpd, test-only tools copied in over SSH, in a network namespace of the
 #      guest); wlan0, configured by nothing but the first wifi.txt, associates, gets its
 #      address by DHCP, and a knock sent over the simulated radio opens port 22 to the
-#      access point's side.
+#      access point's side;
+#  10. `apt-get remove knockgate` on the running gateway (the image installs the Debian
+#      package): the unit stops, the chain and its jump go (IPv4, IPv6), the base firewall's
+#      policy DROP and the config stay, and the SSH session made meanwhile still works.
 # It prints the time from power-on to knock-ready (/healthz 200: the capture is running).
 #
 #   image/test-boot.sh IMAGE [KNOCKGATE]     (as root; KNOCKGATE: a native knockgate binary,
@@ -137,7 +140,8 @@ grep -qx "user: knockgate" "$WORK/ssh-out" || fail "knockgate does not run as th
 # Installed by the arm64 Debian package: its unit, its binary.
 grep -qx "package: install ok installed $(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)-1" "$WORK/ssh-out" ||
     fail "knockgate is not installed from its Debian package"
-grep -qx "unit file: /usr/lib/systemd/system/knockgate.service" "$WORK/ssh-out" ||
+# (/lib is /usr/lib on bookworm's merged /usr: systemd names either.)
+grep -qxE "unit file: (/usr)?/lib/systemd/system/knockgate.service" "$WORK/ssh-out" ||
     fail "knockgate.service is not the package's unit"
 grep -qx "exec: /usr/sbin/knockgate" "$WORK/ssh-out" || fail "the daemon is not the package's /usr/sbin/knockgate"
 grep -qE '^CapEff:\s+0000000000003000$' "$WORK/ssh-out" || fail "knockgate's capabilities are not exactly NET_RAW+NET_ADMIN"
@@ -278,5 +282,27 @@ done
 gx 'iptables -S KNOCKD' | grep -qE "^-A KNOCKD -s 192.168.77.1/32 .*--dports? 22 .*-j ACCEPT" ||
     fail "no KNOCKD rule for the Wi-Fi knocker 192.168.77.1"
 log "a knock over the simulated radio opened port 22 to 192.168.77.1 (the rule is in KNOCKD)"
+
+# --- 10. the package removed on the running system ------------------------------------------------
+# `apt-get remove` as a Raspberry Pi OS owner would run it: the unit stops (the doors close),
+# knockgate's chain and jump go in both families, the base firewall stays (policy DROP), the
+# config stays, and this SSH session (established) keeps working.
+gx 'DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq knockgate >/run/kgtest/remove.log 2>&1
+echo "removed: $?"
+echo "unit: $(systemctl is-active knockgate.service)"
+for ipt in iptables ip6tables; do
+    echo "$ipt chain: $($ipt -S | grep -c KNOCKD)"
+    echo "$ipt policy: $($ipt -S INPUT | head -1)"
+done
+echo "config: $(test -f /etc/knockgate/knockgate.toml && echo kept)"
+echo "binary: $(test -e /usr/sbin/knockgate && echo present || echo gone)"' >"$WORK/remove-out" ||
+    fail "SSH commands failed after the removal"
+sed 's/^/test-boot:   guest: /' "$WORK/remove-out" >&2
+for want in "removed: 0" "unit: inactive" "iptables chain: 0" "ip6tables chain: 0" \
+    "iptables policy: -P INPUT DROP" "ip6tables policy: -P INPUT DROP" "config: kept" "binary: gone"; do
+    grep -qx "$want" "$WORK/remove-out" ||
+        fail "after apt-get remove, expected \"$want\": $(gx 'cat /run/kgtest/remove.log' 2>&1 | tail -5)"
+done
+log "apt-get remove: knockgate stopped, its chain and jump gone (IPv4, IPv6), policy DROP kept, SSH session up"
 
 echo "test-boot: PASS (boot-to-knock-ready $first_ready s, $ready s after a power cut; whole test $((SECONDS - t0)) s)"
