@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what knockgate needs to build, run and be tested on Debian 12, as root:
 # libpcap (capture), iptables, iproute2 (namespaces), and the knock clients the tests use
-# (Debian's knock from the knockd package, nmap, netcat-openbsd, fwknop's client for SPA), and
-# headless Chromium with a font for the status page's browser test. Idempotent.
+# (Debian's knock from the knockd package, nmap, netcat-openbsd, fwknop's client and server for
+# SPA; the server only as the tests' reference, not enabled), and headless Chromium with a font
+# for the status page's browser test. Idempotent.
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
@@ -11,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(libpcap-dev pkg-config iptables iproute2 knockd nmap netcat-openbsd procps tcpdump
-    fwknop-client chromium fonts-dejavu-core)
+    fwknop-client fwknop-server chromium fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use knockgate::cli::args::{Cli, Cmd, HmacArgs, KnockArgs};
+use knockgate::cli::args::{Cli, Cmd, HmacArgs, KnockArgs, SpaCmd};
 use knockgate::cli::client::{self, Family};
 use knockgate::cli::{bootfiles, firstboot, knockd_import, replay};
 use knockgate::{config, daemon};
@@ -53,6 +53,25 @@ fn main() -> ExitCode {
             file_name: file,
         }),
         Cmd::RemoveChain { config } => remove_chain(config.as_deref()),
+        Cmd::Spa(SpaCmd::Keygen {
+            key_file,
+            hmac_key_file,
+            force,
+            owner,
+            server,
+            access,
+            port,
+        }) => exit(spa_keygen(
+            &knockgate::cli::spa::KeygenOptions {
+                key_file,
+                hmac_key_file,
+                force,
+                server,
+                access,
+                port,
+            },
+            &owner,
+        )),
         Cmd::Bootfiles {
             boot_dir,
             config,
@@ -240,6 +259,27 @@ fn check(path: Option<&Path>) -> ExitCode {
             ExitCode::from(EX_CONFIG)
         }
     }
+}
+
+fn spa_keygen(opts: &knockgate::cli::spa::KeygenOptions, owner: &str) -> anyhow::Result<()> {
+    let mut random = std::fs::File::open("/dev/random").context("/dev/random")?;
+    let stanza = knockgate::cli::spa::keygen(opts, &mut random).map_err(anyhow::Error::msg)?;
+    // The daemon reads the files as its own user (the unit's User=knockgate).
+    if let Ok(Some(user)) = nix::unistd::User::from_name(owner) {
+        for f in [&opts.key_file, &opts.hmac_key_file] {
+            std::os::unix::fs::chown(f, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                .with_context(|| format!("cannot give {} to {owner}", f.display()))?;
+        }
+    }
+    eprintln!(
+        "knockgate: keys written to {} and {}; the door:\n  spa = {{ key_file = \"{}\", hmac_key_file = \"{}\" }}",
+        opts.key_file.display(),
+        opts.hmac_key_file.display(),
+        opts.key_file.display(),
+        opts.hmac_key_file.display()
+    );
+    print!("{stanza}");
+    Ok(())
 }
 
 fn remove_chain(path: Option<&Path>) -> ExitCode {

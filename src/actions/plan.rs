@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::actions::firewall::Grant;
+use crate::actions::firewall::{Grant, Ports};
 use crate::actions::sessions::{unix_ms, Sessions};
 use crate::config::{Door, RelayMode, Vars, WakeAction};
 use crate::doors::Origin;
@@ -57,10 +57,13 @@ pub enum Action {
 }
 
 /// The actions for `src` completing `door` (engine door `origin`), given the open `sessions`.
+/// `requested`: the ports an SPA request asked for (within the door's `allow`), opened instead
+/// of the door's own firewall ports.
 pub fn plan(
     door: &Door,
     origin: Origin,
     src: IpAddr,
+    requested: Option<&Ports>,
     sessions: &Sessions,
     now: &Now,
 ) -> Vec<Action> {
@@ -96,7 +99,7 @@ pub fn plan(
             grant: Grant {
                 door: name.to_string(),
                 src,
-                ports: fw.ports.clone(),
+                ports: requested.unwrap_or(&fw.ports).clone(),
                 until,
             },
             after,
@@ -203,7 +206,14 @@ mod tests {
             door: 0,
             window: None,
         };
-        plan(&c.doors[0], origin, src.parse().unwrap(), sessions, &now())
+        plan(
+            &c.doors[0],
+            origin,
+            src.parse().unwrap(),
+            None,
+            sessions,
+            &now(),
+        )
     }
 
     fn plan_of(doors: &str, sessions: &Sessions) -> Vec<String> {

@@ -95,6 +95,9 @@ pub enum Cmd {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// fwknop's Single Packet Authorization: `keygen` makes an SPA door's keys.
+    #[command(subcommand)]
+    Spa(SpaCmd),
     /// Take in the settings the owner put on the boot partition: wifi.txt (or
     /// wpa_supplicant.conf) for wlan0, and knockgate.toml for the daemon.
     #[command(after_help = BOOTFILES_HELP)]
@@ -234,4 +237,33 @@ fn note_name(name: &str) -> Result<String, String> {
         return Err("expected a file name, without a directory".to_string());
     }
     Ok(name.to_string())
+}
+
+#[derive(Subcommand)]
+pub enum SpaCmd {
+    /// Write a new key pair for an SPA door (two files, mode 600, owned by the daemon's user)
+    /// and print the `.fwknoprc` stanza for fwknop's client (it holds the keys)
+    Keygen {
+        /// The encryption key's file (the door's `spa.key_file`)
+        #[arg(long, default_value = "/etc/knockgate/spa.key")]
+        key_file: PathBuf,
+        /// The HMAC key's file (the door's `spa.hmac_key_file`)
+        #[arg(long, default_value = "/etc/knockgate/spa.hmac")]
+        hmac_key_file: PathBuf,
+        /// Replace existing key files (clients with the old keys stop working)
+        #[arg(long)]
+        force: bool,
+        /// Who owns the files: the user the daemon runs as (if it exists; run as root)
+        #[arg(long, default_value = "knockgate")]
+        owner: String,
+        /// For the stanza: the gateway's name or address, as clients reach it
+        #[arg(long, default_value = "GATEWAY")]
+        server: String,
+        /// For the stanza: what the client asks to open
+        #[arg(long, default_value = "tcp/22")]
+        access: String,
+        /// For the stanza: the door's `spa.port`
+        #[arg(long, default_value_t = crate::doors::spa::DEFAULT_PORT)]
+        port: u16,
+    },
 }

@@ -231,7 +231,7 @@ fn report(
         let origin = doors[door];
         let d = &config.doors[origin.door];
         let name = d.name.as_str();
-        for action in plan::plan(d, origin, src, sessions, &now) {
+        for action in plan::plan(d, origin, src, None, sessions, &now) {
             match &action {
                 Action::Run { .. } => writeln!(out, "{at} {name}: would {action}")?,
                 _ => writeln!(out, "{at} {src}: {name}: would {action}")?,

@@ -72,11 +72,24 @@ impl Cx<'_> {
             }
             None => None,
         };
-        if raw.sequence.is_none() && one_time_sequences.is_none() && hmac.is_none() {
+        if let Some(v) = &raw.spa {
+            if raw.sequence.is_some() || one_time_sequences.is_some() || hmac.is_some() {
+                return Err(self.err(
+                    v,
+                    &key("spa"),
+                    "an spa door opens on one fwknop SPA packet, not a sequence: remove `sequence`, `one_time_sequences` or `hmac`, or make a second door",
+                ));
+            }
+        }
+        if raw.sequence.is_none()
+            && one_time_sequences.is_none()
+            && hmac.is_none()
+            && raw.spa.is_none()
+        {
             return Err(self.err(
                 spanned,
                 &key("sequence"),
-                "this door has no sequence: add sequence = [\"7000/tcp\", \"8000/tcp\", \"9000/tcp\"] (or one_time_sequences = \"/path/to/file\", or hmac = { secret_file = \"/path\" })",
+                "this door has no sequence: add sequence = [\"7000/tcp\", \"8000/tcp\", \"9000/tcp\"] (or one_time_sequences = \"/path/to/file\", or hmac = { secret_file = \"/path\" }, or spa = { key_file = \"/path\", hmac_key_file = \"/path\" })",
             ));
         }
 
@@ -167,6 +180,11 @@ impl Cx<'_> {
             .as_ref()
             .map(|w| self.wake(w, &key("wake_on_lan")))
             .transpose()?;
+        let spa = raw
+            .spa
+            .as_ref()
+            .map(|v| self.spa(v, &key("spa"), firewall.as_ref()))
+            .transpose()?;
         let door = Door {
             name,
             sequence,
@@ -184,6 +202,7 @@ impl Cx<'_> {
             gpio,
             wake_on_lan,
             hmac,
+            spa,
         };
         // A stop command runs only after a start command (as in knockd).
         if let Some(v) = &raw.stop_command {
@@ -253,6 +272,112 @@ impl Cx<'_> {
             (other, _) => return Err(bad(format!("unknown mode `{other}`: expected \"pulse\", \"on\", \"off\" or \"toggle\""))),
         };
         Ok(GpioAction { relay, mode })
+    }
+
+    /// `spa = { ... }`. `allow` defaults to the door's firewall ports (every port if the
+    /// firewall opens all); a door without a firewall action must list it.
+    pub(super) fn spa(
+        &self,
+        v: &Spanned<RawSpa>,
+        key: &str,
+        firewall: Option<&FirewallAction>,
+    ) -> Result<SpaConfig, ConfigError> {
+        use crate::actions::firewall::{PortRange, Ports};
+        use crate::knock::Proto;
+        let raw = v.get_ref();
+        let k = |f: &str| format!("{key}.{f}");
+        let file = |field: &Option<Spanned<RawValue>>, name: &str| {
+            match field {
+            Some(f) => self.path(f, &k(name)),
+            None => Err(self.err(
+                v,
+                &k(name),
+                format!("name the key file: {name} = \"/etc/knockgate/spa.{}\" (`knockgate spa keygen` writes both, mode 600)", if name == "key_file" { "key" } else { "hmac" }),
+            )),
+        }
+        };
+        let key_file = file(&raw.key_file, "key_file")?;
+        let hmac_key_file = file(&raw.hmac_key_file, "hmac_key_file")?;
+        let port = match &raw.port {
+            Some(p) => u16::try_from(self.integer(
+                p,
+                &k("port"),
+                1..=65535,
+                "expected a UDP port from 1 to 65535",
+            )?)
+            .expect("in range"),
+            None => crate::doors::spa::DEFAULT_PORT,
+        };
+        let max_age = match &raw.max_age {
+            Some(m) => {
+                let d = self.timeout(m, &k("max_age"))?;
+                if !(5..=3600).contains(&d.as_secs()) {
+                    return Err(self.err(
+                        m,
+                        &k("max_age"),
+                        "expected 5s to 1h (fwknop's default is 120s): how old a packet may be, either way",
+                    ));
+                }
+                d
+            }
+            None => Duration::from_secs(crate::doors::spa::DEFAULT_MAX_AGE),
+        };
+        let allow = match &raw.allow {
+            Some(a) => {
+                let RawValue::Array(items) = a.get_ref() else {
+                    return Err(self.err(
+                        a,
+                        &k("allow"),
+                        format!("expected a list such as [\"22/tcp\"], found {}", a.get_ref().kind()),
+                    ));
+                };
+                let mut allow = Vec::with_capacity(items.len());
+                for item in items {
+                    let text = self.string(item, &k("allow"), "a port such as \"22/tcp\"")?;
+                    // fwknop writes tcp/22: take both orders.
+                    let text = match text.split_once('/') {
+                        Some((proto, port))
+                            if proto.eq_ignore_ascii_case("tcp") || proto.eq_ignore_ascii_case("udp") =>
+                        {
+                            format!("{port}/{proto}")
+                        }
+                        _ => text.to_string(),
+                    };
+                    allow.push(
+                        PortRange::parse(&text).map_err(|m| self.err(item, &k("allow"), m))?,
+                    );
+                }
+                if allow.is_empty() {
+                    return Err(self.err(a, &k("allow"), "an empty list allows nothing: list the ports a request may ask for, e.g. [\"22/tcp\"]"));
+                }
+                allow
+            }
+            None => match firewall.map(|f| &f.ports) {
+                Some(Ports::Some(ranges)) => ranges.clone(),
+                Some(Ports::All) => [Proto::Tcp, Proto::Udp]
+                    .map(|proto| PortRange { proto, first: 1, last: 65535 })
+                    .to_vec(),
+                None => {
+                    return Err(self.err(
+                        v,
+                        &k("allow"),
+                        "this door has no firewall action: list what a request may ask for, e.g. allow = [\"22/tcp\"]",
+                    ))
+                }
+            },
+        };
+        let require_source_match = match &raw.require_source_match {
+            Some(b) => self.boolean(b, &k("require_source_match"))?,
+            None => true,
+        };
+        Ok(SpaConfig {
+            key_file,
+            hmac_key_file,
+            port,
+            max_age,
+            allow,
+            require_source_match,
+        })
     }
 
     pub(super) fn hmac(&self, v: &Spanned<RawHmac>, key: &str) -> Result<HmacConfig, ConfigError> {

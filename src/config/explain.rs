@@ -96,6 +96,8 @@ impl Cx<'_> {
                     Some(format!("{}.wake_on_lan", self.door_at(offset?))),
                     WAKE_KEYS,
                 )
+            } else if expected.contains("`hmac_key_file`") {
+                (Some(format!("{}.spa", self.door_at(offset?))), SPA_KEYS)
             } else if expected.contains("`ports`") {
                 (
                     Some(format!("{}.firewall", self.door_at(offset?))),

@@ -286,6 +286,24 @@ pub struct Door {
     pub wake_on_lan: Option<WakeAction>,
     /// The sequence is derived from a secret and the time (instead of `sequence`).
     pub hmac: Option<HmacConfig>,
+    /// Opened by one fwknop SPA datagram (instead of a sequence).
+    pub spa: Option<SpaConfig>,
+}
+
+/// A door's `spa = { ... }`: fwknop's Single Packet Authorization ([`crate::doors::spa`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpaConfig {
+    /// The Rijndael key and the HMAC key, base64, one per file (mode 600).
+    pub key_file: PathBuf,
+    pub hmac_key_file: PathBuf,
+    /// The UDP port the datagram is sent to (fwknop's 62201).
+    pub port: u16,
+    /// Age or clock skew allowed either way.
+    pub max_age: Duration,
+    /// What a request may ask for; the firewall opens what it asks for.
+    pub allow: Vec<crate::actions::firewall::PortRange>,
+    /// The address in the message must be the datagram's source (0.0.0.0 means the source).
+    pub require_source_match: bool,
 }
 
 /// A door's `hmac = { secret_file, steps, ports, window }`.
@@ -934,7 +952,46 @@ one_time_sequences = "/etc/knockgate/otp"
         ("[[door]]\nname = \"a\"\nhmac = { secretfile = \"/s\" }", Some(3), Some("door[a].hmac.secretfile"), "did you mean `secret_file`"),
         ("[daemon]\nuser = \"root\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.user"), "not root"),
         ("[daemon]\nuser = \"a b\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.user"), "not an unprivileged user name"),
+        ("[[door]]\nname = \"a\"\nspa = { hmac_key_file = \"/h\", allow = [\"22\"] }", Some(3), Some("door[a].spa.key_file"), "knockgate spa keygen"),
+        ("[[door]]\nname = \"a\"\nspa = { key_file = \"/k\", hmac_key_file = \"/h\" }", Some(3), Some("door[a].spa.allow"), "no firewall action"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\nspa = { key_file = \"/k\", hmac_key_file = \"/h\", allow = [\"22\"] }", Some(4), Some("door[a].spa"), "not a sequence"),
+        ("[[door]]\nname = \"a\"\nspa = { key_file = \"/k\", hmac_key_file = \"/h\", allow = [\"icmp/1\"] }", Some(3), Some("door[a].spa.allow"), "unknown protocol"),
+        ("[[door]]\nname = \"a\"\nspa = { key_file = \"/k\", hmac_key_file = \"/h\", allow = [\"22\"], max_age = \"2h\" }", Some(3), Some("door[a].spa.max_age"), "5s to 1h"),
+        ("[[door]]\nname = \"a\"\nspa = { key_file = \"/k\", hmac_key_file = \"/h\", allow = [\"22\"], port = 70000 }", Some(3), Some("door[a].spa.port"), "1 to 65535"),
+        ("[[door]]\nname = \"a\"\nspa = { key_file = \"/k\", hmac_key_file = \"/h\", allow = [\"22\"], maxage = \"1m\" }", Some(3), Some("door[a].spa.maxage"), "did you mean `max_age`"),
+        ("[[door]]\nname = \"k\"\nsequence = [\"62201/udp\", 2]\n[[door]]\nname = \"a\"\nspa = { key_file = \"/k\", hmac_key_file = \"/h\", allow = [\"22\"] }", Some(6), Some("door[a].spa.port"), "also a knock of door `k`"),
     ];
+
+    #[test]
+    fn spa_doors() {
+        let c = ok(r#"
+[[door]]
+name = "spa"
+spa = { key_file = "/k", hmac_key_file = "/h" }
+firewall = { ports = ["22/tcp", "8000-8010/udp"], duration = "1m" }
+
+[[door]]
+name = "wake"
+spa = { key_file = "/k2", hmac_key_file = "/h2", port = 62000, max_age = "30s", allow = ["tcp/3389", "5900"], require_source_match = false }
+start_command = "true"
+"#);
+        let a = c.doors[0].spa.as_ref().unwrap();
+        assert!(c.doors[0].sequence.is_empty());
+        assert_eq!(
+            (a.port, a.max_age.as_secs(), a.require_source_match),
+            (62201, 120, true)
+        );
+        // allow: the firewall's ports by default.
+        let shown: Vec<String> = a.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["22/tcp", "8000-8010/udp"]);
+        let b = c.doors[1].spa.as_ref().unwrap();
+        assert_eq!(
+            (b.port, b.max_age.as_secs(), b.require_source_match),
+            (62000, 30, false)
+        );
+        let shown: Vec<String> = b.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["3389/tcp", "5900/tcp"]);
+    }
 
     #[test]
     fn firewall_table_and_door_actions() {

@@ -147,6 +147,19 @@ pub(super) struct RawDoor {
     pub(super) gpio: Option<Spanned<RawDoorGpio>>,
     pub(super) wake_on_lan: Option<Spanned<RawWake>>,
     pub(super) hmac: Option<Spanned<RawHmac>>,
+    pub(super) spa: Option<Spanned<RawSpa>>,
+}
+
+/// A door's `spa = { key_file, hmac_key_file, port, max_age, allow, require_source_match }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSpa {
+    pub(super) key_file: Option<Spanned<RawValue>>,
+    pub(super) hmac_key_file: Option<Spanned<RawValue>>,
+    pub(super) port: Option<Spanned<RawValue>>,
+    pub(super) max_age: Option<Spanned<RawValue>>,
+    pub(super) allow: Option<Spanned<RawValue>>,
+    pub(super) require_source_match: Option<Spanned<RawValue>>,
 }
 
 /// Any TOML value, with positions kept for the elements of arrays.
@@ -248,6 +261,14 @@ pub(super) const RELAY_KEYS: &[&str] =
 pub(super) const LED_KEYS: &[&str] = &["pin", "active_low"];
 pub(super) const DOOR_GPIO_KEYS: &[&str] = &["relay", "mode", "duration"];
 pub(super) const HMAC_KEYS: &[&str] = &["secret_file", "steps", "ports", "window"];
+pub(super) const SPA_KEYS: &[&str] = &[
+    "key_file",
+    "hmac_key_file",
+    "port",
+    "max_age",
+    "allow",
+    "require_source_match",
+];
 pub(super) const WAKE_KEYS: &[&str] = &[
     "mac",
     "interface",
@@ -290,4 +311,5 @@ pub(super) const DOOR_KEYS: &[&str] = &[
     "gpio",
     "wake_on_lan",
     "hmac",
+    "spa",
 ];

@@ -85,6 +85,23 @@ impl Cx<'_> {
                     return Err(self.err(v, &format!("{d}.close"), message));
                 }
             }
+            if let (Some(spa), Some(v)) = (&door.spa, &raw_door.spa) {
+                let knocked = doors.iter().find(|o| {
+                    o.sequence
+                        .iter()
+                        .any(|k| k.proto == crate::knock::Proto::Udp && k.port == spa.port)
+                });
+                if let Some(o) = knocked {
+                    return Err(self.err(
+                        v,
+                        &format!("{d}.spa.port"),
+                        format!(
+                            "UDP port {} is also a knock of door `{}`: an SPA port takes only SPA packets, choose another (fwknop's default is 62201)",
+                            spa.port, o.name
+                        ),
+                    ));
+                }
+            }
             if let (Some(action), Some(v)) = (&door.gpio, &raw_door.gpio) {
                 let Some(relay) = gpio.relays.iter().find(|r| r.name == action.relay) else {
                     let known: Vec<&str> = gpio.relays.iter().map(|r| r.name.as_str()).collect();

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tracing::{debug, info};
 
 use super::Daemon;
+use crate::actions::firewall::Ports;
 use crate::actions::plan::{self, Action};
 use crate::actions::sessions::Pending;
 use crate::actions::wol;
@@ -15,8 +16,15 @@ use crate::time::Instant;
 
 impl Daemon {
     /// Executes the plan of `src` opening the config door of engine door `origin`
-    /// ([`plan::plan`]); true if a sequence was retired (the engine's doors must be rebuilt).
-    pub(super) fn open(&mut self, now: Instant, src: IpAddr, origin: Origin) -> bool {
+    /// ([`plan::plan`]; `requested`: an SPA request's ports); true if a sequence was retired
+    /// (the engine's doors must be rebuilt).
+    pub(super) fn open(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        origin: Origin,
+        requested: Option<&Ports>,
+    ) -> bool {
         let Some(d) = self.config.doors.get(origin.door) else {
             return false;
         };
@@ -32,7 +40,7 @@ impl Daemon {
         let name = d.name.clone();
         let name = name.as_str();
         let (mut changed, mut retired) = (false, false);
-        for action in plan::plan(d, origin, src, &self.sessions, &at) {
+        for action in plan::plan(d, origin, src, requested, &self.sessions, &at) {
             debug!(%src, door = name, "{src}: {name}: plan: {action}");
             match action {
                 // First, and durably (a one-time line is commented out): a power cut right

@@ -74,12 +74,22 @@ impl Daemon {
             .filter(|k| k.proto == Proto::Udp)
             .map(|k| k.port)
             .collect();
+        let mut spa_ports: Vec<u16> = self
+            .config
+            .doors
+            .iter()
+            .filter_map(|d| d.spa.as_ref().map(|s| s.port))
+            .collect();
+        spa_ports.sort();
+        spa_ports.dedup();
+        udp_ports.extend(&spa_ports);
         udp_ports.sort();
         udp_ports.dedup();
         let filter = FilterSpec {
             local,
             targets,
             udp_ports,
+            spa_ports,
         };
         for name in &wanted {
             match self.captures.get(name) {

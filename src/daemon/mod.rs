@@ -38,6 +38,7 @@ mod backends;
 mod execute;
 mod interfaces;
 mod report;
+mod spa;
 mod startup;
 
 pub use backends::Backends;
@@ -155,6 +156,8 @@ struct Daemon {
     /// Per-knock log lines (stages, timeouts, bans) are rate-limited: a scan cannot fill the
     /// SD card.
     log_limit: LogLimit,
+    /// SPA packets already accepted (saved in the state directory).
+    spa_replay: crate::doors::spa::ReplayCache,
 }
 
 /// Per-knock log lines: a burst of this many, then this many per second.
@@ -244,6 +247,9 @@ impl Daemon {
                 );
             }
             self.refresh_interfaces();
+            if self.spa_replay.expire(self.unix_now()) {
+                self.save_spa_replay();
+            }
             if let Some(gate) = &mut self.gate {
                 if gate.tick(&mut self.sessions, now, self.backends.clock.wall()) {
                     self.save_journal();
@@ -268,6 +274,7 @@ impl Daemon {
                 self.handle(now, &events);
                 self.events = events;
             }
+            CaptureEvent::Datagram { knock, data, .. } => self.on_datagram(&knock, &data),
             CaptureEvent::Up { iface, link } => {
                 info!(interface = %iface, ?link, "listening on {iface}");
                 self.report.captures.insert(iface.to_string(), (true, None));
@@ -299,7 +306,7 @@ impl Daemon {
                         o.opened(now);
                     }
                     let origin = self.origin[door];
-                    if self.open(now, src, origin) {
+                    if self.open(now, src, origin, None) {
                         self.rebuild_doors(now);
                     }
                     self.publish(now);

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::report::Report;
 use super::{Backends, Daemon, DaemonError, Msg, Options, LOG_BURST, LOG_PER_SECOND, QUEUE};
@@ -132,6 +132,30 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
     let gate = (config.uses_firewall() || has_openings).then(|| make_gate(&config, &backends));
     let (config_penalties, config_max_sources) =
         (config.daemon.penalties, config.daemon.max_sources);
+    // Packets accepted before the restart stay refused.
+    let spa_replay = match &journal {
+        Some(j) => {
+            let path = j.with_file_name(crate::doors::spa::REPLAY_FILE);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let (cache, bad) = crate::doors::spa::ReplayCache::parse(&text);
+                    if bad > 0 {
+                        warn!("{}: {bad} unreadable line(s) skipped", path.display());
+                    }
+                    cache
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+                Err(e) => {
+                    warn!(
+                        "cannot read {}: {e}; starting with no SPA replay cache",
+                        path.display()
+                    );
+                    Default::default()
+                }
+            }
+        }
+        None => Default::default(),
+    };
     let mut daemon = Daemon {
         opts,
         config,
@@ -161,6 +185,7 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
         server: None,
         penalties: Penalties::new(config_penalties, config_max_sources),
         log_limit: LogLimit::new(LOG_BURST, LOG_PER_SECOND),
+        spa_replay,
     };
     daemon.read_notices();
     if daemon.config.status.enabled {

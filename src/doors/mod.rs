@@ -62,6 +62,9 @@ pub enum SourceError {
     OneTime(#[from] OtpError),
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// An SPA door's key file cannot be read, or holds no valid key.
+    #[error("door {door}: spa: {message}")]
+    SpaKey { door: String, message: String },
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +80,8 @@ struct HmacDoor {
 pub struct Dynamic {
     otp: otp::Lists,
     hmac: BTreeMap<String, HmacDoor>,
+    /// SPA doors' keys, by door name.
+    spa: BTreeMap<String, spa::Keys>,
 }
 
 impl Dynamic {
@@ -95,10 +100,28 @@ impl Dynamic {
                 );
             }
         }
+        let mut spa_keys = BTreeMap::new();
+        for d in &config.doors {
+            if let Some(c) = &d.spa {
+                let keys = spa::Keys::load(&c.key_file, &c.hmac_key_file).map_err(|message| {
+                    SourceError::SpaKey {
+                        door: d.name.clone(),
+                        message,
+                    }
+                })?;
+                spa_keys.insert(d.name.clone(), keys);
+            }
+        }
         Ok(Dynamic {
             otp: otp::Lists::load(config)?,
             hmac,
+            spa: spa_keys,
         })
+    }
+
+    /// The keys of SPA door `door`.
+    pub fn spa_keys(&self, door: &str) -> Option<&spa::Keys> {
+        self.spa.get(door)
     }
 
     /// The engine's doors at wall-clock time `unix_secs`.

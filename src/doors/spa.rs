@@ -210,7 +210,7 @@ pub struct Request {
     pub timestamp: u64,
     /// `--fw-timeout`, if given (message type 3).
     pub client_timeout: Option<u32>,
-    /// SHA-256 of the datagram as received: the replay cache's key.
+    /// SHA-256 of the datagram's data (without a trailing newline): the replay cache's key.
     pub packet_digest: [u8; 32],
 }
 
@@ -255,7 +255,8 @@ pub fn verify(packet: &[u8], keys: &Keys, now: u64, max_age: u64) -> Result<Requ
         let ahead = i64::try_from(ahead).unwrap_or(if ahead < 0 { i64::MIN } else { i64::MAX });
         return Err(Refusal::Age(ahead, max_age));
     }
-    request.packet_digest = Sha256::digest(packet).into();
+    // Of the data without the newline some clients add: adding one must not make a replay new.
+    request.packet_digest = Sha256::digest(text.as_bytes()).into();
     Ok(request)
 }
 
@@ -342,6 +343,96 @@ fn access_message(message: &str) -> Result<(IpAddr, Vec<Access>), Refusal> {
 
 fn b64_text(field: &str) -> Option<String> {
     String::from_utf8(B64.decode(field).ok()?).ok()
+}
+
+/// Packets already accepted (their [`Request::packet_digest`]), each kept until it is too old
+/// to pass the age check anyway, so that the same datagram sent again (by an eavesdropper,
+/// from anywhere) is refused. Bounded; saved in the state directory ([`REPLAY_FILE`]) so that
+/// a restart does not forget.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayCache {
+    /// Digest → the Unix time after which it can be forgotten.
+    seen: std::collections::HashMap<[u8; 32], u64>,
+}
+
+/// The replay cache's file in the state directory.
+pub const REPLAY_FILE: &str = "spa-replay";
+/// At most this many packets are remembered: at one accepted packet a second for the longest
+/// `max_age` (1 h), the oldest go first.
+pub const REPLAY_CAP: usize = 4096;
+
+impl ReplayCache {
+    pub fn contains(&self, digest: &[u8; 32]) -> bool {
+        self.seen.contains_key(digest)
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Remembers `digest` until `until`; forgets what expired by `now` and, when full, the
+    /// entry that expires first.
+    pub fn insert(&mut self, digest: [u8; 32], until: u64, now: u64) {
+        self.expire(now);
+        if self.seen.len() >= REPLAY_CAP {
+            if let Some(oldest) = self.seen.iter().min_by_key(|(_, u)| **u).map(|(d, _)| *d) {
+                self.seen.remove(&oldest);
+            }
+        }
+        self.seen.insert(digest, until);
+    }
+
+    /// Forgets the entries whose time has passed; true if any was.
+    pub fn expire(&mut self, now: u64) -> bool {
+        let before = self.seen.len();
+        self.seen.retain(|_, until| *until > now);
+        self.seen.len() != before
+    }
+
+    /// The file's text: one `HEX-DIGEST UNTIL` line per entry, sorted.
+    pub fn to_text(&self) -> String {
+        let mut lines: Vec<String> = self
+            .seen
+            .iter()
+            .map(|(d, u)| {
+                let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+                format!("{hex} {u}\n")
+            })
+            .collect();
+        lines.sort();
+        lines.concat()
+    }
+
+    /// Reads [`ReplayCache::to_text`]; a line that does not parse is skipped (and counted):
+    /// a damaged file must not stop the daemon, and its good lines still protect.
+    pub fn parse(text: &str) -> (ReplayCache, usize) {
+        let mut cache = ReplayCache::default();
+        let mut bad = 0;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let entry = line.split_once(' ').and_then(|(hex, until)| {
+                let until: u64 = until.trim().parse().ok()?;
+                if hex.len() != 64 || !hex.is_ascii() {
+                    return None;
+                }
+                let mut d = [0u8; 32];
+                for (i, b) in d.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+                }
+                Some((d, until))
+            });
+            match entry {
+                Some((d, until)) if cache.seen.len() < REPLAY_CAP => {
+                    cache.seen.insert(d, until);
+                }
+                _ => bad += 1,
+            }
+        }
+        (cache, bad)
+    }
 }
 
 /// OpenSSL's EVP_BytesToKey with MD5, one iteration: 32 bytes of key, 16 of IV.
@@ -479,6 +570,10 @@ mod tests {
             r.packet_digest,
             <[u8; 32]>::from(Sha256::digest(FWKNOP_PACKET.as_bytes()))
         );
+        // With a newline: the same packet, the same replay key.
+        let nl = format!("{FWKNOP_PACKET}\n");
+        let r2 = verify(nl.as_bytes(), &keys(), SENT + 5, 120).unwrap();
+        assert_eq!(r2.packet_digest, r.packet_digest);
     }
 
     #[test]
@@ -643,6 +738,29 @@ mod tests {
                 "{fields}"
             );
         }
+    }
+
+    #[test]
+    fn replay_cache_remembers_expires_is_bounded_and_reads_back() {
+        let mut c = ReplayCache::default();
+        c.insert([1; 32], 100, 10);
+        c.insert([2; 32], 50, 10);
+        assert!(c.contains(&[1; 32]) && c.contains(&[2; 32]));
+        let (back, bad) = ReplayCache::parse(&c.to_text());
+        assert_eq!((back, bad), (c.clone(), 0));
+        assert!(c.expire(50));
+        assert!(!c.contains(&[2; 32]) && c.contains(&[1; 32]));
+        for i in 0..REPLAY_CAP as u32 + 10 {
+            let mut d = [0u8; 32];
+            d[..4].copy_from_slice(&i.to_be_bytes());
+            d[31] = 9;
+            c.insert(d, 1000 + u64::from(i), 60);
+        }
+        assert_eq!(c.len(), REPLAY_CAP);
+        // The ones that expire first went first ([1; 32], until 100, among them).
+        assert!(!c.contains(&[1; 32]));
+        let (_, bad) = ReplayCache::parse("zz 5\nabc\n\n");
+        assert_eq!(bad, 2);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! A capture thread opens its interface with libpcap (not promiscuous, small snaplen, immediate
 //! mode), applies the filter the daemon publishes for it (re-applied whenever the interface's
 //! addresses or the config change), parses each packet with [`crate::net::wire`] and sends the
-//! [`Knock`] on. It never logs per packet: malformed packets and a full channel are counted.
+//! [`Knock`] on (with its data, for a datagram to an SPA door's port). It never logs per packet: malformed packets and a full channel are counted.
 //! When the interface disappears or goes down, the thread reports it and keeps trying to
 //! reopen it, so detection resumes without a restart.
 //!
@@ -19,21 +19,37 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crate::knock::Knock;
+use crate::knock::{Knock, Proto};
 use crate::net::bpf;
 use crate::net::wire::{self, LinkType};
 
-/// Bytes kept of each packet: enough for link, VLAN, IPv6 extension and transport headers.
-const SNAPLEN: i32 = 512;
+/// Bytes kept of each packet: link, VLAN, IPv6 extension and transport headers, and a whole
+/// SPA datagram (up to 1500 bytes of data; the filter passes only knock and SPA ports).
+const SNAPLEN: i32 = 2048;
 /// libpcap read timeout; also how often a capture thread looks at its filter and stop flag.
 const READ_TIMEOUT_MS: i32 = 500;
 
 /// What capture threads tell the daemon loop.
 #[derive(Debug)]
 pub enum CaptureEvent {
-    Knock { iface: Arc<str>, knock: Knock },
-    Up { iface: Arc<str>, link: LinkType },
-    Down { iface: Arc<str>, error: String },
+    Knock {
+        iface: Arc<str>,
+        knock: Knock,
+    },
+    /// A UDP datagram to an SPA door's port, with its data.
+    Datagram {
+        iface: Arc<str>,
+        knock: Knock,
+        data: Box<[u8]>,
+    },
+    Up {
+        iface: Arc<str>,
+        link: LinkType,
+    },
+    Down {
+        iface: Arc<str>,
+        error: String,
+    },
 }
 
 /// Counters shared by every capture thread.
@@ -52,6 +68,8 @@ pub struct FilterSpec {
     pub local: Vec<IpAddr>,
     pub targets: Vec<IpAddr>,
     pub udp_ports: Vec<u16>,
+    /// SPA doors' ports (also in `udp_ports`): their datagrams come with their data.
+    pub spa_ports: Vec<u16>,
 }
 
 impl FilterSpec {
@@ -230,6 +248,7 @@ fn read_packets<M: From<CaptureEvent>>(
     counters: &Counters,
 ) -> Result<(), String> {
     let mut applied = 0;
+    let mut spa_ports: Vec<u16> = Vec::new();
     let mut announced = false;
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -245,6 +264,7 @@ fn read_packets<M: From<CaptureEvent>>(
                 .map_err(|e| format!("{iface}: cannot apply filter `{expr}`: {e}"))?;
             tracing::debug!(interface = %iface, filter = %expr, "capture filter applied");
             applied = version;
+            spa_ports = spec.spa_ports;
         }
         if !announced {
             announced = true;
@@ -259,12 +279,21 @@ fn read_packets<M: From<CaptureEvent>>(
         match cap.next_packet() {
             Ok(packet) => {
                 counters.packets.fetch_add(1, Ordering::Relaxed);
-                match wire::parse(link, packet.data) {
-                    Ok(knock) => {
-                        let event = CaptureEvent::Knock {
-                            iface: iface.clone(),
-                            knock,
-                        };
+                match wire::parse_with_payload(link, packet.data) {
+                    Ok((knock, data)) => {
+                        let event =
+                            if knock.proto == Proto::Udp && spa_ports.contains(&knock.dst_port) {
+                                CaptureEvent::Datagram {
+                                    iface: iface.clone(),
+                                    knock,
+                                    data: data.into(),
+                                }
+                            } else {
+                                CaptureEvent::Knock {
+                                    iface: iface.clone(),
+                                    knock,
+                                }
+                            };
                         match tx.try_send(event.into()) {
                             Ok(()) => {}
                             Err(TrySendError::Full(_)) => {

@@ -222,6 +222,12 @@ enum Version {
 
 /// Parses one captured packet. See the module documentation for what is accepted.
 pub fn parse(link: LinkType, data: &[u8]) -> Result<Knock, WireError> {
+    parse_with_payload(link, data).map(|(knock, _)| knock)
+}
+
+/// [`parse`], and a UDP datagram's payload (as far as it was captured and as long as its
+/// header says; empty for TCP): an SPA packet's data.
+pub fn parse_with_payload(link: LinkType, data: &[u8]) -> Result<(Knock, &[u8]), WireError> {
     let (version, ip) = match link {
         LinkType::Ethernet => {
             let eth =
@@ -304,7 +310,7 @@ fn address_family(af: u32) -> Option<Version> {
     }
 }
 
-fn parse_ip(version: Version, data: &[u8]) -> Result<Knock, WireError> {
+fn parse_ip(version: Version, data: &[u8]) -> Result<(Knock, &[u8]), WireError> {
     if version == Version::Any {
         match data.first().map(|b| b >> 4) {
             None => return Err(WireError::Truncated),
@@ -354,25 +360,33 @@ fn parse_ip(version: Version, data: &[u8]) -> Result<Knock, WireError> {
         }
     }
     let payload = ip.payload();
-    let (proto, dst_port, tcp_flags) = match payload.ip_number {
+    let (proto, dst_port, tcp_flags, data) = match payload.ip_number {
         IpNumber::TCP => {
             let (port, flags) = parse_tcp(payload.payload)?;
-            (Proto::Tcp, port, flags)
+            (Proto::Tcp, port, flags, &[][..])
         }
         IpNumber::UDP => {
             let udp =
                 UdpHeaderSlice::from_slice(payload.payload).map_err(|_| WireError::Truncated)?;
-            (Proto::Udp, udp.destination_port(), TcpFlags(0))
+            let rest = &payload.payload[udp.slice().len()..];
+            // The header's length bounds the data (Ethernet pads short frames); a capture cut
+            // short by the snap length has less.
+            let said = usize::from(udp.length()).saturating_sub(8);
+            let data = &rest[..said.min(rest.len())];
+            (Proto::Udp, udp.destination_port(), TcpFlags(0), data)
         }
         _ => return Err(WireError::NotTransport),
     };
-    Ok(Knock {
-        src: ip.source_addr(),
-        dst: ip.destination_addr(),
-        proto,
-        dst_port,
-        tcp_flags,
-    })
+    Ok((
+        Knock {
+            src: ip.source_addr(),
+            dst: ip.destination_addr(),
+            proto,
+            dst_port,
+            tcp_flags,
+        },
+        data,
+    ))
 }
 
 /// The fragment offset (in 8-byte units) of an IPv6 fragment header: the top 13 bits of bytes
