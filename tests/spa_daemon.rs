@@ -256,3 +256,52 @@ fn fwknop_opens_an_spa_door_and_every_bad_packet_is_refused() {
     fwknop(&lab, &keys, &["-A", "tcp/22", "-s"], &other);
     assert_eq!(wait_chain(&lab, true).len(), 1);
 }
+
+/// fwknopd's SPA is IPv4 only; knockgate's is not. fwknop's client cannot put an IPv6 address
+/// in a packet, so this one is built by `doors::spa::encode` (the same format, verified
+/// against the client's packets in tests/spa_fwknop.rs) and sent over IPv6 with `nc -6 -u`:
+/// it opens 22/tcp for the client's IPv6 address in ip6tables' KNOCKD, `::` meaning the source.
+#[test]
+fn an_spa_packet_over_ipv6_opens_the_ipv6_address() {
+    if !can_run_netns() {
+        return;
+    }
+    use knockgate::doors::spa::{encode, Access, Keys, Message};
+    let lab = Lab::new();
+    let b64 = write_keys(&lab, "spa");
+    let keys = Keys::from_base64(&b64.0, &b64.1).unwrap();
+    let cfg = lab.write_config("knockgate.toml", config());
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let link = lab.link(0);
+    let now = knockgate::time::unix_secs(knockgate::time::wall_now());
+    for (i, addr) in [link.client_v6.as_str(), "::"].into_iter().enumerate() {
+        let packet = encode(
+            &Message {
+                random: 1234567890123456 + i as u64,
+                user: "alice",
+                timestamp: now,
+                addr: addr.parse().unwrap(),
+                access: &[Access {
+                    udp: false,
+                    port: 22,
+                }],
+                client_timeout: None,
+            },
+            &keys,
+            *b"v6v6v6v6",
+        );
+        let file = lab.path("v6.pkt");
+        fs::write(&file, &packet).unwrap();
+        let cmd = format!("nc -6 -u -w 1 {} 62201 < {}", link.gw_v6, file.display());
+        lab.client(0).ok(&["sh", "-c", &cmd]);
+        daemon.wait_log_count("spa-ssh: OPEN SESAME", i + 1, LONG);
+        let out = lab.gw.ok(&["ip6tables", "-w", "-S", "KNOCKD"]);
+        let rules = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            rules.contains(&format!("-s {}/128", link.client_v6)) && rules.contains("--dports 22 "),
+            "{rules}"
+        );
+    }
+    // IPv4's chain untouched.
+    assert!(chain(&lab).is_empty());
+}
