@@ -491,6 +491,13 @@ start_command = "sh -c 'echo %IP% >> @DIR@/opened'"
     daemon.wait_file(&opened, &format!("{}\n", link.client_v6), LONG);
     c.ok(&["knock", &link.gw_v4, "3001", "3002"]);
     daemon.wait_log("otp: no one-time sequences left", LONG);
+    // The start command runs after that line: wait for what it writes (a loaded machine is
+    // slow to spawn it).
+    daemon.wait_file(
+        &opened,
+        &format!("{}\n{}\n", link.client_v6, link.client_v4),
+        LONG,
+    );
     assert_eq!(read(&opened).lines().count(), 3, "{}", read(&opened));
     // Used up: nothing opens, and the daemon is still alive.
     c.ok(&["knock", &link.gw_v4, "3001", "3002"]);
