@@ -25,13 +25,7 @@ impl Cx<'_> {
                 "this door has no name: add name = \"...\" (1 to 127 characters, unique)",
             ));
         };
-        let name = self
-            .string(
-                name_v,
-                &format!("door[{index}].name"),
-                "a door name (a string of 1 to 127 characters)",
-            )?
-            .to_string();
+        let name = name_v.get_ref().as_str().to_string();
         check_door_name(&name).map_err(|m| self.err(name_v, &format!("door[{index}].name"), m))?;
         let d = door_key(index, Some(&name));
         let key = |k: &str| format!("{d}.{k}");
@@ -104,18 +98,14 @@ impl Cx<'_> {
         };
         let tcp_flags = match &raw.tcp_flags {
             Some(v) => {
-                let s = self.string(
-                    v,
-                    &key("tcp_flags"),
-                    "TCP flags such as \"syn,!ack\" or \"any\"",
-                )?;
+                let s = v.get_ref().as_str();
                 FlagRule::parse(s).map_err(|m| self.err(v, &key("tcp_flags"), m))?
             }
             None => FlagRule::SYN_NOT_ACK,
         };
         let target = match &raw.target {
             Some(v) => {
-                let s = self.string(v, &key("target"), "an IP address such as \"192.168.1.20\"")?;
+                let s = v.get_ref().as_str();
                 Some(s.trim().parse::<IpAddr>().map_err(|_| {
                     self.err(
                         v,
@@ -163,13 +153,7 @@ impl Cx<'_> {
             .as_ref()
             .map(|f| self.door_firewall(f, &key("firewall")))
             .transpose()?;
-        let close = match &raw.close {
-            Some(v) => Some(
-                self.string(v, &key("close"), "the name of the door to close")?
-                    .to_string(),
-            ),
-            None => None,
-        };
+        let close = raw.close.as_ref().map(|v| v.get_ref().0.clone());
         let gpio = raw
             .gpio
             .as_ref()
@@ -239,15 +223,9 @@ impl Cx<'_> {
                 "name the relay: relay = \"zone1\"",
             ));
         };
-        let relay = self
-            .string(relay_v, &format!("{key}.relay"), "a relay name")?
-            .to_string();
+        let relay = relay_v.get_ref().as_str().to_string();
         let mode_name = match &raw.mode {
-            Some(m) => self.string(
-                m,
-                &format!("{key}.mode"),
-                "\"pulse\", \"on\", \"off\" or \"toggle\"",
-            )?,
+            Some(m) => m.get_ref().as_str(),
             None => "pulse",
         };
         let duration = raw
@@ -286,7 +264,7 @@ impl Cx<'_> {
         use crate::knock::Proto;
         let raw = v.get_ref();
         let k = |f: &str| format!("{key}.{f}");
-        let file = |field: &Option<Spanned<RawValue>>, name: &str| {
+        let file = |field: &Option<Spanned<PathText>>, name: &str| {
             match field {
             Some(f) => self.path(f, &k(name)),
             None => Err(self.err(
@@ -324,16 +302,16 @@ impl Cx<'_> {
         };
         let allow = match &raw.allow {
             Some(a) => {
-                let RawValue::Array(items) = a.get_ref() else {
+                let TextOrList::List(items) = a.get_ref() else {
                     return Err(self.err(
                         a,
                         &k("allow"),
-                        format!("expected a list such as [\"22/tcp\"], found {}", a.get_ref().kind()),
+                        "expected a list such as [\"22/tcp\"], found a string",
                     ));
                 };
                 let mut allow = Vec::with_capacity(items.len());
                 for item in items {
-                    let text = self.string(item, &k("allow"), "a port such as \"22/tcp\"")?;
+                    let text = item.get_ref().as_str();
                     // fwknop writes tcp/22: take both orders.
                     let text = match text.split_once('/') {
                         Some((proto, port))
@@ -367,7 +345,7 @@ impl Cx<'_> {
             },
         };
         let require_source_match = match &raw.require_source_match {
-            Some(b) => self.boolean(b, &k("require_source_match"))?,
+            Some(b) => b.get_ref().0,
             None => true,
         };
         Ok(SpaConfig {
@@ -402,7 +380,7 @@ impl Cx<'_> {
             params.steps = usize::try_from(n).expect("in range");
         }
         if let Some(pv) = &raw.ports {
-            let s = self.string(pv, &k("ports"), "a port range such as \"10000-60000\"")?;
+            let s = pv.get_ref().as_str();
             let range = s.split_once('-').and_then(|(a, b)| {
                 Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
             });
@@ -440,12 +418,8 @@ impl Cx<'_> {
     pub(super) fn wake(&self, v: &Spanned<RawWake>, key: &str) -> Result<WakeAction, ConfigError> {
         let raw = v.get_ref();
         let k = |f: &str| format!("{key}.{f}");
-        let six = |val: &Spanned<RawValue>, field: &str| -> Result<[u8; 6], ConfigError> {
-            let s = self.string(
-                val,
-                &k(field),
-                "six hex bytes such as \"00:11:22:33:44:55\"",
-            )?;
+        let six = |val: &Spanned<Text>, field: &str| -> Result<[u8; 6], ConfigError> {
+            let s = val.get_ref().as_str();
             parse_mac(s).ok_or_else(|| {
                 self.err(val, &k(field), format!("`{s}` is not six hex bytes: expected e.g. \"00:11:22:33:44:55\" (or with `-`)"))
             })
@@ -460,7 +434,7 @@ impl Cx<'_> {
         let mac = six(mac_v, "mac")?;
         let interface = match &raw.interface {
             Some(i) => {
-                let name = self.string(i, &k("interface"), "an interface name such as \"eth0\"")?;
+                let name = i.get_ref().as_str();
                 check_interface_name(name).map_err(|m| self.err(i, &k("interface"), m))?;
                 Some(name.to_string())
             }
@@ -481,11 +455,7 @@ impl Cx<'_> {
         let broadcast = match &raw.broadcast {
             None => IpAddr::from([255, 255, 255, 255]),
             Some(b) => {
-                let s = self.string(
-                    b,
-                    &k("broadcast"),
-                    "an IPv4 broadcast address such as \"192.168.1.255\"",
-                )?;
+                let s = b.get_ref().as_str();
                 match s.trim().parse::<IpAddr>() {
                     Ok(ip @ IpAddr::V4(_)) => ip,
                     _ => {
@@ -537,17 +507,16 @@ impl Cx<'_> {
         };
         let pkey = format!("{key}.ports");
         let ports = match pv.get_ref() {
-            RawValue::String(s) if s.trim().eq_ignore_ascii_case("all") => Ports::All,
-            RawValue::String(s) => Ports::Some(vec![
+            TextOrList::Text(s) if s.trim().eq_ignore_ascii_case("all") => Ports::All,
+            TextOrList::Text(s) => Ports::Some(vec![
                 PortRange::parse(s).map_err(|m| self.err(pv, &pkey, m))?
             ]),
-            RawValue::Array(items) if !items.is_empty() => {
+            TextOrList::List(items) if !items.is_empty() => {
                 let mut ranges = Vec::with_capacity(items.len());
                 for item in items {
                     let r = match item.get_ref() {
-                        RawValue::String(s) => PortRange::parse(s),
-                        RawValue::Integer(n) => PortRange::parse(&n.to_string()),
-                        other => Err(format!("{EXPECTED}, found {}", other.kind())),
+                        PortItem::Text(s) => PortRange::parse(s),
+                        PortItem::Number(n) => PortRange::parse(&n.to_string()),
                     };
                     ranges.push(r.map_err(|m| self.err(item, &pkey, m))?);
                 }
@@ -555,8 +524,8 @@ impl Cx<'_> {
                 ranges.dedup();
                 Ports::Some(ranges)
             }
-            other => {
-                return Err(self.err(pv, &pkey, format!("{EXPECTED}, found {}", other.kind())))
+            TextOrList::List(_) => {
+                return Err(self.err(pv, &pkey, format!("empty list: {EXPECTED}")))
             }
         };
         let duration = raw
@@ -569,13 +538,13 @@ impl Cx<'_> {
 
     pub(super) fn sequence(
         &self,
-        v: &Spanned<RawValue>,
+        v: &Spanned<TextOrList<PortItem>>,
         key: &str,
     ) -> Result<Vec<KnockSpec>, ConfigError> {
         const EXPECTED: &str = "expected a list such as [\"7000/tcp\", \"8000\", \"9000/udp\"] or a string such as \"7000:tcp,8000,9000:udp\"";
         // (text or port, where) for each step.
-        let steps: Vec<(Result<KnockSpec, String>, &Spanned<RawValue>)> = match v.get_ref() {
-            RawValue::String(s) => {
+        let steps: Vec<(Result<KnockSpec, String>, std::ops::Range<usize>)> = match v.get_ref() {
+            TextOrList::Text(s) => {
                 if s.trim().is_empty() {
                     return Err(self.err(v, key, format!("empty sequence: {EXPECTED}")));
                 }
@@ -586,11 +555,11 @@ impl Cx<'_> {
                         } else {
                             KnockSpec::parse(step)
                         };
-                        (r, v)
+                        (r, v.span())
                     })
                     .collect()
             }
-            RawValue::Array(items) => {
+            TextOrList::List(items) => {
                 if items.is_empty() {
                     return Err(self.err(v, key, format!("empty sequence: {EXPECTED}")));
                 }
@@ -598,23 +567,18 @@ impl Cx<'_> {
                     .iter()
                     .map(|item| {
                         let r = match item.get_ref() {
-                            RawValue::String(s) => KnockSpec::parse(s),
-                            RawValue::Integer(n) => match u16::try_from(*n) {
+                            PortItem::Text(s) => KnockSpec::parse(s),
+                            PortItem::Number(n) => match u16::try_from(*n) {
                                 Ok(p) if p != 0 => Ok(KnockSpec::tcp(p)),
                                 _ => Err(format!(
                                     "invalid port `{n}`: expected a whole number from 1 to 65535"
                                 )),
                             },
-                            other => Err(format!(
-                                "expected a port such as \"7000/tcp\", \"8000\" or 9000, found {}",
-                                other.kind()
-                            )),
                         };
-                        (r, item)
+                        (r, item.span())
                     })
                     .collect()
             }
-            other => return Err(self.err(v, key, format!("{EXPECTED}, found {}", other.kind()))),
         };
         if steps.len() > MAX_SEQUENCE_LEN {
             return Err(self.err(
@@ -628,7 +592,7 @@ impl Cx<'_> {
         }
         let mut out = Vec::with_capacity(steps.len());
         for (i, (r, at)) in steps.into_iter().enumerate() {
-            out.push(r.map_err(|m| self.err(at, key, format!("step {}: {m}", i + 1)))?);
+            out.push(r.map_err(|m| self.err_at(at, key, format!("step {}: {m}", i + 1)))?);
         }
         Ok(out)
     }

@@ -1,6 +1,8 @@
-//! Errors: positions to line numbers, and the toml crate's own errors (syntax, an unknown key,
-//! a wrong table shape) turned into `file:line: key: message` with a "did you mean" hint.
+//! Errors: positions to line numbers, and errors from reading the file (syntax, an unknown
+//! key, a value of the wrong shape) turned into `file:line: key: message`, the key from the
+//! path serde was at (`serde_path_to_error`), with a "did you mean" hint for unknown keys.
 
+use serde_path_to_error::Segment;
 use toml::Spanned;
 
 use super::raw::*;
@@ -24,151 +26,157 @@ impl Cx<'_> {
         key: &str,
         message: impl Into<String>,
     ) -> ConfigError {
+        self.err_at(at.span(), key, message)
+    }
+
+    /// [`Cx::err`] at a byte range of the text.
+    pub(super) fn err_at(
+        &self,
+        at: std::ops::Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             file: self.origin.to_string(),
-            line: Some(self.line(at.span().start)),
+            line: Some(self.line(at.start)),
             key: Some(key.to_string()),
             message: message.into(),
         }
     }
 
-    /// Turns an error from the toml crate (syntax, unknown key, wrong table shape) into a
-    /// ConfigError with the line and, where it can be known, the key.
-    pub(super) fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
-        let offset = e.span().map(|s| s.start);
+    /// Reads the file into the raw tables.
+    pub(super) fn read(&self) -> Result<RawConfig, ConfigError> {
+        serde_path_to_error::deserialize(toml::Deserializer::new(self.text))
+            .map_err(|e| self.read_error(e))
+    }
+
+    /// Turns an error from reading the file (a syntax error from the toml crate, or a
+    /// deserialization error with the path to it) into a ConfigError with the line and the key.
+    pub(super) fn read_error(&self, e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+        // The path as the user wrote it: `Spanned` adds private keys, array elements are
+        // part of their key, and a door or relay is named after its `name`.
+        let mut names: Vec<String> = Vec::new();
+        let mut key = String::new();
+        for segment in e.path().iter() {
+            match segment {
+                Segment::Map { key: k } if k.starts_with("$__") => {}
+                Segment::Map { key: k } => {
+                    if !key.is_empty() {
+                        key.push('.');
+                    }
+                    key.push_str(k);
+                    names.push(k.clone());
+                }
+                Segment::Seq { index } if key == "door" || key == "relay" => {
+                    key = self.table_key(&key, *index);
+                }
+                _ => {}
+            }
+        }
+        let inner = e.into_inner();
+        let offset = inner.span().map(|s| s.start);
         let line = offset.map(|o| self.line(o));
-        let raw_message = e.message().trim().replace('\n', ": ");
-        let (key, message) = self
-            .explain_toml_error(&raw_message, offset)
-            .unwrap_or((None, raw_message));
-        ConfigError {
+        let raw_message = inner.message().trim().replace('\n', ": ");
+        let error = |key: Option<String>, message: String| ConfigError {
             file: self.origin.to_string(),
             line,
             key,
             message,
-        }
-    }
-
-    /// The key and a better message for the toml crate's errors that concern a key; None for
-    /// plain syntax errors (their message is kept as is).
-    pub(super) fn explain_toml_error(
-        &self,
-        message: &str,
-        offset: Option<usize>,
-    ) -> Option<(Option<String>, String)> {
-        let joined = |table: Option<String>, field: &str| match table {
-            Some(t) => format!("{t}.{field}"),
-            None => field.to_string(),
         };
-        let unknown =
-            |field: &str, known: &[&'static str], expected: &str| match suggest(field, known) {
-                Some(s) => format!("unknown key `{field}`: did you mean `{s}`? ({expected})"),
-                None => format!("unknown key `{field}`: {expected}"),
-            };
-
-        // unknown field `x`, expected one of `a`, `b`
-        if let Some(rest) = after(message, "unknown field `") {
-            let (field, expected) = rest.split_once('`')?;
-            let expected = expected.trim_start_matches(',').trim();
-            let (table, known): (Option<String>, &[&'static str]) = if expected.contains("`door`") {
-                (None, TOP_KEYS)
-            } else if expected.contains("`max_sources`") {
-                (Some("daemon".to_string()), DAEMON_KEYS)
-            } else if expected.contains("`jump_position`") {
-                (Some("firewall".to_string()), FIREWALL_KEYS)
-            } else if expected.contains("`allowed_hosts`") {
-                (Some("status".to_string()), STATUS_KEYS)
-            } else if expected.contains("`max_on`") {
-                (Some("relay".to_string()), RELAY_KEYS)
-            } else if expected == "expected `backend` or `chip`" {
-                (Some("gpio".to_string()), GPIO_KEYS)
-            } else if expected == "expected `pin` or `active_low`" {
-                (Some("led".to_string()), LED_KEYS)
-            } else if expected.contains("`mode`") {
-                (
-                    Some(format!("{}.gpio", self.door_at(offset?))),
-                    DOOR_GPIO_KEYS,
-                )
-            } else if expected.contains("`secret_file`") {
-                (Some(format!("{}.hmac", self.door_at(offset?))), HMAC_KEYS)
-            } else if expected.contains("`mac`") {
-                (
-                    Some(format!("{}.wake_on_lan", self.door_at(offset?))),
-                    WAKE_KEYS,
-                )
-            } else if expected.contains("`hmac_key_file`") {
-                (Some(format!("{}.spa", self.door_at(offset?))), SPA_KEYS)
-            } else if expected.contains("`ports`") {
-                (
-                    Some(format!("{}.firewall", self.door_at(offset?))),
-                    DOOR_FIREWALL_KEYS,
-                )
-            } else {
-                (Some(self.door_at(offset?)), DOOR_KEYS)
-            };
-            return Some((Some(joined(table, field)), unknown(field, known, expected)));
-        }
-        // duplicate key `x` in table `door` / in document root
-        if let Some(rest) = after(message, "duplicate key `") {
-            let (field, rest) = rest.split_once('`')?;
-            let table = if rest.contains("in table `daemon`") {
-                Some("daemon".to_string())
-            } else if rest.contains("in table `door`") {
-                Some(self.door_at(offset?))
-            } else {
-                None
-            };
-            return Some((
-                Some(joined(table, field)),
-                format!("`{field}` is given twice: each key or table may appear once"),
-            ));
-        }
-        // A table header or dotted key below [daemon] or [[door]] (`[daemon.x]`,
-        // `daemon.max_sources = 1`): invalid type: string "x", expected a borrowed string
-        if message.ends_with("expected a borrowed string") {
-            let field = after(message, "invalid type: string \"")?
-                .split_once('"')?
-                .0;
-            let offset = offset?;
-            let before = self.text.get(..offset)?;
-            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-            let head = before[line_start..].trim_start_matches([' ', '\t', '[']);
-            let (table, known) = if head.starts_with("daemon") {
-                (Some("daemon".to_string()), DAEMON_KEYS)
-            } else {
-                (Some(self.door_at(offset)), DOOR_KEYS)
-            };
-            let message = if known.contains(&field) {
-                format!("`{field}` must be a value (`{field} = ...` inside the table), not a table or a dotted key")
-            } else {
-                let expected = format!(
-                    "expected one of {}",
-                    known
-                        .iter()
+        let Some(last) = names.last() else {
+            // A syntax error: the key is the one the error points at, if it points at one.
+            return error(offset.and_then(|o| self.key_at(o)), raw_message);
+        };
+        if let Some((field, known)) = unknown_field(&raw_message) {
+            let expected = match known.as_slice() {
+                [] => "this table takes no keys".to_string(),
+                [one] => format!("expected `{one}`"),
+                [rest @ .., final_one] => format!(
+                    "expected one of {}, `{final_one}`",
+                    rest.iter()
                         .map(|k| format!("`{k}`"))
                         .collect::<Vec<_>>()
                         .join(", ")
-                );
-                unknown(field, known, &expected)
-            };
-            return Some((Some(joined(table, field)), message));
-        }
-        if message.contains("expected struct RawDaemon") {
-            let m = message.replace("struct RawDaemon", "a table");
-            return Some((Some("daemon".to_string()), format!("{m}, written [daemon]")));
-        }
-        if message.contains("expected struct RawDoor") {
-            let m = message.replace("struct RawDoor", "a table");
-            let key = offset.map_or("door".to_string(), |o| self.door_at(o));
-            return Some((Some(key), format!("{m}, written [[door]]")));
-        }
-        if message.contains("expected a sequence") {
-            return Some((
-                Some("door".to_string()),
-                format!(
-                    "{message}: doors are an array of tables, each written [[door]] (two brackets)"
                 ),
-            ));
+            };
+            let message = match suggest(field, &known) {
+                Some(s) => format!("unknown key `{field}`: did you mean `{s}`? ({expected})"),
+                None => format!("unknown key `{field}`: {expected}"),
+            };
+            return error(Some(key), message);
+        }
+        // The error points at a key, not at a value: the toml crate meeting a `[table]` or
+        // a dotted key where a value belongs.
+        let at_key = inner
+            .span()
+            .and_then(|s| self.text.get(s))
+            .is_some_and(|t| t == last);
+        if at_key {
+            return error(
+                Some(key),
+                format!("`{last}` must be a value (`{last} = ...` inside the table), not a table or a dotted key"),
+            );
+        }
+        error(Some(key), raw_message)
+    }
+
+    /// `door[name]` / `relay[name]` for the `index`th table of that kind (the index when the
+    /// name is missing or unusable).
+    fn table_key(&self, table: &str, index: usize) -> String {
+        let skeleton = toml::from_str::<Skeleton>(self.text).ok();
+        let name = skeleton.as_ref().and_then(|s| {
+            let t = if table == "door" {
+                s.door.get(index).map(|d| d.get_ref())
+            } else {
+                s.relay.get(index)
+            };
+            t?.get("name")?.as_str()
+        });
+        match name {
+            Some(n) if check_door_name(n).is_ok() => format!("{table}[{n}]"),
+            _ => format!("{table}[{index}]"),
+        }
+    }
+
+    /// The key a syntax error points at (a duplicated key or table), with its table: the error
+    /// is at the start of a line, on `key =` or on a `[table]` header.
+    fn key_at(&self, offset: usize) -> Option<String> {
+        let before = self.text.get(..offset)?;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let lead = &before[line_start..];
+        let rest = self.text.get(offset..)?;
+        let is_key = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if lead.trim().is_empty() && !rest.starts_with('[') {
+            let name: String = rest.chars().take_while(|c| is_key(*c)).collect();
+            let after = rest[name.len()..].trim_start();
+            if name.is_empty() || !after.starts_with('=') {
+                return None;
+            }
+            // The table this line is in: the last header above it.
+            let header = before[..line_start]
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| l.starts_with('['))
+                .and_then(|l| l.trim_start_matches('[').split(']').next())
+                .map(|h| h.trim().to_string());
+            return Some(match header.as_deref() {
+                None => name,
+                Some("door") => format!("{}.{name}", self.door_at(offset)),
+                Some(h) => format!("{h}.{name}"),
+            });
+        }
+        // A header (`[daemon]` given twice): the error points at or inside its brackets.
+        let header = lead.trim_start();
+        if header.trim_start_matches('[').trim().is_empty()
+            && (header.starts_with('[') || rest.starts_with('['))
+        {
+            let name: String = rest
+                .trim_start_matches(['[', ' '])
+                .chars()
+                .take_while(|c| is_key(*c) || *c == '.')
+                .collect();
+            return (!name.is_empty()).then_some(name);
         }
         None
     }
@@ -228,9 +236,14 @@ impl Cx<'_> {
     }
 }
 
-/// The text after the first occurrence of `pattern`.
-pub(super) fn after<'a>(text: &'a str, pattern: &str) -> Option<&'a str> {
-    text.find(pattern).map(|i| &text[i + pattern.len()..])
+/// serde's error for a key `deny_unknown_fields` refuses (`unknown field `x`, expected one
+/// of `a`, `b``, written by serde's `de::Error::unknown_field`): the key, and the keys the
+/// table takes.
+pub(super) fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, expected) = rest.split_once('`')?;
+    let known = expected.split('`').skip(1).step_by(2).collect();
+    Some((field, known))
 }
 
 /// `door[name]`, or `door[index]` when the name is missing or unusable.
@@ -243,7 +256,7 @@ pub(super) fn door_key(index: usize, name: Option<&str>) -> String {
 
 /// The known key closest to an unknown one: same letters ignoring case and `_`, or within two
 /// edits (so knockd's `TCPFlags` suggests `tcp_flags`, `logfile` suggests `log_file`).
-pub(super) fn suggest(unknown: &str, known: &[&'static str]) -> Option<&'static str> {
+pub(super) fn suggest<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
     fn norm(s: &str) -> String {
         s.chars()
             .filter(|c| *c != '_' && *c != '-')

@@ -29,7 +29,7 @@ mod raw;
 mod validate;
 mod values;
 
-use raw::{RawConfig, RawValue};
+use raw::{PortItem, TextOrList};
 use validate::Cx;
 pub(crate) use values::{check_door_name, check_interface_name};
 pub use values::{parse_duration, parse_local_time, parse_mac};
@@ -457,7 +457,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         origin,
         unfilled_ok: false,
     };
-    let raw: RawConfig = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
+    let raw = cx.read()?;
     cx.config(raw)
 }
 
@@ -481,7 +481,7 @@ pub fn parse_unfilled(text: &str, origin: &str) -> Result<(Config, Vec<Unfilled>
         origin,
         unfilled_ok: true,
     };
-    let raw: RawConfig = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
+    let raw = cx.read()?;
     let unfilled = raw
         .door
         .iter()
@@ -498,8 +498,8 @@ pub fn parse_unfilled(text: &str, origin: &str) -> Result<(Config, Vec<Unfilled>
 }
 
 /// Whether a `sequence` value is the explicit empty list that `knockgate firstboot` fills in.
-fn is_unfilled(v: &Spanned<RawValue>) -> bool {
-    matches!(v.get_ref(), RawValue::Array(items) if items.is_empty())
+fn is_unfilled(v: &Spanned<TextOrList<PortItem>>) -> bool {
+    matches!(v.get_ref(), TextOrList::List(items) if items.is_empty())
 }
 
 /// The error for `sequence = []` everywhere but in `knockgate firstboot`.
@@ -508,7 +508,6 @@ const UNFILLED_HELP: &str = "empty sequence: `sequence = []` is generated at fir
 #[cfg(test)]
 mod tests {
     use super::explain::suggest;
-    use super::raw::{DAEMON_KEYS, DOOR_KEYS};
     use super::*;
     use crate::knock::{Proto, TcpFlags};
 
@@ -841,11 +840,11 @@ one_time_sequences = "/etc/knockgate/otp"
         ("[daemon]\nstate_dir = \"\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.state_dir"), "empty path"),
         ("[daemon]\npid_file = 1\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon.pid_file"), "expected a path"),
         ("[daemon.max_sources]\n[[door]]\nname = \"a\"\nsequence = [1]", Some(1), Some("daemon.max_sources"), "must be a value"),
-        ("[daemon]\n[daemon]\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon"), "given twice"),
+        ("[daemon]\n[daemon]\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("daemon"), "duplicate key `daemon`"),
         ("daemon = 5\n[[door]]\nname = \"a\"\nsequence = [1]", Some(1), Some("daemon"), "expected a table, written [daemon]"),
         // top level
         ("[door]\nname = \"a\"\nsequence = [1]", Some(1), Some("door"), "each written [[door]]"),
-        ("door = [5]", Some(1), Some("door"), "expected a table, written [[door]]"),
+        ("door = [5]", Some(1), Some("door[0]"), "expected a table, written [[door]]"),
         ("[[doors]]\nname = \"a\"", Some(1), Some("doors"), "did you mean `door`?"),
         ("# only a comment\n", None, Some("door"), "no doors"),
         // syntax errors: no key
@@ -895,7 +894,7 @@ one_time_sequences = "/etc/knockgate/otp"
         // unknown and duplicate keys inside doors, named after the door
         ("[[door]]\nname = \"a\"\nsequence = [1]\n\n[[door]]\nname = \"b\"\nsequence = [2]\nbogus = 1", Some(8), Some("door[b].bogus"), "unknown key `bogus`"),
         ("[[door]]\nname = \"a\"\nsequence = [1]\n[door.nme]", Some(4), Some("door[a].nme"), "did you mean `name`?"),
-        ("[[door]]\nname = \"a\"\nsequence = [1]\n[[door]]\nname = \"b\"\nsequence = [1]\nsequence = [2]", Some(7), Some("door[b].sequence"), "given twice"),
+        ("[[door]]\nname = \"a\"\nsequence = [1]\n[[door]]\nname = \"b\"\nsequence = [1]\nsequence = [2]", Some(7), Some("door[b].sequence"), "duplicate key `sequence`"),
         ("[[door]]\nsequnce = [1]\nname = \"a\"", Some(2), Some("door[a].sequnce"), "did you mean `sequence`?"),
         ("door = [{ name = \"a\", sequence = [1] },\n  { name = \"b\", squence = [1] }]", Some(2), Some("door[b].squence"), "did you mean `sequence`?"),
         ("[[door]]\nname = \"a\"\nsequence = [1]\nSequence = [2]", Some(4), Some("door[a].Sequence"), "did you mean `sequence`?"),
@@ -930,7 +929,7 @@ one_time_sequences = "/etc/knockgate/otp"
         ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[[relay]]\nname = \"z2\"\npin = 17\n[[door]]\nname = \"a\"\nsequence = [1]", Some(7), Some("relay[z2].pin"), "already used by relay `z1`"),
         ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[[relay]]\nname = \"z1\"\npin = 18\n[[door]]\nname = \"a\"\nsequence = [1]", Some(6), Some("relay[1].name"), "used twice"),
         ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[led]\npin = 17\n[[door]]\nname = \"a\"\nsequence = [1]", Some(6), Some("led.pin"), "already used"),
-        ("[[relay]]\nname = \"z1\"\npin = 17\nmaxon = \"1m\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(4), Some("relay.maxon"), "did you mean `max_on`"),
+        ("[[relay]]\nname = \"z1\"\npin = 17\nmaxon = \"1m\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(4), Some("relay[z1].maxon"), "did you mean `max_on`"),
         ("[[relay]]\nname = \"z1\"\npin = 17\nsafe_state = \"open\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(4), Some("relay[z1].safe_state"), "expected \"off\" or \"on\""),
         ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[[door]]\nname = \"a\"\nsequence = [1]\ngpio = { relay = \"z9\", mode = \"on\" }", Some(8), Some("door[a].gpio.relay"), "no relay is named `z9`"),
         ("[[relay]]\nname = \"z1\"\npin = 17\nmax_on = \"15m\"\n[[door]]\nname = \"a\"\nsequence = [1]\ngpio = { relay = \"z1\", mode = \"pulse\" }", Some(8), Some("door[a].gpio.mode"), "needs a duration"),
@@ -1171,22 +1170,20 @@ wake_on_lan = { mac = "00-11-22-aa-BB-cc", interface = "eth0", password = "01:02
     #[test]
     fn invalid_configs_name_line_key_and_remedy() {
         assert!(INVALID.len() >= 25);
+        let mut wrong = Vec::new();
         for (text, line, key, fragment) in INVALID {
             let e = match parse(text, "t.toml") {
                 Ok(_) => panic!("accepted:\n{text}"),
                 Err(e) => e,
             };
             assert_eq!(e.file, "t.toml");
-            assert_eq!(
-                (e.line, e.key.as_deref()),
-                (*line, *key),
-                "\n{text}\n=> {e}"
-            );
-            assert!(
-                e.message.contains(fragment),
-                "\n{text}\n=> {e}\nwanted: {fragment}"
-            );
+            if (e.line, e.key.as_deref()) != (*line, *key) || !e.message.contains(fragment) {
+                wrong.push(format!(
+                    "\n{text}\n=> {e}\nwanted: line {line:?}, key {key:?}, `{fragment}`"
+                ));
+            }
         }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]
@@ -1275,10 +1272,44 @@ wake_on_lan = { mac = "00-11-22-aa-BB-cc", interface = "eth0", password = "01:02
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest("tcpflags", DOOR_KEYS), Some("tcp_flags"));
-        assert_eq!(suggest("Start_Command", DOOR_KEYS), Some("start_command"));
-        assert_eq!(suggest("interface", DAEMON_KEYS), Some("interfaces"));
-        assert_eq!(suggest("pidfile", DAEMON_KEYS), Some("pid_file"));
-        assert_eq!(suggest("frobnicate", DOOR_KEYS), None);
+        const DOOR: &[&str] = &["name", "sequence", "tcp_flags", "start_command"];
+        const DAEMON: &[&str] = &["interfaces", "log_file", "pid_file"];
+        assert_eq!(suggest("tcpflags", DOOR), Some("tcp_flags"));
+        assert_eq!(suggest("Start_Command", DOOR), Some("start_command"));
+        assert_eq!(suggest("interface", DAEMON), Some("interfaces"));
+        assert_eq!(suggest("pidfile", DAEMON), Some("pid_file"));
+        assert_eq!(suggest("frobnicate", DOOR), None);
+    }
+
+    /// The keys a table takes come from serde's own error (the raw structs are the only list
+    /// of keys): every key of a door is offered, in order.
+    #[test]
+    fn unknown_keys_list_what_the_table_takes() {
+        let e = parse(
+            "[[door]]\nname = \"a\"\nsequence = [1]\nbogus = 1\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("door[a].bogus"));
+        assert!(
+            e.message.starts_with(
+                "unknown key `bogus`: expected one of `name`, `sequence`, `one_time_sequences`,"
+            ),
+            "{e}"
+        );
+        assert!(e.message.ends_with(", `hmac`, `spa`"), "{e}");
+        let e = parse(
+            "[gpio]\nchips = 1\n[[door]]\nname = \"a\"\nsequence = [1]\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "unknown key `chips`: did you mean `chip`? (expected one of `backend`, `chip`)"
+        );
+        assert_eq!(
+            explain::unknown_field("unknown field `x`, there are no fields"),
+            Some(("x", vec![]))
+        );
     }
 }

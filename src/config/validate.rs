@@ -154,34 +154,24 @@ impl Cx<'_> {
         })
     }
 
-    pub(super) fn boolean(&self, v: &Spanned<RawValue>, key: &str) -> Result<bool, ConfigError> {
-        match v.get_ref() {
-            RawValue::Boolean(b) => Ok(*b),
-            other => Err(self.err(
-                v,
-                key,
-                format!("expected true or false, found {}", other.kind()),
-            )),
-        }
-    }
-
-    /// An integer in `range`; otherwise `EXPECTED, found X` (X the number, or what was given).
+    /// An integer in `range`; otherwise `EXPECTED, found N`.
     pub(super) fn integer(
         &self,
-        v: &Spanned<RawValue>,
+        v: &Spanned<Int>,
         key: &str,
         range: std::ops::RangeInclusive<i64>,
         expected: &str,
     ) -> Result<i64, ConfigError> {
-        match v.get_ref() {
-            RawValue::Integer(n) if range.contains(n) => Ok(*n),
-            RawValue::Integer(n) => Err(self.err(v, key, format!("{expected}, found {n}"))),
-            other => Err(self.err(v, key, format!("{expected}, found {}", other.kind()))),
+        let n = v.get_ref().0;
+        if range.contains(&n) {
+            Ok(n)
+        } else {
+            Err(self.err(v, key, format!("{expected}, found {n}")))
         }
     }
 
     /// A BCM GPIO pin number.
-    pub(super) fn pin(&self, v: &Spanned<RawValue>, key: &str) -> Result<u8, ConfigError> {
+    pub(super) fn pin(&self, v: &Spanned<Int>, key: &str) -> Result<u8, ConfigError> {
         let n = self.integer(
             v,
             key,
@@ -194,14 +184,10 @@ impl Cx<'_> {
     pub(super) fn status(&self, raw: &RawStatus) -> Result<StatusConfig, ConfigError> {
         let mut st = StatusConfig::default();
         if let Some(v) = &raw.enabled {
-            st.enabled = self.boolean(v, "status.enabled")?;
+            st.enabled = v.get_ref().0;
         }
         if let Some(v) = &raw.listen {
-            let s = self.string(
-                v,
-                "status.listen",
-                "an address and port such as \"192.168.1.1:8080\"",
-            )?;
+            let s = v.get_ref().as_str();
             st.listen = s.trim().parse().map_err(|_| {
                 self.err(
                     v,
@@ -211,22 +197,15 @@ impl Cx<'_> {
             })?;
         }
         if let Some(v) = &raw.allowed_hosts {
-            let RawValue::Array(items) = v.get_ref() else {
+            let TextOrList::List(items) = v.get_ref() else {
                 return Err(self.err(
                     v,
                     "status.allowed_hosts",
-                    format!(
-                        "expected a list of host names such as [\"gateway.lan\"], found {}",
-                        v.get_ref().kind()
-                    ),
+                    "expected a list of host names such as [\"gateway.lan\"], found a string",
                 ));
             };
             for item in items {
-                let h = self.string(
-                    item,
-                    "status.allowed_hosts",
-                    "a host name such as \"gateway.lan\"",
-                )?;
+                let h = item.get_ref().as_str();
                 if h.is_empty() || h.contains(['/', ' ', '@']) {
                     return Err(self.err(
                         item,
@@ -244,11 +223,7 @@ impl Cx<'_> {
         let mut g = GpioConfig::default();
         let raw_gpio = top.gpio.as_ref().map(|gp| gp.get_ref());
         if let Some(v) = raw_gpio.and_then(|gp| gp.backend.as_ref()) {
-            let s = self.string(
-                v,
-                "gpio.backend",
-                "\"auto\", \"cdev\", \"rppal\" or \"simulated\"",
-            )?;
+            let s = v.get_ref().as_str();
             g.backend = match s {
                 "auto" => GpioBackend::Auto,
                 "cdev" => GpioBackend::Cdev,
@@ -264,11 +239,7 @@ impl Cx<'_> {
             };
         }
         if let Some(v) = raw_gpio.and_then(|gp| gp.chip.as_ref()) {
-            let s = self.string(
-                v,
-                "gpio.chip",
-                "a GPIO chip (\"gpiochip0\" or \"/dev/gpiochip0\")",
-            )?;
+            let s = v.get_ref().as_str();
             let name = s.rsplit('/').next().unwrap_or(s);
             if !name.starts_with("gpiochip") || s.chars().any(char::is_whitespace) {
                 return Err(self.err(
@@ -297,9 +268,7 @@ impl Cx<'_> {
                     "this relay has no name: add name = \"...\"",
                 ));
             };
-            let name = self
-                .string(name_v, &key("name"), "a relay name")?
-                .to_string();
+            let name = name_v.get_ref().as_str().to_string();
             check_door_name(&name)
                 .map_err(|m| self.err(name_v, &key("name"), m.replace("door", "relay")))?;
             if g.relays.iter().any(|o| o.name == name) {
@@ -326,29 +295,17 @@ impl Cx<'_> {
                 ));
             }
             pins.push((pin, format!("relay `{name}`")));
-            let active_low = rr
-                .active_low
-                .as_ref()
-                .map(|v| self.boolean(v, &key("active_low")))
-                .transpose()?
-                .unwrap_or(false);
+            let active_low = rr.active_low.as_ref().is_some_and(|v| v.get_ref().0);
             let max_on = rr
                 .max_on
                 .as_ref()
                 .map(|v| self.timeout(v, &key("max_on")))
                 .transpose()?
                 .unwrap_or(DEFAULT_MAX_ON);
-            let group = rr
-                .group
-                .as_ref()
-                .map(|v| {
-                    self.string(v, &key("group"), "a group name")
-                        .map(str::to_string)
-                })
-                .transpose()?;
+            let group = rr.group.as_ref().map(|v| v.get_ref().0.clone());
             let safe_on = match &rr.safe_state {
                 None => false,
-                Some(v) => match self.string(v, &key("safe_state"), "\"off\" or \"on\"")? {
+                Some(v) => match v.get_ref().as_str() {
                     "off" => false,
                     "on" => true,
                     other => {
@@ -386,12 +343,7 @@ impl Cx<'_> {
                     format!("GPIO {pin} is already used by {other}"),
                 ));
             }
-            let active_low = lr
-                .active_low
-                .as_ref()
-                .map(|v| self.boolean(v, "led.active_low"))
-                .transpose()?
-                .unwrap_or(false);
+            let active_low = lr.active_low.as_ref().is_some_and(|v| v.get_ref().0);
             g.led = Some(LedConfig { pin, active_low });
         }
         Ok(g)
@@ -400,7 +352,7 @@ impl Cx<'_> {
     pub(super) fn firewall(&self, raw: &RawFirewall) -> Result<FirewallConfig, ConfigError> {
         let mut f = FirewallConfig::default();
         if let Some(v) = &raw.backend {
-            let s = self.string(v, "firewall.backend", "\"iptables\" or \"none\"")?;
+            let s = v.get_ref().as_str();
             f.backend = match s {
                 "iptables" => Backend::Iptables,
                 "none" => Backend::None,
@@ -414,7 +366,7 @@ impl Cx<'_> {
             };
         }
         if let Some(v) = &raw.chain {
-            let s = self.string(v, "firewall.chain", "a chain name such as \"KNOCKD\"")?;
+            let s = v.get_ref().as_str();
             let valid = !s.is_empty()
                 && s.len() <= 28
                 && s.bytes()
@@ -439,11 +391,7 @@ impl Cx<'_> {
             f.jump_position = u32::try_from(n).expect("in range");
         }
         if let Some(v) = &raw.daily_flush {
-            let s = self.string(
-                v,
-                "firewall.daily_flush",
-                "a local time \"HH:MM\" or \"off\"",
-            )?;
+            let s = v.get_ref().as_str();
             f.daily_flush = if s.eq_ignore_ascii_case("off") {
                 None
             } else {
@@ -463,19 +411,7 @@ impl Cx<'_> {
             .as_ref()
             .map(|v| self.path(v, "daemon.log_file"))
             .transpose()?;
-        let syslog = match &raw.syslog {
-            None => false,
-            Some(v) => match v.get_ref() {
-                RawValue::Boolean(b) => *b,
-                other => {
-                    return Err(self.err(
-                        v,
-                        "daemon.syslog",
-                        format!("expected true or false, found {}", other.kind()),
-                    ))
-                }
-            },
-        };
+        let syslog = raw.syslog.as_ref().is_some_and(|v| v.get_ref().0);
         let pid_file = raw
             .pid_file
             .as_ref()
@@ -489,26 +425,15 @@ impl Cx<'_> {
             None => DEFAULT_MAX_SOURCES,
             Some(v) => {
                 const MAX: i64 = 10_000_000;
-                let expected = format!("expected a whole number from 1 to {MAX}");
-                match v.get_ref() {
-                    RawValue::Integer(n) if (1..=MAX).contains(n) => {
-                        usize::try_from(*n).expect("in range")
-                    }
-                    RawValue::Integer(n) => {
-                        return Err(self.err(
-                            v,
-                            "daemon.max_sources",
-                            format!("{n} is out of range: {expected}"),
-                        ))
-                    }
-                    other => {
-                        return Err(self.err(
-                            v,
-                            "daemon.max_sources",
-                            format!("{expected}, found {}", other.kind()),
-                        ))
-                    }
+                let n = v.get_ref().0;
+                if !(1..=MAX).contains(&n) {
+                    return Err(self.err(
+                        v,
+                        "daemon.max_sources",
+                        format!("{n} is out of range: expected a whole number from 1 to {MAX}"),
+                    ));
                 }
+                usize::try_from(n).expect("in range")
             }
         };
         let mut penalties = crate::engine::limits::PenaltyConfig::default();
@@ -529,7 +454,7 @@ impl Cx<'_> {
         }
         let user = match &raw.user {
             Some(v) => {
-                let name = self.string(v, "daemon.user", "a user name such as \"knockgate\"")?;
+                let name = v.get_ref().as_str();
                 let valid = !name.is_empty()
                     && name.len() <= 32
                     && name
@@ -559,33 +484,27 @@ impl Cx<'_> {
         })
     }
 
-    pub(super) fn interfaces(&self, v: &Spanned<RawValue>) -> Result<Interfaces, ConfigError> {
+    pub(super) fn interfaces(
+        &self,
+        v: &Spanned<TextOrList<Text>>,
+    ) -> Result<Interfaces, ConfigError> {
         const KEY: &str = "daemon.interfaces";
         const EXPECTED: &str =
             "expected \"auto\" or a list of interface names such as [\"eth0\", \"wlan0\"]";
         match v.get_ref() {
-            RawValue::String(s) if s.eq_ignore_ascii_case("auto") => Ok(Interfaces::Auto),
-            RawValue::String(s) => Err(self.err(
+            TextOrList::Text(s) if s.eq_ignore_ascii_case("auto") => Ok(Interfaces::Auto),
+            TextOrList::Text(s) => Err(self.err(
                 v,
                 KEY,
                 format!("`{s}` is not \"auto\": {EXPECTED} (write [\"{s}\"] for one interface)"),
             )),
-            RawValue::Array(items) if items.is_empty() => {
+            TextOrList::List(items) if items.is_empty() => {
                 Err(self.err(v, KEY, format!("empty list: {EXPECTED}")))
             }
-            RawValue::Array(items) => {
+            TextOrList::List(items) => {
                 let mut names: Vec<String> = Vec::with_capacity(items.len());
                 for item in items {
-                    let RawValue::String(name) = item.get_ref() else {
-                        return Err(self.err(
-                            item,
-                            KEY,
-                            format!(
-                                "expected an interface name (a string such as \"eth0\"), found {}",
-                                item.get_ref().kind()
-                            ),
-                        ));
-                    };
+                    let name = &item.get_ref().0;
                     check_interface_name(name).map_err(|m| self.err(item, KEY, m))?;
                     if names.contains(name) {
                         return Err(self.err(
@@ -598,25 +517,11 @@ impl Cx<'_> {
                 }
                 Ok(Interfaces::Named(names))
             }
-            other => Err(self.err(v, KEY, format!("{EXPECTED}, found {}", other.kind()))),
         }
     }
 
-    /// A string value, or an error saying what was expected.
-    pub(super) fn string<'v>(
-        &self,
-        v: &'v Spanned<RawValue>,
-        key: &str,
-        what: &str,
-    ) -> Result<&'v str, ConfigError> {
-        match v.get_ref() {
-            RawValue::String(s) => Ok(s),
-            other => Err(self.err(v, key, format!("expected {what}, found {}", other.kind()))),
-        }
-    }
-
-    pub(super) fn path(&self, v: &Spanned<RawValue>, key: &str) -> Result<PathBuf, ConfigError> {
-        let s = self.string(v, key, "a path (a string such as \"/var/lib/knockgate\")")?;
+    pub(super) fn path(&self, v: &Spanned<PathText>, key: &str) -> Result<PathBuf, ConfigError> {
+        let s = v.get_ref().0.as_str();
         if s.is_empty() {
             return Err(self.err(v, key, "empty path: give a path or remove the key"));
         }
@@ -627,19 +532,14 @@ impl Cx<'_> {
     }
 
     /// A positive timeout: an integer (seconds) or a duration string.
-    pub(super) fn timeout(
-        &self,
-        v: &Spanned<RawValue>,
-        key: &str,
-    ) -> Result<Duration, ConfigError> {
+    pub(super) fn timeout(&self, v: &Spanned<Seconds>, key: &str) -> Result<Duration, ConfigError> {
         let expected = format!("expected a whole number of seconds (1 or more) or {DURATION_HELP}");
         let d = match v.get_ref() {
-            RawValue::Integer(n) if *n > 0 => Duration::from_secs(n.unsigned_abs()),
-            RawValue::Integer(n) => {
+            Seconds::Whole(n) if *n > 0 => Duration::from_secs(n.unsigned_abs()),
+            Seconds::Whole(n) => {
                 return Err(self.err(v, key, format!("{n} is not a positive timeout: {expected}")))
             }
-            RawValue::String(s) => parse_duration(s).map_err(|m| self.err(v, key, m))?,
-            other => return Err(self.err(v, key, format!("{expected}, found {}", other.kind()))),
+            Seconds::Text(s) => parse_duration(s).map_err(|m| self.err(v, key, m))?,
         };
         if d.is_zero() {
             return Err(self.err(
@@ -654,13 +554,13 @@ impl Cx<'_> {
     /// Exactly one of a key and its alias, or neither.
     /// A key that has an alias (knockd's name): the value given and the name it was given
     /// under; both given is an error.
-    pub(super) fn one_of<'v>(
+    pub(super) fn one_of<'v, T>(
         &self,
-        main: &'v Option<Spanned<RawValue>>,
-        alias: &'v Option<Spanned<RawValue>>,
+        main: &'v Option<Spanned<T>>,
+        alias: &'v Option<Spanned<T>>,
         door: &str,
         names: (&'static str, &'static str),
-    ) -> Result<Option<(&'v Spanned<RawValue>, &'static str)>, ConfigError> {
+    ) -> Result<Option<(&'v Spanned<T>, &'static str)>, ConfigError> {
         match (main, alias) {
             (Some(_), Some(a)) => Err(self.err(
                 a,
@@ -677,10 +577,10 @@ impl Cx<'_> {
 
     pub(super) fn command(
         &self,
-        v: &Spanned<RawValue>,
+        v: &Spanned<Text>,
         key: &str,
     ) -> Result<CommandTemplate, ConfigError> {
-        let s = self.string(v, key, "a command line (a string)")?;
+        let s = v.get_ref().as_str();
         if s.trim().is_empty() {
             return Err(self.err(
                 v,
@@ -691,16 +591,8 @@ impl Cx<'_> {
         CommandTemplate::parse(s).map_err(|m| self.err(v, key, m))
     }
 
-    pub(super) fn command6(
-        &self,
-        v: &Spanned<RawValue>,
-        key: &str,
-    ) -> Result<Command6, ConfigError> {
-        let s = self.string(
-            v,
-            key,
-            "a command line (a string), or \"\" to run nothing for IPv6",
-        )?;
+    pub(super) fn command6(&self, v: &Spanned<Text>, key: &str) -> Result<Command6, ConfigError> {
+        let s = v.get_ref().as_str();
         if s.trim().is_empty() {
             return Ok(Command6::Disabled);
         }
