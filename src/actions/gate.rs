@@ -3,13 +3,18 @@
 //!
 //! [`Gate`] owns the firewall backend and the daily flush schedule; the daemon loop calls it
 //! and saves the journal when it says something changed. It never panics on a firewall
-//! failure: the error is logged, counted in [`Gate::healthy`], and the next check (every
-//! [`CHECK_EVERY`]) tries again. Reconciliation makes the chain equal to the journal:
+//! failure: the error is logged, counted in [`Gate::healthy`], and a check [`RETRY`] later
+//! tries again. Reconciliation makes the chain equal to the journal:
 //! - rules of knockgate's found in the chain but not in the journal are removed (an opening
 //!   nobody can account for is closed early rather than left open);
 //! - openings in the journal missing from the chain (an external `iptables -F KNOCKD`) are
 //!   added back until their expiry;
 //! - a missing chain or jump (or a duplicated jump) is repaired.
+//!
+//! When the chain is checked: at start, after a reload, [`SETTLE`] after the kernel announces
+//! a change to the chain's nf_tables table ([`Gate::changed_outside`], iptables-nft), and
+//! every [`CHECK_EVERY`] where no announcement comes (iptables-legacy). Nothing runs while
+//! nothing happens: [`Gate::poll_at`] says when the loop must call [`Gate::tick`] next.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -21,13 +26,27 @@ use crate::actions::flush::{DailyFlush, Tick};
 use crate::actions::sessions::{OpenOutcome, Pending, Sessions};
 use crate::time::Instant;
 
-/// How often the chain is compared with the journal (and repaired).
-pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often the chain is compared with the journal (and repaired) when the kernel does not
+/// announce changes.
+pub const CHECK_EVERY: Duration = Duration::from_secs(60);
+/// After an announced change, the check waits this long: a burst of changes (an
+/// `iptables-restore`) is one check.
+pub const SETTLE: Duration = Duration::from_millis(150);
+/// After a failed operation, the next check.
+pub const RETRY: Duration = Duration::from_secs(5);
+/// With a daily flush, how often the wall clock is looked at: a step of the clock (NTP after
+/// boot on a Pi without RTC) is noticed within this.
+pub const CLOCK_CHECK: Duration = Duration::from_secs(60);
 
 pub struct Gate {
     fw: Box<dyn Firewall>,
     flush: Option<DailyFlush>,
-    next_check: Instant,
+    /// When the daily flush schedule must be looked at next.
+    flush_at: Instant,
+    /// When the chain is checked next; None until something happens (announced changes).
+    next_check: Option<Instant>,
+    /// The kernel announces changes to the chain: no periodic check.
+    watched: bool,
     healthy: bool,
 }
 
@@ -46,9 +65,45 @@ impl Gate {
         Gate {
             fw,
             flush,
-            next_check: Instant::ZERO,
+            flush_at: Instant::ZERO,
+            next_check: Some(Instant::ZERO),
+            watched: false,
             healthy: true,
         }
+    }
+
+    /// The nf_tables table to watch for changes, if the backend has one (see
+    /// [`Firewall::notifying_table`]).
+    pub fn notifying_table(&mut self) -> Option<&'static str> {
+        self.fw.notifying_table()
+    }
+
+    /// The kernel's announcements are being listened to: checks follow them, not a period.
+    pub fn set_watched(&mut self, watched: bool) {
+        self.watched = watched;
+    }
+
+    /// The kernel announced a change to the chain's table (ours or someone else's): check it
+    /// soon.
+    pub fn changed_outside(&mut self, now: Instant) {
+        let at = now + SETTLE;
+        if self.next_check.is_none_or(|t| t > at) {
+            self.next_check = Some(at);
+        }
+    }
+
+    /// A failed operation is retried by a check [`RETRY`] later, even where checks follow
+    /// announcements only.
+    pub fn retry_if_unhealthy(&mut self, now: Instant) {
+        if !self.healthy && self.next_check.is_none() {
+            self.next_check = Some(now + RETRY);
+        }
+    }
+
+    /// When [`Gate::tick`] has work next.
+    pub fn poll_at(&self) -> Option<Instant> {
+        let flush = self.flush.as_ref().map(|_| self.flush_at);
+        [self.next_check, flush].into_iter().flatten().min()
     }
 
     pub fn backend(&self) -> &'static str {
@@ -194,11 +249,11 @@ impl Gate {
         (removed, restored)
     }
 
-    /// Regular work: the periodic check and the daily flush. Returns whether the sessions
-    /// changed.
+    /// Due work ([`Gate::poll_at`]): a check of the chain, the daily flush. Returns whether
+    /// the sessions changed.
     pub fn tick(&mut self, sessions: &mut Sessions, now: Instant, wall: SystemTime) -> bool {
         let mut changed = false;
-        if let Some(flush) = &mut self.flush {
+        if let Some(flush) = self.flush.as_mut().filter(|_| now >= self.flush_at) {
             let stamp = jiff::Timestamp::try_from(wall).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
             match flush.tick(stamp, now) {
                 Tick::Idle => {}
@@ -218,13 +273,25 @@ impl Gate {
                         closed.len()
                     );
                     changed = !closed.is_empty();
-                    self.next_check = now;
+                    self.next_check = Some(now);
                 }
             }
+            // Next: the flush time by the wall clock, looked at again within CLOCK_CHECK.
+            let until_flush = flush.next().map_or(CLOCK_CHECK, |next| {
+                let us = next.as_microsecond() - stamp.as_microsecond();
+                Duration::from_micros(u64::try_from(us).unwrap_or(0))
+            });
+            self.flush_at = now + until_flush.min(CLOCK_CHECK);
         }
-        if now >= self.next_check {
+        if self.next_check.is_some_and(|t| now >= t) {
             self.reconcile(sessions);
-            self.next_check = now + CHECK_EVERY;
+            self.next_check = if !self.healthy {
+                Some(now + RETRY)
+            } else if self.watched {
+                None
+            } else {
+                Some(now + CHECK_EVERY)
+            };
         }
         changed
     }

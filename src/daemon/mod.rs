@@ -1,20 +1,22 @@
 //! The daemon: one loop that owns all state.
 //!
-//! Capture threads and the signal thread feed one bounded channel; the loop applies knocks,
-//! timers (sequence timeouts, door closings, the address refresh) and signals in order. The
+//! Capture threads and the event thread (signals, netlink) feed one bounded channel; the loop
+//! applies knocks, timers (sequence timeouts, door closings, relay pulses) and events in
+//! order, and sleeps until the next deadline: nothing runs on a fixed tick. The
 //! engine decides, the loop acts: it runs commands, keeps open doors in [`Sessions`] and writes
 //! the journal after every change, so a restart or a SIGKILL never loses a pending close.
 //! SIGHUP reloads the config here, in the loop (never in a signal handler); an invalid new
 //! config is logged and the old one kept. SIGTERM/SIGINT close every open door and exit.
 //!
-//! Here: the loop and its handlers. [`startup`] starts it, [`execute`] runs a door's plan
-//! through the backends, [`interfaces`] follows the interfaces and their addresses, and
-//! [`report`] keeps the history the status page shows and builds its snapshot.
+//! Here: the loop and its handlers. [`startup`] starts it, [`events`] is the thread that
+//! waits for signals and the kernel's announcements, [`execute`] runs a door's plan through
+//! the backends, [`interfaces`] follows the interfaces and their addresses, and [`report`]
+//! keeps the history the status page shows and builds its snapshot when a page asks.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvError, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,10 +33,12 @@ use crate::engine::limits::{LogLimit, Penalties, Verdict};
 use crate::engine::{Event, Tracker};
 use crate::knock::Proto;
 use crate::net::capture::{Capture, CaptureEvent, Counters};
+use crate::net::watch::News;
 use crate::status::{self, ActivityKind, Board};
 use crate::time::Instant;
 
 mod backends;
+mod events;
 mod execute;
 mod interfaces;
 mod report;
@@ -46,10 +50,10 @@ use report::Report;
 use startup::make_gate;
 pub use startup::{run, run_with};
 
-/// How often interfaces and their addresses are re-read (DHCP renewals, hot-plugged wlan0).
-const REFRESH_EVERY: Duration = Duration::from_secs(2);
-/// How often the status page's snapshot is refreshed (it counts time left from it).
-const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// How often the slow chores run while one is needed (and only then): the interfaces re-read
+/// when netlink cannot announce changes, the summary of rate-limited log lines, the expiry of
+/// the SPA replay cache.
+const SLOW_EVERY: Duration = Duration::from_secs(10);
 /// Bound of the channel from the capture threads.
 const QUEUE: usize = 8192;
 
@@ -111,6 +115,12 @@ pub fn load_config(explicit: Option<&Path>) -> Result<Config, config::ConfigErro
 enum Msg {
     Capture(CaptureEvent),
     Signal(i32),
+    /// Links or addresses changed (rtnetlink).
+    Links(News),
+    /// The chain's nf_tables table changed (or notifications were lost).
+    Ruleset,
+    /// The status page wants a snapshot.
+    Publish,
 }
 
 impl From<CaptureEvent> for Msg {
@@ -142,14 +152,16 @@ struct Daemon {
     counters: Arc<Counters>,
     tx: SyncSender<Msg>,
     events: Vec<Event>,
-    next_refresh: Instant,
+    /// The slow chores' next run, when one is needed ([`SLOW_EVERY`]).
+    next_slow: Instant,
+    /// Interface changes are announced by netlink (else re-read every [`SLOW_EVERY`]).
+    links_watched: bool,
     /// Relays and the status LED, when configured.
     outputs: Option<Outputs>,
     wake_limit: wol::RateLimit,
     /// Where the status page reads what the daemon is doing.
     board: Board,
     report: Report,
-    next_publish: Instant,
     server: Option<status::StatusServer>,
     /// Sources ignored after too many failed attempts.
     penalties: Penalties,
@@ -180,26 +192,57 @@ impl Daemon {
                 self.tracker.poll_at(),
                 self.sessions.poll_at(),
                 self.outputs.as_ref().and_then(Outputs::poll_at),
-                Some(self.next_refresh),
-                self.server.as_ref().map(|_| self.next_publish),
+                self.gate.as_ref().and_then(Gate::poll_at),
+                self.slow_at(),
                 self.next_window,
             ]
             .into_iter()
             .flatten()
-            .min()
-            .expect("the refresh is always scheduled");
-            let wait = wake.saturating_since(now);
-            match rx.recv_timeout(wait) {
-                Ok(Msg::Capture(event)) => self.on_capture(event),
-                Ok(Msg::Signal(SIGHUP)) => self.reload(),
-                Ok(Msg::Signal(sig)) => {
+            .min();
+            // Nothing scheduled: sleep until something arrives.
+            let msg = match wake {
+                Some(wake) => match rx.recv_timeout(wake.saturating_since(now)) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+                None => match rx.recv() {
+                    Ok(msg) => msg,
+                    Err(RecvError) => return,
+                },
+            };
+            match msg {
+                Msg::Capture(event) => self.on_capture(event),
+                Msg::Signal(SIGHUP) => self.reload(),
+                Msg::Signal(sig) => {
                     info!(signal = sig, "received signal {sig}");
                     return;
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                Msg::Links(news) => {
+                    if news == News::Lost {
+                        debug!("interface notifications were lost: re-reading everything");
+                    }
+                    self.refresh_interfaces();
+                }
+                Msg::Ruleset => {
+                    let now = self.backends.clock.now();
+                    if let Some(gate) = &mut self.gate {
+                        gate.changed_outside(now);
+                    }
+                }
+                Msg::Publish => {
+                    let now = self.backends.clock.now();
+                    self.publish(now);
+                }
             }
         }
+    }
+
+    /// When the slow chores must run, if one is needed now.
+    fn slow_at(&self) -> Option<Instant> {
+        let needed =
+            !self.links_watched || self.log_limit.suppressed() > 0 || !self.spa_replay.is_empty();
+        needed.then_some(self.next_slow)
     }
 
     fn on_timers(&mut self, now: Instant) {
@@ -234,11 +277,15 @@ impl Daemon {
         if self.next_window.is_some_and(|t| now >= t) {
             self.rebuild_doors(now);
         }
-        if self.server.is_some() && now >= self.next_publish {
-            self.publish(now);
-            self.next_publish = now + PUBLISH_EVERY;
+        if let Some(gate) = &mut self.gate {
+            gate.retry_if_unhealthy(now);
+            if gate.poll_at().is_some_and(|t| now >= t)
+                && gate.tick(&mut self.sessions, now, self.backends.clock.wall())
+            {
+                self.save_journal();
+            }
         }
-        if now >= self.next_refresh {
+        if self.slow_at().is_some_and(|t| now >= t) {
             let held_back = self.log_limit.take_suppressed();
             if held_back > 0 {
                 info!(
@@ -246,32 +293,34 @@ impl Daemon {
                     "{held_back} knock log line(s) held back by the rate limit"
                 );
             }
-            self.refresh_interfaces();
+            if !self.links_watched {
+                self.refresh_interfaces();
+            }
             if self.spa_replay.expire(self.unix_now()) {
                 self.save_spa_replay();
             }
-            if let Some(gate) = &mut self.gate {
-                if gate.tick(&mut self.sessions, now, self.backends.clock.wall()) {
-                    self.save_journal();
-                }
-            }
-            self.next_refresh = now + REFRESH_EVERY;
+        }
+        if now >= self.next_slow {
+            self.next_slow = now + SLOW_EVERY;
         }
     }
 
     fn on_capture(&mut self, event: CaptureEvent) {
         match event {
-            CaptureEvent::Knock { knock, .. } => {
+            CaptureEvent::Knocks { knocks, .. } => {
                 let now = self.backends.clock.now();
-                if self.penalties.is_banned(knock.src, now) {
-                    return;
-                }
-                let dst_is_local = self.local.contains(&knock.dst);
                 let mut events = std::mem::take(&mut self.events);
-                events.clear();
-                self.tracker
-                    .on_knock(now, &knock, dst_is_local, &mut events);
-                self.handle(now, &events);
+                for knock in &knocks {
+                    if self.penalties.is_banned(knock.src, now) {
+                        continue;
+                    }
+                    let dst_is_local = self.local.contains(&knock.dst);
+                    events.clear();
+                    self.tracker.on_knock(now, knock, dst_is_local, &mut events);
+                    if !events.is_empty() {
+                        self.handle(now, &events);
+                    }
+                }
                 self.events = events;
             }
             CaptureEvent::Datagram { knock, data, .. } => self.on_datagram(&knock, &data),
@@ -309,7 +358,6 @@ impl Daemon {
                     if self.open(now, src, origin, None) {
                         self.rebuild_doors(now);
                     }
-                    self.publish(now);
                 }
                 Event::Stage {
                     src,

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
+use super::events;
 use super::report::Report;
 use super::{Backends, Daemon, DaemonError, Msg, Options, LOG_BURST, LOG_PER_SECOND, QUEUE};
 use crate::actions::flush::DailyFlush;
@@ -20,6 +20,7 @@ use crate::doors::Dynamic;
 use crate::engine::limits::{LogLimit, Penalties};
 use crate::engine::Tracker;
 use crate::net::capture::Counters;
+use crate::net::watch::{LinkWatch, RulesetWatch};
 use crate::status::Board;
 
 /// Runs the daemon until SIGTERM or SIGINT, on the system's backends (or `--dry-run`'s).
@@ -94,6 +95,19 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
 
     // A GPIO that cannot be opened now is retried later, and never stops the doors.
     let outputs = Outputs::start(&config.gpio, backends.gpio, now);
+    // The kernel's announcements, subscribed to while still root.
+    let watches = events::Watches {
+        links: LinkWatch::open()
+            .map_err(|e| {
+                warn!("cannot follow interface changes through netlink ({e}): re-reading them every {}s", super::SLOW_EVERY.as_secs());
+            })
+            .ok(),
+        ruleset: RulesetWatch::open("filter")
+            .map_err(|e| debug!("no nf_tables notifications ({e}): the chain is checked periodically"))
+            .ok(),
+    };
+    let links_watched = watches.links.is_some();
+    let ruleset_watched = watches.ruleset.is_some();
     // Everything above needed root; from here on the daemon runs as [daemon] user, if set,
     // with only the capabilities it needs. No thread exists yet: all inherit this.
     if let Some(name) = &config.daemon.user {
@@ -110,26 +124,23 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
         crate::sys::privs::drop_to(&target, &crate::sys::privs::needed(low_port))?;
         info!(user = %name, "running as {name}, with only the capabilities it needs");
     }
-    let signals_tx = tx.clone();
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
-        .map_err(DaemonError::Thread)?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for sig in signals.forever() {
-                if signals_tx.send(Msg::Signal(sig)).is_err() {
-                    return;
-                }
-            }
-        })
-        .map_err(DaemonError::Thread)?;
+    events::start(tx.clone(), watches)?;
 
     let doorset = dynamic.doors(&config, crate::time::unix_secs(backends.clock.wall()));
     let tracker = Tracker::new(doorset.specs, config.daemon.max_sources);
     let has_openings = sessions
         .iter()
         .any(|s| matches!(s.pending, Pending::Close { .. }));
-    let gate = (config.uses_firewall() || has_openings).then(|| make_gate(&config, &backends));
+    let mut gate = (config.uses_firewall() || has_openings).then(|| make_gate(&config, &backends));
+    if let Some(g) = &mut gate {
+        // Checks follow the kernel's announcements where it makes them (iptables-nft).
+        let watched = ruleset_watched && g.notifying_table() == Some("filter");
+        g.set_watched(watched);
+        debug!(
+            watched,
+            "firewall chain checks follow nf_tables notifications: {watched}"
+        );
+    }
     let (config_penalties, config_max_sources) =
         (config.daemon.penalties, config.daemon.max_sources);
     // Packets accepted before the restart stay refused.
@@ -173,7 +184,8 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
         counters: Arc::new(Counters::default()),
         tx,
         events: Vec::new(),
-        next_refresh: now,
+        next_slow: now,
+        links_watched,
         outputs,
         wake_limit: wol::RateLimit::default(),
         board: Board::new(),
@@ -181,13 +193,18 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
             started: Some(std::time::Instant::now()),
             ..Report::default()
         },
-        next_publish: now,
         server: None,
         penalties: Penalties::new(config_penalties, config_max_sources),
         log_limit: LogLimit::new(LOG_BURST, LOG_PER_SECOND),
         spa_replay,
     };
     daemon.read_notices();
+    {
+        let tx = daemon.tx.clone();
+        daemon
+            .board
+            .on_request(move || tx.try_send(Msg::Publish).is_ok());
+    }
     if daemon.config.status.enabled {
         daemon.start_status_page();
     }
@@ -209,6 +226,8 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
             daemon.config.firewall.chain
         );
     }
+    // The interfaces as they are now; from here on, as netlink announces changes.
+    daemon.refresh_interfaces();
     daemon.main_loop(rx);
     daemon.shutdown();
     Ok(())

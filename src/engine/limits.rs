@@ -184,6 +184,11 @@ impl LogLimit {
         }
     }
 
+    /// How many lines are held back, not yet reported.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed
+    }
+
     /// How many lines were held back since the last call (to report them in one line).
     pub fn take_suppressed(&mut self) -> u64 {
         std::mem::take(&mut self.suppressed)

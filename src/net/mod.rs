@@ -1,6 +1,8 @@
 //! From the wire to knocks: the capture threads ([`capture`], libpcap), the kernel-side filter
-//! they install ([`bpf`]) and the parser of captured frames ([`wire`]).
+//! they install ([`bpf`]) and the parser of captured frames ([`wire`]); and what the kernel
+//! announces about interfaces, addresses and the ruleset ([`watch`], netlink).
 
 pub mod bpf;
 pub mod capture;
+pub mod watch;
 pub mod wire;

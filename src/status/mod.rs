@@ -8,7 +8,9 @@
 //! are the JSON API (`/api/status`): keep them stable.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -184,22 +186,81 @@ pub fn is_lan(ip: IpAddr) -> bool {
 }
 
 /// Where the daemon publishes snapshots and the server reads them.
-#[derive(Debug, Clone, Default)]
-pub struct Board(Arc<Mutex<Arc<Snapshot>>>);
+///
+/// Snapshots are made on demand: a request asks the daemon loop for one ([`Board::fresh`])
+/// and waits for it, so the page is exact to the request ("N s ago", time left, counters) and
+/// an idle daemon builds none. A loop that does not answer within the wait leaves the last
+/// snapshot, whose age `/healthz` reports.
+#[derive(Clone, Default)]
+pub struct Board(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    /// The current snapshot and how many were published.
+    current: Mutex<(Arc<Snapshot>, u64)>,
+    published: Condvar,
+    /// How to ask the loop for a snapshot (set by the daemon); false if it cannot be asked.
+    ask: Mutex<Option<Ask>>,
+    /// A request is on its way to the loop: others wait for the same answer.
+    asked: AtomicBool,
+}
+
+type Ask = Box<dyn Fn() -> bool + Send>;
+
+impl std::fmt::Debug for Board {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Board").finish_non_exhaustive()
+    }
+}
 
 impl Board {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Replaces the current snapshot (the daemon loop).
-    pub fn publish(&self, snapshot: Snapshot) {
-        *self.0.lock().expect("board lock") = Arc::new(snapshot);
+    /// How [`Board::fresh`] asks the daemon loop for a snapshot (the loop answers with
+    /// [`Board::publish`]).
+    pub fn on_request(&self, ask: impl Fn() -> bool + Send + 'static) {
+        *self.0.ask.lock().expect("board lock") = Some(Box::new(ask));
     }
 
-    /// The current snapshot (the server): a pointer copy under a short lock.
+    /// Replaces the current snapshot (the daemon loop).
+    pub fn publish(&self, snapshot: Snapshot) {
+        let mut current = self.0.current.lock().expect("board lock");
+        *current = (Arc::new(snapshot), current.1 + 1);
+        self.0.asked.store(false, Ordering::Release);
+        self.0.published.notify_all();
+    }
+
+    /// The current snapshot (a pointer copy under a short lock).
     pub fn current(&self) -> Arc<Snapshot> {
-        self.0.lock().expect("board lock").clone()
+        self.0.current.lock().expect("board lock").0.clone()
+    }
+
+    /// A snapshot made after this call, if the daemon loop gives one within `wait`; else the
+    /// last one.
+    pub fn fresh(&self, wait: Duration) -> Arc<Snapshot> {
+        let generation = self.0.current.lock().expect("board lock").1;
+        if !self.0.asked.swap(true, Ordering::AcqRel) {
+            let sent = self
+                .0
+                .ask
+                .lock()
+                .expect("board lock")
+                .as_ref()
+                .is_some_and(|ask| ask());
+            if !sent {
+                self.0.asked.store(false, Ordering::Release);
+                return self.current();
+            }
+        }
+        let current = self.0.current.lock().expect("board lock");
+        let (current, _) = self
+            .0
+            .published
+            .wait_timeout_while(current, wait, |c| c.1 == generation)
+            .expect("board lock");
+        current.0.clone()
     }
 }
 

@@ -1,5 +1,5 @@
 //! The status page's HTTP server: `GET`/`HEAD` on `/`, `/api/status`, `/metrics` and
-//! `/healthz`, read-only, from the latest snapshot on the [`Board`].
+//! `/healthz`, read-only, from a snapshot the daemon loop makes for the request ([`Board`]).
 //!
 //! Invariants, so that no number of HTTP clients can starve the daemon:
 //! - Fixed threads: one accept thread and [`WORKERS`] workers, spawned at start. Accepted
@@ -18,8 +18,10 @@
 //!   trickles.
 //! - Workers look at the stop flag at least every 200 ms, so [`StatusServer::stop`] returns
 //!   promptly even while slow clients are connected.
-//! - The daemon loop is never waited for: a request takes the current `Arc<Snapshot>` from the
-//!   board (a pointer copy under a short lock) and renders outside any lock.
+//! - The daemon loop is waited for at most [`FRESH_WAIT`]: a request asks it for a snapshot
+//!   (one message, shared by concurrent requests; [`Board::fresh`]) and renders outside any
+//!   lock the one it gets, or the last one if the loop does not answer in time (then
+//!   `/healthz` says how old it is). An idle daemon makes no snapshot at all.
 //!
 //! Host header (DNS rebinding): a request is served only if its Host (compared
 //! case-insensitively, without the port, a trailing dot ignored) is `localhost`, an IP address
@@ -67,6 +69,9 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 pub const BUSY_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time for the whole exchange, from when a worker takes the connection.
 pub const CONN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for the daemon loop to make a snapshot (it is asked for one
+/// per request); past it, the last one is shown, and `/healthz` says how old it is.
+const FRESH_WAIT: Duration = Duration::from_secs(1);
 /// `/healthz` fails when the latest snapshot is older than this (the daemon loop is stuck).
 pub const STALE_SECS: u64 = 30;
 
@@ -625,7 +630,7 @@ fn answer(req: &Request<'_>, ctx: &Ctx, wall_now: u64) -> Response {
         return Response::error(400, "the target must be a path");
     }
     let path = req.target.split(['?', '#']).next().unwrap_or("");
-    route(path, &ctx.board.current(), wall_now)
+    route(path, &ctx.board.fresh(FRESH_WAIT), wall_now)
 }
 
 fn route(path: &str, s: &Snapshot, wall_now: u64) -> Response {

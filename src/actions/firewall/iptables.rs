@@ -259,6 +259,12 @@ impl Firewall for Iptables {
     fn name(&self) -> &'static str {
         "iptables"
     }
+    /// `filter` when `iptables -V` says it is the nf_tables variant (Debian's and Raspberry Pi
+    /// OS's default); iptables-legacy changes are invisible to nf_tables notifications.
+    fn notifying_table(&mut self) -> Option<&'static str> {
+        let version = self.run(Family::V4, &["-V"]).ok()?;
+        version.contains("nf_tables").then_some("filter")
+    }
 
     fn ensure(&mut self) -> Result<Repairs, FirewallError> {
         let mut repairs = self.ensure_family(Family::V4)?;

@@ -189,6 +189,12 @@ pub trait Firewall: Send {
     fn applies_rules(&self) -> bool {
         true
     }
+    /// The nf_tables table whose change notifications announce a change to the chain
+    /// (`filter` with iptables-nft). None: the kernel cannot tell (iptables-legacy, or no real
+    /// firewall), and the gate checks the chain periodically instead.
+    fn notifying_table(&mut self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// `--dry-run`: does nothing, and says so in the log.
