@@ -91,6 +91,9 @@ fn an_idle_daemon_sleeps_and_still_answers_at_once() {
         "{idle} context switches in {IDLE:?} of idling (at most {MAX_SWITCHES}): something wakes the daemon on a timer\n{}",
         daemon.log_text()
     );
+    // The loop, the event thread, the capture thread and the status server's accept thread:
+    // its workers start with a connection and end when idle.
+    assert!(threads <= 4, "{threads} threads");
 
     // The status page is exact although no snapshot was made while idle: the daemon makes
     // one for the request.
@@ -121,6 +124,54 @@ fn an_idle_daemon_sleeps_and_still_answers_at_once() {
             start.elapsed() < Duration::from_secs(5),
             "no rule for the knocker\n{}",
             daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// wlan0 configured but not plugged in: its capture thread waits for a link announcement
+/// instead of retrying every second, and captures as soon as the interface appears.
+#[test]
+fn a_missing_interface_costs_no_wake_ups_and_is_captured_when_it_appears() {
+    if !can_run_netns() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let cfg = lab.write_config(
+        "knockgate.toml",
+        &CONFIG
+            .replace(r#"["kgw0"]"#, r#"["kgw0", "kgw1"]"#)
+            .replace("0.0.0.0:8080", "127.0.0.1:8080"),
+    );
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    daemon.wait_log("cannot capture on kgw1", Duration::from_secs(10));
+    // The first retries (0.2 s, doubling) pass.
+    std::thread::sleep(Duration::from_secs(8));
+    let (before, _) = switches(daemon.pid());
+    std::thread::sleep(IDLE);
+    let (after, _) = switches(daemon.pid());
+    assert!(
+        after - before <= MAX_SWITCHES,
+        "{} context switches in {IDLE:?} with an interface missing",
+        after - before
+    );
+    // Plugged in: captured at once (the link announcement), not after the 30 s retry.
+    let start = Instant::now();
+    lab.add_client();
+    daemon.wait_log("listening on kgw1", Duration::from_secs(3));
+    eprintln!("kgw1 captured {:?} after it appeared", start.elapsed());
+    let link = lab.link(1);
+    lab.client(1)
+        .ok(&[knockgate(), "knock", &link.gw_v4, "7000", "8000", "9000"]);
+    let start = Instant::now();
+    loop {
+        let rules = lab.gw.ok(&["iptables", "-w", "-S", "KNOCKD"]);
+        if String::from_utf8_lossy(&rules.stdout).contains(&link.client_v4) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no rule for the knocker on kgw1"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -720,6 +720,7 @@ impl Report {
         s += &self.text("machine.md");
         s += "\n";
         s += &self.test1();
+        s += &self.test5();
         s += &self.test2();
         s += &self.test3();
         s += &self.test4();
@@ -949,6 +950,45 @@ impl Report {
             "| opened | {} / {} | {} / {} | |\n\n",
             v[0]["opened"], v[0]["attempted"], v[1]["opened"], v[1]["attempted"]
         );
+        s
+    }
+
+    fn test5(&self) -> String {
+        let rates = self.text("t5-rates.txt");
+        if rates.trim().is_empty() {
+            return String::new();
+        }
+        let mut s = String::from(
+            "### 5. CPU per packet at fixed rates (100 000 SYNs from 30 000 spoofed sources)\n\n\
+             | rate asked | knockgate: rate sent, CPU per packet | knockd: rate sent, CPU per packet | knockd / knockgate |\n\
+             |---:|---:|---:|---:|\n",
+        );
+        for rate in rates.split_whitespace() {
+            let mut per = Vec::new();
+            let mut cells = Vec::new();
+            for d in DAEMONS {
+                let v = self.json(&format!("t5-{d}-{rate}.json"));
+                let sent = v["sent"].as_f64().unwrap_or(0.0);
+                let us = v["cpu_ms"]
+                    .as_f64()
+                    .filter(|_| sent > 0.0)
+                    .map(|c| c * 1000.0 / sent);
+                per.push(us);
+                cells.push(format!(
+                    "{}/s, {}",
+                    group(&format!("{:.0}", v["pps"].as_f64().unwrap_or(0.0))),
+                    us.map_or("n/a".to_string(), |u| format!("{u:.2} µs"))
+                ));
+            }
+            s += &format!(
+                "| {}/s | {} | {} | {} |\n",
+                group(rate),
+                cells[0],
+                cells[1],
+                ratio(per[1], per[0])
+            );
+        }
+        s += "\n";
         s
     }
 

@@ -1,10 +1,11 @@
-//! The interfaces the daemon listens on: re-read every [`super::REFRESH_EVERY`] (a DHCP
+//! The interfaces the daemon listens on: re-read when rtnetlink announces a change (a DHCP
 //! renewal, a new address, a hot-plugged wlan0), with a capture thread started, stopped or
 //! re-filtered to match.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tracing::{debug, error, info};
 
@@ -12,6 +13,11 @@ use super::Daemon;
 use crate::config::Interfaces;
 use crate::knock::Proto;
 use crate::net::capture::{Capture, FilterSpec};
+
+/// How long a capture thread waits at most before trying to reopen a missing interface: long
+/// when link announcements nudge it ([`Capture::nudge`]), short when nothing would.
+const RETRY_WATCHED: Duration = Duration::from_secs(30);
+const RETRY_UNWATCHED: Duration = Duration::from_secs(1);
 
 impl Daemon {
     /// Re-reads interfaces and addresses; starts, stops and re-filters captures to match.
@@ -103,6 +109,11 @@ impl Daemon {
                     filter.clone(),
                     self.tx.clone(),
                     self.counters.clone(),
+                    if self.links_watched {
+                        RETRY_WATCHED
+                    } else {
+                        RETRY_UNWATCHED
+                    },
                 ) {
                     Ok(c) => {
                         self.captures.insert(name.clone(), c);

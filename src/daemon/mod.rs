@@ -222,6 +222,9 @@ impl Daemon {
                     if news == News::Lost {
                         debug!("interface notifications were lost: re-reading everything");
                     }
+                    for c in self.captures.values() {
+                        c.nudge();
+                    }
                     self.refresh_interfaces();
                 }
                 Msg::Ruleset => {

@@ -119,12 +119,16 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Starts capturing on `iface` with `filter`.
+    /// Starts capturing on `iface` with `filter`. While the interface cannot be opened, the
+    /// thread tries again after 0.2 s, doubling up to `retry_max`, or at once when
+    /// [`Capture::nudge`]d (the daemon does on every link announcement, and then passes a
+    /// long `retry_max`: a wlan0 that is not plugged in costs no wake-ups).
     pub fn start<M: From<CaptureEvent> + Send + 'static>(
         iface: &str,
         filter: FilterSpec,
         tx: SyncSender<M>,
         counters: Arc<Counters>,
+        retry_max: Duration,
     ) -> std::io::Result<Capture> {
         let iface: Arc<str> = Arc::from(iface);
         let slot = Arc::new(Mutex::new(FilterSlot {
@@ -144,7 +148,7 @@ impl Capture {
             let waker = waker.clone();
             thread::Builder::new()
                 .name(format!("capture-{iface}"))
-                .spawn(move || capture_loop(iface, slot, stop, &waker, tx, counters))?
+                .spawn(move || capture_loop(iface, slot, stop, &waker, tx, counters, retry_max))?
         };
         Ok(Capture {
             iface,
@@ -176,6 +180,12 @@ impl Capture {
         let _ = self.waker.write(1);
     }
 
+    /// Something changed on the system's links: a thread waiting to reopen its interface
+    /// tries now. (An open capture notices nothing: it sees no new filter.)
+    pub fn nudge(&self) {
+        self.wake();
+    }
+
     /// Stops the thread and waits for it.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -200,6 +210,7 @@ fn capture_loop<M: From<CaptureEvent>>(
     waker: &Waker,
     tx: SyncSender<M>,
     counters: Arc<Counters>,
+    retry_max: Duration,
 ) {
     let mut last_error: Option<String> = None;
     let mut backoff = Duration::from_millis(200);
@@ -218,11 +229,11 @@ fn capture_loop<M: From<CaptureEvent>>(
             );
             last_error = Some(error);
         }
-        // Retry soon, then every second: an interface that comes back is picked up quickly.
-        // Stop (the eventfd) ends the wait at once.
+        // Retry soon, then less and less often up to `retry_max`; stop or a nudge (the
+        // eventfd) ends the wait at once.
         let ms = u16::try_from(backoff.as_millis()).unwrap_or(u16::MAX);
         wait_readable(None, waker, nix::poll::PollTimeout::from(ms));
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        backoff = (backoff * 2).min(retry_max);
     }
 }
 

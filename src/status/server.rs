@@ -2,10 +2,12 @@
 //! `/healthz`, read-only, from a snapshot the daemon loop makes for the request ([`Board`]).
 //!
 //! Invariants, so that no number of HTTP clients can starve the daemon:
-//! - Fixed threads: one accept thread and [`WORKERS`] workers, spawned at start. Accepted
-//!   connections wait in a queue of [`QUEUE`]; when it is full the accept thread stops accepting
-//!   and further connections wait in the kernel's listen backlog ([`BACKLOG`]) or are refused
-//!   by the kernel. Nothing grows with the number of clients.
+//! - Bounded threads: one accept thread and at most [`WORKERS`] workers. A worker is started
+//!   when a connection is queued and none is free, and ends after [`WORKER_IDLE`] without
+//!   work, so an idle server is the accept thread alone, asleep in `accept(2)`. Accepted
+//!   connections wait in a queue of [`QUEUE`]; when it is full the accept thread stops
+//!   accepting and further connections wait in the kernel's listen backlog ([`BACKLOG`]) or
+//!   are refused by the kernel. Nothing grows with the number of clients.
 //! - One request per connection (`Connection: close`), no request body is ever read.
 //! - A request head is at most [`MAX_HEAD`] bytes (431, or 414 when the request line alone is
 //!   longer; a target over [`MAX_TARGET`] bytes is 414), a declared body over [`MAX_BODY`] (or a
@@ -51,6 +53,8 @@ use super::{html, json, metrics, Board, Snapshot};
 
 /// Worker threads: the number of connections served at the same time.
 pub const WORKERS: usize = 4;
+/// A worker with nothing to do for this long ends (the next connection starts one again).
+pub const WORKER_IDLE: Duration = Duration::from_secs(10);
 /// Accepted connections waiting for a worker.
 pub const QUEUE: usize = 32;
 /// The kernel's listen backlog (connections not yet accepted).
@@ -157,7 +161,23 @@ pub struct StatusServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     listener: Socket,
-    threads: Vec<JoinHandle<()>>,
+    accept: Option<JoinHandle<()>>,
+    pool: Arc<Pool>,
+}
+
+/// The workers: how many run, how many wait for a connection, and their handles (joined at
+/// stop). Starting a worker and a worker ending both happen under this lock, so a queued
+/// connection always has a worker to take it.
+#[derive(Debug, Default)]
+struct Pool {
+    state: Mutex<PoolState>,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    live: usize,
+    idle: usize,
+    handles: Vec<JoinHandle<()>>,
 }
 
 struct Ctx {
@@ -203,31 +223,24 @@ impl StatusServer {
         })?;
         let (tx, rx) = mpsc::sync_channel::<TcpStream>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
-        let mut server = StatusServer {
-            addr,
-            stop: ctx.stop.clone(),
-            listener: waker,
-            threads: Vec::with_capacity(WORKERS + 1),
+        let pool = Arc::new(Pool::default());
+        let (stop, listener): (_, TcpListener) = (ctx.stop.clone(), listener.into());
+        let accept = {
+            let pool = pool.clone();
+            thread::Builder::new()
+                .name("status-accept".into())
+                .stack_size(128 * 1024)
+                .spawn(move || accept_loop(&listener, &tx, &rx, &ctx, &pool))
+                .map_err(|source| StatusError::Spawn { source })?
         };
-        for i in 0..WORKERS {
-            let (rx, ctx) = (rx.clone(), ctx.clone());
-            let t = thread::Builder::new()
-                .name(format!("status-http-{i}"))
-                .stack_size(256 * 1024)
-                .spawn(move || worker(&rx, &ctx))
-                .map_err(|source| StatusError::Spawn { source })?;
-            server.threads.push(t);
-        }
-        let (stop, waiting) = (server.stop.clone(), ctx.waiting.clone());
-        let listener: TcpListener = listener.into();
-        let t = thread::Builder::new()
-            .name("status-accept".into())
-            .stack_size(128 * 1024)
-            .spawn(move || accept_loop(&listener, &tx, &stop, &waiting))
-            .map_err(|source| StatusError::Spawn { source })?;
-        server.threads.push(t);
         debug!(%addr, "status page listening");
-        Ok(server)
+        Ok(StatusServer {
+            addr,
+            stop,
+            listener: waker,
+            accept: Some(accept),
+            pool,
+        })
     }
 
     /// The bound address (with the real port when `listen` had port 0).
@@ -242,11 +255,43 @@ impl StatusServer {
 impl Drop for StatusServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // On Linux, shutting a listening socket down wakes a thread blocked in accept().
+        // On Linux, shutting a listening socket down wakes a thread blocked in accept(). Its
+        // end drops the queue's sender, which ends the workers (within about 200 ms).
         let _ = self.listener.shutdown(Shutdown::Both);
-        for t in self.threads.drain(..) {
+        if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
+        let handles = std::mem::take(&mut lock(&self.pool.state).handles);
+        for t in handles {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts a worker if more connections are queued than workers are free.
+fn ensure_worker(pool: &Arc<Pool>, rx: &Arc<Mutex<Receiver<TcpStream>>>, ctx: &Arc<Ctx>) {
+    let mut state = lock(&pool.state);
+    if ctx.waiting.load(Ordering::SeqCst) <= state.idle || state.live >= WORKERS {
+        return;
+    }
+    state.handles.retain(|h| !h.is_finished());
+    let (p, r, c) = (pool.clone(), rx.clone(), ctx.clone());
+    let spawned = thread::Builder::new()
+        .name("status-http".into())
+        .stack_size(256 * 1024)
+        .spawn(move || worker(&r, &c, &p));
+    match spawned {
+        Ok(h) => {
+            state.live += 1;
+            state.idle += 1;
+            state.handles.push(h);
+        }
+        // The connection waits for a running worker, or for the next one started.
+        Err(e) => warn!(error = %e, "status page: cannot start a worker"),
     }
 }
 
@@ -269,22 +314,24 @@ fn bind(addr: SocketAddr) -> Result<Socket, StatusError> {
 fn accept_loop(
     listener: &TcpListener,
     tx: &SyncSender<TcpStream>,
-    stop: &AtomicBool,
-    waiting: &AtomicUsize,
+    rx: &Arc<Mutex<Receiver<TcpStream>>>,
+    ctx: &Arc<Ctx>,
+    pool: &Arc<Pool>,
 ) {
     let mut last_warning: Option<Instant> = None;
     loop {
         let accepted = listener.accept();
-        if stop.load(Ordering::SeqCst) {
+        if ctx.stop.load(Ordering::SeqCst) {
             return;
         }
         match accepted {
             // Blocks while QUEUE connections wait: backpressure into the kernel's backlog.
             Ok((stream, _)) => {
-                waiting.fetch_add(1, Ordering::SeqCst);
+                ctx.waiting.fetch_add(1, Ordering::SeqCst);
                 if tx.send(stream).is_err() {
                     return;
                 }
+                ensure_worker(pool, rx, ctx);
             }
             Err(e)
                 if matches!(
@@ -304,18 +351,45 @@ fn accept_loop(
     }
 }
 
-fn worker(rx: &Mutex<Receiver<TcpStream>>, ctx: &Ctx) {
+fn worker(rx: &Mutex<Receiver<TcpStream>>, ctx: &Ctx, pool: &Pool) {
     loop {
-        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok(stream) = next else { return };
+        let next = lock(rx).recv_timeout(WORKER_IDLE);
+        let stream = match next {
+            Ok(stream) => stream,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let mut state = lock(&pool.state);
+                // A connection queued since the timeout is taken now. (Under the pool lock
+                // the queue's lock is held only by a worker waiting in recv_timeout, which
+                // will take any connection: this one may then end.)
+                let late = rx.try_lock().ok().and_then(|r| r.try_recv().ok());
+                match late {
+                    Some(stream) => {
+                        drop(state);
+                        stream
+                    }
+                    None => {
+                        state.idle -= 1;
+                        state.live -= 1;
+                        return;
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let mut state = lock(&pool.state);
+                state.idle -= 1;
+                state.live -= 1;
+                return;
+            }
+        };
+        lock(&pool.state).idle -= 1;
         ctx.waiting.fetch_sub(1, Ordering::SeqCst);
-        if ctx.stop.load(Ordering::SeqCst) {
-            continue;
+        if !ctx.stop.load(Ordering::SeqCst) {
+            // A bug in a renderer must not cost a worker for good.
+            if panic::catch_unwind(AssertUnwindSafe(|| serve(stream, ctx))).is_err() {
+                error!("status page: a request handler panicked");
+            }
         }
-        // A bug in a renderer must not cost a worker for good.
-        if panic::catch_unwind(AssertUnwindSafe(|| serve(stream, ctx))).is_err() {
-            error!("status page: a request handler panicked");
-        }
+        lock(&pool.state).idle += 1;
     }
 }
 
