@@ -54,8 +54,10 @@ pub use startup::{run, run_with};
 /// when netlink cannot announce changes, the summary of rate-limited log lines, the expiry of
 /// the SPA replay cache.
 const SLOW_EVERY: Duration = Duration::from_secs(10);
-/// Bound of the channel from the capture threads.
-const QUEUE: usize = 8192;
+/// Bound of the channel from the capture threads, in messages: a message is a batch of up to
+/// 512 knocks (one wake-up of a capture thread), so this holds up to 64 000 knocks (about
+/// 2.5 MiB), a third of a second of a 100 Mbit/s flood, for a loop busy running iptables.
+const QUEUE: usize = 128;
 
 /// How the daemon was started.
 #[derive(Debug, Clone, Default)]

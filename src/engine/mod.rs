@@ -5,8 +5,9 @@
 //! happened ([`Event`]); the daemon decides what to do about it.
 //!
 //! Invariants:
-//! - per source, one [`SourceState`] in a hash map (O(1) lookup), holding the progress of each
-//!   door that source is part-way through; a source with no progress is not tracked;
+//! - per source, one compact [`Source`] (48 bytes, in [`Sources`]: a slab indexed by a hash
+//!   table, O(1) lookup), holding the progress of each door that source is part-way through; a
+//!   source with no progress is not tracked;
 //! - at most `max_sources` sources are tracked; a new source beyond that evicts the tracked
 //!   source whose deadline comes first (the oldest attempt);
 //! - every tracked source has a live entry in [`Timers`] at its earliest deadline; stale
@@ -135,20 +136,187 @@ struct Progress {
     started: Instant,
 }
 
-#[derive(Debug)]
-struct SourceState {
-    generation: u64,
-    /// The deadline this source is filed under in the timers.
-    deadline: Instant,
-    progress: Attempts,
-}
-
-/// A source's attempts, inline for the common case of one or two doors in progress (no
-/// separate allocation: one cache miss per packet, not two).
+/// A source's attempts while the engine works on them (copied out of its [`Source`] and back).
 type Attempts = SmallVec<[Progress; 2]>;
 
-/// A timer: (deadline, generation of the source, source).
-type Entry = (Instant, u64, IpAddr);
+/// A source address, compact: 16 bytes and the family (an IPv4 address is kept apart from
+/// the IPv4-mapped IPv6 one, so a spoofed `::ffff:a.b.c.d` never stands for `a.b.c.d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+struct Key {
+    bytes: [u8; 16],
+    v6: bool,
+}
+
+impl From<IpAddr> for Key {
+    fn from(ip: IpAddr) -> Key {
+        match ip {
+            IpAddr::V4(v4) => {
+                let mut bytes = [0; 16];
+                bytes[..4].copy_from_slice(&v4.octets());
+                Key { bytes, v6: false }
+            }
+            IpAddr::V6(v6) => Key {
+                bytes: v6.octets(),
+                v6: true,
+            },
+        }
+    }
+}
+
+impl From<Key> for IpAddr {
+    fn from(k: Key) -> IpAddr {
+        if k.v6 {
+            IpAddr::from(k.bytes)
+        } else {
+            IpAddr::from([k.bytes[0], k.bytes[1], k.bytes[2], k.bytes[3]])
+        }
+    }
+}
+
+/// A tracked source, 48 bytes: its address, a generation (so that a timer filed for an
+/// earlier occupant of the slot is recognised) and up to two attempts inline. A source with
+/// more attempts at once (three doors part-way) keeps them all in [`Sources::spill`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Source {
+    key: Key,
+    /// Inline attempts (0 to 2), or [`SPILLED`], or [`FREE`] for a slot on the free list.
+    len: u8,
+    stage: [u8; 2],
+    door: [u16; 2],
+    generation: u32,
+    started: [Instant; 2],
+}
+
+const SPILLED: u8 = 0xfe;
+const FREE: u8 = 0xff;
+
+/// The tracked sources: a slab of [`Source`]s (stable indices, freed slots reused) and a hash
+/// table of slab indices keyed by address (hashbrown's `HashTable`: 5 bytes a source, with
+/// std's randomly keyed SipHash, so spoofed sources cannot aim at collisions). About 60 to 80
+/// bytes a tracked source in all, timers included, instead of a map entry and heap per source.
+#[derive(Debug, Default)]
+struct Sources {
+    index: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+    slab: Vec<Source>,
+    free: Vec<u32>,
+    spill: HashMap<u32, Vec<Progress>>,
+    next_generation: u32,
+}
+
+impl Sources {
+    fn hash(&self, key: &Key) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(key)
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn find(&self, key: &Key) -> Option<u32> {
+        let slab = &self.slab;
+        self.index
+            .find(self.hash(key), |&i| slab[i as usize].key == *key)
+            .copied()
+    }
+
+    fn live(&self, slot: u32) -> bool {
+        self.slab.get(slot as usize).is_some_and(|s| s.len != FREE)
+    }
+
+    fn key(&self, slot: u32) -> Key {
+        self.slab[slot as usize].key
+    }
+
+    fn generation(&self, slot: u32) -> u32 {
+        self.slab[slot as usize].generation
+    }
+
+    fn load(&self, slot: u32) -> Attempts {
+        let s = &self.slab[slot as usize];
+        if s.len == SPILLED {
+            return self
+                .spill
+                .get(&slot)
+                .map_or_else(Attempts::new, |v| v.iter().copied().collect());
+        }
+        (0..usize::from(s.len.min(2)))
+            .map(|i| Progress {
+                door: s.door[i],
+                stage: s.stage[i],
+                started: s.started[i],
+            })
+            .collect()
+    }
+
+    fn store(&mut self, slot: u32, attempts: &[Progress]) {
+        let s = &mut self.slab[slot as usize];
+        if attempts.len() > 2 {
+            s.len = SPILLED;
+            self.spill.insert(slot, attempts.to_vec());
+            return;
+        }
+        if s.len == SPILLED {
+            self.spill.remove(&slot);
+        }
+        s.len = attempts.len() as u8;
+        for (i, p) in attempts.iter().enumerate() {
+            s.door[i] = p.door;
+            s.stage[i] = p.stage;
+            s.started[i] = p.started;
+        }
+    }
+
+    /// Adds a source that is not tracked; returns its slot.
+    fn insert(&mut self, key: Key, attempts: &[Progress]) -> u32 {
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let source = Source {
+            key,
+            generation: self.next_generation,
+            ..Source::default()
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = source;
+                slot
+            }
+            None => {
+                self.slab.push(source);
+                u32::try_from(self.slab.len() - 1).expect("fewer sources than u32::MAX")
+            }
+        };
+        self.store(slot, attempts);
+        let hash = self.hash(&key);
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.index.insert_unique(hash, slot, |&i| {
+            use std::hash::BuildHasher;
+            hasher.hash_one(slab[i as usize].key)
+        });
+        slot
+    }
+
+    fn remove(&mut self, slot: u32) {
+        let key = self.key(slot);
+        let hash = self.hash(&key);
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i == slot) {
+            entry.remove();
+        }
+        let s = &mut self.slab[slot as usize];
+        if s.len == SPILLED {
+            self.spill.remove(&slot);
+        }
+        s.len = FREE;
+        self.free.push(slot);
+    }
+
+    fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.index.iter().copied()
+    }
+}
+
+/// A timer: (deadline, generation of the source, slot of the source).
+type Entry = (Instant, u32, u32);
 
 /// Deadlines of tracked sources, earliest first.
 ///
@@ -209,11 +377,11 @@ impl Timers {
         self.heap.len() + self.queues.iter().map(|(_, q)| q.len()).sum::<usize>()
     }
 
-    /// Replaces every entry with `entries`.
+    /// Replaces every entry with `entries`, giving back the memory of the old queues.
     fn rebuild(&mut self, mut entries: Vec<(Duration, Entry)>) {
         entries.sort_by_key(|(_, e)| *e);
-        self.queues.clear();
-        self.heap.clear();
+        self.queues = Vec::new();
+        self.heap = BinaryHeap::new();
         for (timeout, entry) in entries {
             self.push(timeout, entry);
         }
@@ -224,10 +392,9 @@ impl Timers {
 #[derive(Debug)]
 pub struct Tracker {
     doors: Vec<DoorSpec>,
-    sources: HashMap<IpAddr, SourceState>,
+    sources: Sources,
     timers: Timers,
     max_sources: usize,
-    next_generation: u64,
     stats: Stats,
 }
 
@@ -239,10 +406,9 @@ impl Tracker {
         );
         Tracker {
             doors,
-            sources: HashMap::new(),
+            sources: Sources::default(),
             timers: Timers::default(),
-            max_sources: max_sources.max(1),
-            next_generation: 0,
+            max_sources: max_sources.clamp(1, u32::MAX as usize - 1),
             stats: Stats::default(),
         }
     }
@@ -262,10 +428,12 @@ impl Tracker {
 
     /// Attempts in progress: (source, door index, steps done, started).
     pub fn attempts(&self) -> impl Iterator<Item = (IpAddr, usize, usize, Instant)> + '_ {
-        self.sources.iter().flat_map(|(src, s)| {
-            s.progress
-                .iter()
-                .map(move |p| (*src, usize::from(p.door), usize::from(p.stage), p.started))
+        self.sources.slots().flat_map(|slot| {
+            let src = IpAddr::from(self.sources.key(slot));
+            self.sources
+                .load(slot)
+                .into_iter()
+                .map(move |p| (src, usize::from(p.door), usize::from(p.stage), p.started))
         })
     }
 
@@ -289,31 +457,36 @@ impl Tracker {
             })
             .collect();
         self.doors = doors;
-        self.max_sources = max_sources.max(1);
-        for state in self.sources.values_mut() {
-            state
-                .progress
-                .retain_mut(|p| match remap[usize::from(p.door)] {
-                    Some(new) => {
-                        p.door = new;
-                        true
-                    }
-                    None => false,
-                });
+        self.max_sources = max_sources.clamp(1, u32::MAX as usize - 1);
+        let slots: Vec<u32> = self.sources.slots().collect();
+        for slot in slots {
+            let mut progress = self.sources.load(slot);
+            progress.retain(|p| match remap[usize::from(p.door)] {
+                Some(new) => {
+                    p.door = new;
+                    true
+                }
+                None => false,
+            });
+            if progress.is_empty() {
+                self.sources.remove(slot);
+            } else {
+                self.sources.store(slot, &progress);
+            }
         }
-        self.sources.retain(|_, s| !s.progress.is_empty());
+        // Timers first: eviction takes the earliest deadline.
+        self.rebuild_timers();
         while self.sources.len() > self.max_sources {
             if !self.evict_one() {
                 break;
             }
         }
-        self.rebuild_timers();
     }
 
     /// When [`Tracker::poll`] must next be called, if ever.
     pub fn poll_at(&mut self) -> Option<Instant> {
-        while let Some((deadline, generation, src)) = self.timers.peek() {
-            if self.is_live(deadline, generation, src) {
+        while let Some((deadline, generation, slot)) = self.timers.peek() {
+            if self.is_live(deadline, generation, slot) {
                 return Some(deadline);
             }
             self.timers.pop();
@@ -323,13 +496,13 @@ impl Tracker {
 
     /// Expires every attempt whose time is up at `now`.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Event>) {
-        while let Some((deadline, generation, src)) = self.timers.peek() {
+        while let Some((deadline, generation, slot)) = self.timers.peek() {
             if deadline > now {
                 break;
             }
             self.timers.pop();
-            if self.is_live(deadline, generation, src) {
-                self.expire_source(src, now, out);
+            if self.is_live(deadline, generation, slot) {
+                self.expire_source(slot, now, out);
             }
         }
     }
@@ -345,23 +518,23 @@ impl Tracker {
     ) {
         self.stats.knocks += 1;
         let src = knock.src;
-        if self.sources.get(&src).is_some_and(|s| s.deadline <= now) {
-            self.expire_source(src, now, out);
+        let key = Key::from(src);
+        let mut existing = self.sources.find(&key);
+        let mut progress = Attempts::new();
+        let mut before = None;
+        if let Some(slot) = existing {
+            progress = self.sources.load(slot);
+            let deadline = deadline_of(&self.doors, &progress).0;
+            if deadline <= now {
+                self.expire_source(slot, now, out);
+                existing = self.sources.find(&key);
+                progress = existing.map_or_else(Attempts::new, |slot| self.sources.load(slot));
+                before = (!progress.is_empty()).then(|| deadline_of(&self.doors, &progress).0);
+            } else {
+                before = Some(deadline);
+            }
         }
-        let Tracker {
-            doors,
-            sources,
-            stats,
-            ..
-        } = self;
-        let existing = sources.get_mut(&src);
-        let existed = existing.is_some();
-        let mut fresh = Attempts::new();
-        let progress = match existing {
-            Some(state) => &mut state.progress,
-            None => &mut fresh,
-        };
-        for (index, door) in doors.iter().enumerate() {
+        for (index, door) in self.doors.iter().enumerate() {
             if door.sequence.is_empty() {
                 // A door with no sequence (a used-up one-time list) is disabled.
                 continue;
@@ -371,59 +544,56 @@ impl Tracker {
                 None => dst_is_local,
             };
             if to_door && (knock.proto == Proto::Udp || door.flags.matches(knock.tcp_flags)) {
-                step(index, door, progress, knock, now, stats, out);
+                step(index, door, &mut progress, knock, now, &mut self.stats, out);
             }
         }
-        if existed {
-            let state = self.sources.get_mut(&src).expect("checked above");
-            if state.progress.is_empty() {
-                self.sources.remove(&src);
-                return;
-            }
-            let (deadline, timeout) = deadline_of(&self.doors, &state.progress);
-            if deadline != state.deadline {
-                state.deadline = deadline;
-                self.timers.push(timeout, (deadline, state.generation, src));
-                self.maybe_compact();
-            }
-        } else if !fresh.is_empty() {
-            // A new source: make room under the cap.
-            while self.sources.len() >= self.max_sources {
-                if !self.evict_one_into(out) {
-                    break;
+        match existing {
+            Some(slot) => {
+                if progress.is_empty() {
+                    self.sources.remove(slot);
+                    return;
+                }
+                self.sources.store(slot, &progress);
+                let (deadline, timeout) = deadline_of(&self.doors, &progress);
+                if Some(deadline) != before {
+                    let generation = self.sources.generation(slot);
+                    self.timers.push(timeout, (deadline, generation, slot));
+                    self.maybe_compact();
                 }
             }
-            self.next_generation += 1;
-            let (deadline, timeout) = deadline_of(&self.doors, &fresh);
-            let generation = self.next_generation;
-            self.sources.insert(
-                src,
-                SourceState {
-                    generation,
-                    deadline,
-                    progress: fresh,
-                },
-            );
-            self.timers.push(timeout, (deadline, generation, src));
-            self.maybe_compact();
+            None if !progress.is_empty() => {
+                // A new source: make room under the cap.
+                while self.sources.len() >= self.max_sources {
+                    if !self.evict_one_into(out) {
+                        break;
+                    }
+                }
+                let (deadline, timeout) = deadline_of(&self.doors, &progress);
+                let slot = self.sources.insert(key, &progress);
+                let generation = self.sources.generation(slot);
+                self.timers.push(timeout, (deadline, generation, slot));
+                self.maybe_compact();
+            }
+            None => {}
         }
     }
 
-    fn is_live(&self, deadline: Instant, generation: u64, src: IpAddr) -> bool {
-        self.sources
-            .get(&src)
-            .is_some_and(|s| s.generation == generation && s.deadline == deadline)
+    /// Whether a timer entry stands for its source's current earliest deadline.
+    fn is_live(&self, deadline: Instant, generation: u32, slot: u32) -> bool {
+        self.sources.live(slot)
+            && self.sources.generation(slot) == generation
+            && deadline_of(&self.doors, &self.sources.load(slot)).0 == deadline
     }
 
-    /// Drops the attempts of `src` that have timed out at `now`, re-filing the source under its
-    /// next deadline or forgetting it.
-    fn expire_source(&mut self, src: IpAddr, now: Instant, out: &mut Vec<Event>) {
-        let Some(mut state) = self.sources.remove(&src) else {
-            return;
-        };
+    /// Drops the attempts of the source in `slot` that have timed out at `now`, re-filing the
+    /// source under its next deadline or forgetting it.
+    fn expire_source(&mut self, slot: u32, now: Instant, out: &mut Vec<Event>) {
+        let src = IpAddr::from(self.sources.key(slot));
+        let mut progress = self.sources.load(slot);
+        let before = deadline_of(&self.doors, &progress).0;
         let doors = &self.doors;
         let stats = &mut self.stats;
-        state.progress.retain(|p| {
+        progress.retain(|p| {
             let door = usize::from(p.door);
             if p.started + doors[door].timeout <= now {
                 stats.timeouts += 1;
@@ -437,15 +607,16 @@ impl Tracker {
                 true
             }
         });
-        if state.progress.is_empty() {
+        if progress.is_empty() {
+            self.sources.remove(slot);
             return;
         }
-        let (deadline, timeout) = deadline_of(&self.doors, &state.progress);
-        if deadline != state.deadline {
-            state.deadline = deadline;
-            self.timers.push(timeout, (deadline, state.generation, src));
+        self.sources.store(slot, &progress);
+        let (deadline, timeout) = deadline_of(&self.doors, &progress);
+        if deadline != before {
+            let generation = self.sources.generation(slot);
+            self.timers.push(timeout, (deadline, generation, slot));
         }
-        self.sources.insert(src, state);
     }
 
     fn evict_one(&mut self) -> bool {
@@ -455,13 +626,15 @@ impl Tracker {
 
     /// Forgets the tracked source whose deadline comes first.
     fn evict_one_into(&mut self, out: &mut Vec<Event>) -> bool {
-        while let Some((deadline, generation, src)) = self.timers.pop() {
-            if !self.is_live(deadline, generation, src) {
+        while let Some((deadline, generation, slot)) = self.timers.pop() {
+            if !self.is_live(deadline, generation, slot) {
                 continue;
             }
-            let state = self.sources.remove(&src).expect("live entry has a source");
+            let src = IpAddr::from(self.sources.key(slot));
+            let progress = self.sources.load(slot);
+            self.sources.remove(slot);
             self.stats.evictions += 1;
-            for p in state.progress {
+            for p in progress {
                 out.push(Event::Reset {
                     src,
                     door: usize::from(p.door),
@@ -482,11 +655,9 @@ impl Tracker {
 
     fn rebuild_timers(&mut self) {
         let mut entries = Vec::with_capacity(self.sources.len());
-        let doors = &self.doors;
-        for (src, state) in self.sources.iter_mut() {
-            let (deadline, timeout) = deadline_of(doors, &state.progress);
-            state.deadline = deadline;
-            entries.push((timeout, (deadline, state.generation, *src)));
+        for slot in self.sources.slots() {
+            let (deadline, timeout) = deadline_of(&self.doors, &self.sources.load(slot));
+            entries.push((timeout, (deadline, self.sources.generation(slot), slot)));
         }
         self.timers.rebuild(entries);
     }
@@ -1076,10 +1247,80 @@ mod tests {
         );
     }
 
+    /// The compact layout (issue 15): a tracked source is 48 bytes in the slab, 4 (and a
+    /// control byte) in the index, 16 per timer entry.
+    #[test]
+    fn per_source_state_is_compact() {
+        assert!(std::mem::size_of::<Source>() <= 48);
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
+    }
+
+    #[test]
+    fn ipv4_and_its_mapped_ipv6_form_are_different_sources() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_ne!(Key::from(v4), Key::from(mapped));
+        assert_eq!(IpAddr::from(Key::from(v4)), v4);
+        assert_eq!(IpAddr::from(Key::from(mapped)), mapped);
+        let mut t = Tracker::new(vec![ssh()], 100);
+        knock(&mut t, 0, syn(v4, 7000));
+        knock(&mut t, 1, syn(mapped, 8000));
+        // The mapped source's knock is its own wrong first step, not the IPv4 one's second.
+        assert_eq!(t.tracked_sources(), 1);
+        assert!(opened(&knock(&mut t, 2, syn(v4, 8000))).is_empty());
+        assert_eq!(opened(&knock(&mut t, 3, syn(v4, 9000))), vec![(v4, 0)]);
+    }
+
+    /// Three doors part-way at once (a shared prefix): the attempts spill out of the inline
+    /// two, and every operation sees them there.
+    #[test]
+    fn a_source_part_way_through_three_doors() {
+        let d = |name: &str, last: u16| {
+            door(
+                name,
+                &[
+                    KnockSpec::tcp(100),
+                    KnockSpec::tcp(101),
+                    KnockSpec::tcp(last),
+                ],
+                5,
+            )
+        };
+        let mut t = Tracker::new(vec![d("a", 102), d("b", 202), d("c", 302)], 10);
+        knock(&mut t, 0, syn(ip(1), 100));
+        knock(&mut t, 1, syn(ip(1), 101));
+        let stages = |t: &Tracker| {
+            let mut a: Vec<_> = t
+                .attempts()
+                .map(|(_, door, stage, _)| (door, stage))
+                .collect();
+            a.sort();
+            a
+        };
+        assert_eq!(stages(&t), vec![(0, 2), (1, 2), (2, 2)]);
+        // c opens; a and b are reset by the same knock; the source is forgotten.
+        assert_eq!(opened(&knock(&mut t, 2, syn(ip(1), 302))), vec![(ip(1), 2)]);
+        assert_eq!(t.tracked_sources(), 0);
+        // Three again, then all time out together; a reload keeps them (same doors).
+        knock(&mut t, 10, syn(ip(1), 100));
+        knock(&mut t, 11, syn(ip(1), 101));
+        let doors = t.doors().to_vec();
+        t.set_doors(doors, 10);
+        assert_eq!(stages(&t), vec![(0, 2), (1, 2), (2, 2)]);
+        assert_eq!(t.poll_at(), Some(Instant::from_millis(5_010)));
+        let mut out = Vec::new();
+        t.poll(Instant::from_millis(5_010), &mut out);
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert!(out
+            .iter()
+            .all(|e| matches!(e, Event::Timeout { stage: 2, .. })));
+        assert_eq!(t.tracked_sources(), 0);
+    }
+
     #[test]
     fn timers_pop_in_deadline_order_across_queues_and_heap() {
         let mut timers = Timers::default();
-        let e = |ms: u64, g: u64| (Instant::from_millis(ms), g, ip(1));
+        let e = |ms: u64, g: u32| (Instant::from_millis(ms), g, 1);
         let (short, long) = (Duration::from_secs(5), Duration::from_secs(60));
         timers.push(long, e(60_000, 1));
         timers.push(short, e(5_000, 2));
@@ -1088,7 +1329,7 @@ mod tests {
         timers.push(short, e(5_500, 4));
         timers.push(long, e(61_000, 5));
         assert_eq!(timers.len(), 5);
-        let order: Vec<u64> = std::iter::from_fn(|| timers.pop())
+        let order: Vec<u32> = std::iter::from_fn(|| timers.pop())
             .map(|(_, g, _)| g)
             .collect();
         assert_eq!(order, vec![2, 4, 3, 1, 5]);
