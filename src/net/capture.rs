@@ -38,9 +38,11 @@ const SNAPLEN: i32 = 2048;
 pub const BLOCK_TIMEOUT_MS: i32 = 4;
 /// At most this many knocks in one message to the daemon loop.
 const BATCH: usize = 512;
-/// The ring's size (libpcap's default; it is mapped into the process and counts in its RSS):
-/// at 148k packets/s, 100 Mbit/s of minimum-size frames, over 100 ms of them.
-const RING_BYTES: i32 = 2 << 20;
+/// The ring's size. It is mapped into the process and counts in its RSS, so it is half
+/// libpcap's default: about 8 000 minimum-size frames, 50 ms of a 100 Mbit/s flood, while the
+/// loop takes well under a millisecond for a block (bench/run.sh's 60 s flood at 190 000
+/// packets/s lost none).
+const RING_BYTES: i32 = 1 << 20;
 
 /// What capture threads tell the daemon loop.
 #[derive(Debug)]
