@@ -347,13 +347,14 @@ impl Daemon {
     fn handle(&mut self, now: Instant, events: &[Event]) {
         let now_unix = self.unix_now();
         for event in events {
-            let line = event.describe(self.tracker.doors());
+            // The log line is made only when it is written (a flood's events mostly are not).
+            let line = || event.describe(self.tracker.doors());
             let name = |door: usize| self.tracker.doors()[door].name.clone();
             match *event {
                 Event::Opened { src, door } => {
                     let name = name(door);
                     let of = self.tracker.doors()[door].sequence.len();
-                    info!(%src, door = %name, "{line}");
+                    info!(%src, door = %name, "{}", line());
                     self.report
                         .record(now_unix, src, &name, ActivityKind::Open, of, of);
                     if let Some(o) = &mut self.outputs {
@@ -371,7 +372,7 @@ impl Daemon {
                     of,
                 } => {
                     if self.log_limit.allow(now) {
-                        info!(%src, stage, "{line}");
+                        info!(%src, stage, "{}", line());
                     }
                     self.report
                         .record(now_unix, src, &name(door), ActivityKind::Stage, stage, of);
@@ -381,7 +382,7 @@ impl Daemon {
                 }
                 Event::Timeout { src, door, stage } => {
                     if self.log_limit.allow(now) {
-                        info!(%src, stage, "{line}");
+                        info!(%src, stage, "{}", line());
                     }
                     let of = self.tracker.doors()[door].sequence.len();
                     self.report.record(
@@ -397,7 +398,7 @@ impl Daemon {
                 Event::Reset {
                     src, stage, reason, ..
                 } => {
-                    debug!(%src, stage, "{line}");
+                    debug!(%src, stage, "{}", line());
                     if matches!(reason, crate::engine::ResetReason::WrongKnock(_)) {
                         self.penalize(src, now);
                     }
