@@ -9,14 +9,13 @@
 
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::SyncSender;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
-use super::{DaemonError, Msg};
+use super::{DaemonError, Mailbox, Msg};
 use crate::net::watch::{LinkWatch, News, RulesetWatch};
 
 /// What the event thread listens to, besides signals (each may be missing: the loop then
@@ -28,7 +27,7 @@ pub(super) struct Watches {
 }
 
 /// Installs the signal handlers and starts the thread.
-pub(super) fn start(tx: SyncSender<Msg>, mut watches: Watches) -> Result<(), DaemonError> {
+pub(super) fn start(mailbox: Mailbox, mut watches: Watches) -> Result<(), DaemonError> {
     let (read, write) = UnixStream::pair().map_err(DaemonError::Thread)?;
     let mut signals: SignalDelivery<UnixStream, SignalOnly> =
         SignalDelivery::with_pipe(read, write, SignalOnly, [SIGHUP, SIGTERM, SIGINT])
@@ -70,7 +69,7 @@ pub(super) fn start(tx: SyncSender<Msg>, mut watches: Watches) -> Result<(), Dae
                 }
             }
             for m in out {
-                if tx.send(m).is_err() {
+                if !mailbox.send(m) {
                     return;
                 }
             }

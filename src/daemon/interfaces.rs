@@ -1,20 +1,20 @@
 //! The interfaces the daemon listens on: re-read when rtnetlink announces a change (a DHCP
-//! renewal, a new address, a hot-plugged wlan0), with a capture thread started, stopped or
-//! re-filtered to match.
+//! renewal, a new address, a hot-plugged wlan0), with a capture opened, closed or re-filtered
+//! to match.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tracing::{debug, error, info};
+use tracing::{debug, info};
 
 use super::Daemon;
 use crate::config::Interfaces;
 use crate::knock::Proto;
 use crate::net::capture::{Capture, FilterSpec};
 
-/// How long a capture thread waits at most before trying to reopen a missing interface: long
+/// How long a capture waits at most before trying to reopen a missing interface: long
 /// when link announcements nudge it ([`Capture::nudge`]), short when nothing would.
 const RETRY_WATCHED: Duration = Duration::from_secs(30);
 const RETRY_UNWATCHED: Duration = Duration::from_secs(1);
@@ -42,9 +42,8 @@ impl Daemon {
             .cloned()
             .collect();
         for name in gone {
-            if let Some(c) = self.captures.remove(&name) {
+            if self.captures.remove(&name).is_some() {
                 info!(interface = %name, "no longer listening on {name}");
-                c.stop();
             }
         }
         let addresses: BTreeMap<String, Vec<IpAddr>> = wanted
@@ -97,30 +96,34 @@ impl Daemon {
             udp_ports,
             spa_ports,
         };
+        let now = self.backends.clock.now();
+        let mut changes = Vec::new();
         for name in &wanted {
-            match self.captures.get(name) {
+            match self.captures.get_mut(name) {
                 Some(c) => {
-                    if c.set_filter(&filter) {
+                    let (changed, change) = c.set_filter(&filter, now);
+                    if changed {
                         debug!(interface = %name, ?filter, "addresses or doors changed");
                     }
+                    changes.extend(change.map(|c| (name.clone(), c)));
                 }
-                None => match Capture::start(
-                    name,
-                    filter.clone(),
-                    self.tx.clone(),
-                    self.counters.clone(),
-                    if self.links_watched {
+                None => {
+                    let retry_max = if self.links_watched {
                         RETRY_WATCHED
                     } else {
                         RETRY_UNWATCHED
-                    },
-                ) {
-                    Ok(c) => {
-                        self.captures.insert(name.clone(), c);
-                    }
-                    Err(e) => error!(interface = %name, "cannot start capture thread: {e}"),
-                },
+                    };
+                    let mut c = Capture::new(name, filter.clone(), retry_max, now);
+                    changes.extend(c.open_if_due(now).map(|c| (name.clone(), c)));
+                    self.captures.insert(name.clone(), c);
+                }
             }
+        }
+        for (name, change) in changes {
+            self.on_change(&name, change);
+        }
+        for c in self.captures.values_mut() {
+            c.count_drops(&self.counters);
         }
         let malformed = self.counters.malformed.load(Ordering::Relaxed);
         let full = self.counters.queue_full.load(Ordering::Relaxed);

@@ -1,8 +1,9 @@
 //! The daemon: one loop that owns all state.
 //!
-//! Capture threads and the event thread (signals, netlink) feed one bounded channel; the loop
-//! applies knocks, timers (sequence timeouts, door closings, relay pulses) and events in
-//! order, and sleeps until the next deadline: nothing runs on a fixed tick. The
+//! The loop reads the capture rings itself and takes the event thread's messages (signals,
+//! netlink) from its [`Mailbox`]; it applies knocks, timers (sequence timeouts, door closings,
+//! relay pulses) and events in order, and sleeps in one `poll(2)` on the rings and the mailbox
+//! until something arrives or the next deadline: nothing runs on a fixed tick. The
 //! engine decides, the loop acts: it runs commands, keeps open doors in [`Sessions`] and writes
 //! the journal after every change, so a restart or a SIGKILL never loses a pending close.
 //! SIGHUP reloads the config here, in the loop (never in a signal handler); an invalid new
@@ -15,10 +16,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvError, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::EventFd;
 
 use signal_hook::consts::SIGHUP;
 use tracing::{debug, error, info, warn};
@@ -32,7 +37,7 @@ use crate::doors::{Dynamic, Origin, SourceError};
 use crate::engine::limits::{LogLimit, Penalties, Verdict};
 use crate::engine::{Event, Tracker};
 use crate::knock::Proto;
-use crate::net::capture::{Capture, CaptureEvent, Counters};
+use crate::net::capture::{Capture, Change, Counters, Packet};
 use crate::net::watch::News;
 use crate::status::{self, ActivityKind, Board};
 use crate::time::Instant;
@@ -54,10 +59,12 @@ pub use startup::{run, run_with};
 /// when netlink cannot announce changes, the summary of rate-limited log lines, the expiry of
 /// the SPA replay cache.
 const SLOW_EVERY: Duration = Duration::from_secs(10);
-/// Bound of the channel from the capture threads, in messages: a message is a batch of up to
-/// 512 knocks (one wake-up of a capture thread), so this holds up to 64 000 knocks (about
-/// 2.5 MiB), a third of a second of a 100 Mbit/s flood, for a loop busy running iptables.
-const QUEUE: usize = 128;
+/// Bound of the mailbox, in messages (signals, netlink news, status page requests: a burst of
+/// netlink notifications is one message, and a full mailbox makes the event thread wait).
+const QUEUE: usize = 64;
+/// At most this many packets read from one ring before the loop looks at its mailbox, its
+/// timers and the other rings again.
+const BATCH: usize = 512;
 
 /// How the daemon was started.
 #[derive(Debug, Clone, Default)]
@@ -115,7 +122,6 @@ pub fn load_config(explicit: Option<&Path>) -> Result<Config, config::ConfigErro
 }
 
 enum Msg {
-    Capture(CaptureEvent),
     Signal(i32),
     /// Links or addresses changed (rtnetlink).
     Links(News),
@@ -125,9 +131,44 @@ enum Msg {
     Publish,
 }
 
-impl From<CaptureEvent> for Msg {
-    fn from(e: CaptureEvent) -> Self {
-        Msg::Capture(e)
+/// The loop's mailbox, as its senders see it: a bounded channel, and an eventfd rung after
+/// each message so the loop waits for mail and for the capture rings in one `poll(2)`.
+#[derive(Clone)]
+struct Mailbox {
+    tx: SyncSender<Msg>,
+    bell: Arc<EventFd>,
+}
+
+impl Mailbox {
+    fn new() -> std::io::Result<(Mailbox, Receiver<Msg>)> {
+        use nix::sys::eventfd::EfdFlags;
+        let bell = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        Ok((
+            Mailbox {
+                tx,
+                bell: Arc::new(bell),
+            },
+            rx,
+        ))
+    }
+
+    /// Sends, waiting while the mailbox is full. False once the loop is gone.
+    fn send(&self, msg: Msg) -> bool {
+        let sent = self.tx.send(msg).is_ok();
+        if sent {
+            let _ = self.bell.write(1);
+        }
+        sent
+    }
+
+    /// Sends unless the mailbox is full.
+    fn try_send(&self, msg: Msg) -> bool {
+        let sent = self.tx.try_send(msg).is_ok();
+        if sent {
+            let _ = self.bell.write(1);
+        }
+        sent
     }
 }
 
@@ -151,8 +192,7 @@ struct Daemon {
     /// Addresses of the captured interfaces, all together and by interface.
     local: HashSet<IpAddr>,
     addresses: BTreeMap<String, Vec<IpAddr>>,
-    counters: Arc<Counters>,
-    tx: SyncSender<Msg>,
+    counters: Counters,
     events: Vec<Event>,
     /// The slow chores' next run, when one is needed ([`SLOW_EVERY`]).
     next_slow: Instant,
@@ -186,10 +226,18 @@ impl Daemon {
 }
 
 impl Daemon {
-    fn main_loop(&mut self, rx: Receiver<Msg>) {
+    fn main_loop(&mut self, rx: Receiver<Msg>, bell: &EventFd) {
+        // The packets of one read, reused: no allocation per packet or per block.
+        let mut packets: Vec<Packet> = Vec::with_capacity(BATCH);
+        // A ring was left with packets (a full batch was read): don't wait.
+        let mut more = false;
         loop {
             let now = self.backends.clock.now();
             self.on_timers(now);
+            if self.open_due_captures(now) {
+                // A new or returning interface may have brought addresses.
+                self.refresh_interfaces();
+            }
             let wake = [
                 self.tracker.poll_at(),
                 self.sessions.poll_at(),
@@ -197,50 +245,125 @@ impl Daemon {
                 self.gate.as_ref().and_then(Gate::poll_at),
                 self.slow_at(),
                 self.next_window,
+                self.captures.values().filter_map(Capture::retry_at).min(),
             ]
             .into_iter()
             .flatten()
             .min();
-            // Nothing scheduled: sleep until something arrives.
-            let msg = match wake {
-                Some(wake) => match rx.recv_timeout(wake.saturating_since(now)) {
-                    Ok(msg) => msg,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return,
-                },
-                None => match rx.recv() {
-                    Ok(msg) => msg,
-                    Err(RecvError) => return,
-                },
+            let timeout = if more {
+                Duration::ZERO
+            } else {
+                // Nothing scheduled: sleep until something arrives.
+                wake.map_or(Duration::MAX, |w| w.saturating_since(now))
             };
-            match msg {
-                Msg::Capture(event) => self.on_capture(event),
-                Msg::Signal(SIGHUP) => self.reload(),
-                Msg::Signal(sig) => {
-                    info!(signal = sig, "received signal {sig}");
-                    return;
-                }
-                Msg::Links(news) => {
-                    if news == News::Lost {
-                        debug!("interface notifications were lost: re-reading everything");
+            let ready = self.wait(bell, timeout);
+            // The mail first: a reload or a shutdown applies before what the rings hold.
+            loop {
+                match rx.try_recv() {
+                    Ok(msg) => {
+                        if !self.on_msg(msg) {
+                            return;
+                        }
                     }
-                    for c in self.captures.values() {
-                        c.nudge();
-                    }
-                    self.refresh_interfaces();
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
                 }
-                Msg::Ruleset => {
-                    let now = self.backends.clock.now();
-                    if let Some(gate) = &mut self.gate {
-                        gate.changed_outside(now);
-                    }
-                }
-                Msg::Publish => {
-                    let now = self.backends.clock.now();
-                    self.publish(now);
+            }
+            more = false;
+            for name in ready {
+                let now = self.backends.clock.now();
+                let Some(capture) = self.captures.get_mut(&*name) else {
+                    continue;
+                };
+                packets.clear();
+                let (n, change) = capture.read(BATCH, &mut packets, &self.counters, now);
+                more |= n >= BATCH;
+                self.on_packets(now, &packets);
+                if let Some(change) = change {
+                    self.on_change(&name, change);
                 }
             }
         }
+    }
+
+    /// Sleeps in `poll(2)` until mail, packets in a ring, or `timeout`. Returns the captures
+    /// whose ring has something (or an error) to read; empties the bell.
+    fn wait(&self, bell: &EventFd, timeout: Duration) -> Vec<Arc<str>> {
+        let open: Vec<&Capture> = self.captures.values().filter(|c| c.is_open()).collect();
+        let mut fds = Vec::with_capacity(open.len() + 1);
+        fds.push(PollFd::new(bell.as_fd(), PollFlags::POLLIN));
+        fds.extend(
+            open.iter()
+                .filter_map(|c| c.fd())
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+        );
+        // Rounded up to a millisecond, so a deadline is never woken for early; anything past
+        // poll's range (about 24 days) is "no timeout".
+        let ms = timeout.as_micros().div_ceil(1000);
+        let timeout = i32::try_from(ms).map_or(PollTimeout::NONE, |ms| {
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE)
+        });
+        if poll(&mut fds, timeout).is_err() {
+            return Vec::new(); // EINTR: the loop looks again
+        }
+        if fds[0].any().unwrap_or(false) {
+            let _ = bell.read();
+        }
+        let ready = fds[1..]
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()));
+        open.iter()
+            .zip(ready)
+            .filter(|(_, ready)| *ready)
+            .map(|(c, _)| c.iface.clone())
+            .collect()
+    }
+
+    /// Applies one message; false when the daemon must stop.
+    fn on_msg(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Signal(SIGHUP) => self.reload(),
+            Msg::Signal(sig) => {
+                info!(signal = sig, "received signal {sig}");
+                return false;
+            }
+            Msg::Links(news) => {
+                if news == News::Lost {
+                    debug!("interface notifications were lost: re-reading everything");
+                }
+                let now = self.backends.clock.now();
+                for c in self.captures.values_mut() {
+                    c.nudge(now);
+                }
+                self.refresh_interfaces();
+            }
+            Msg::Ruleset => {
+                let now = self.backends.clock.now();
+                if let Some(gate) = &mut self.gate {
+                    gate.changed_outside(now);
+                }
+            }
+            Msg::Publish => {
+                let now = self.backends.clock.now();
+                self.publish(now);
+            }
+        }
+        true
+    }
+
+    /// Opens the captures whose retry time has come. Returns whether one opened.
+    fn open_due_captures(&mut self, now: Instant) -> bool {
+        let mut changes = Vec::new();
+        for (name, c) in &mut self.captures {
+            if let Some(change) = c.open_if_due(now) {
+                changes.push((name.clone(), change));
+            }
+        }
+        let opened = changes.iter().any(|(_, c)| matches!(c, Change::Up(_)));
+        for (name, change) in changes {
+            self.on_change(&name, change);
+        }
+        opened
     }
 
     /// When the slow chores must run, if one is needed now.
@@ -310,32 +433,37 @@ impl Daemon {
         }
     }
 
-    fn on_capture(&mut self, event: CaptureEvent) {
-        match event {
-            CaptureEvent::Knocks { knocks, .. } => {
-                let now = self.backends.clock.now();
-                let mut events = std::mem::take(&mut self.events);
-                for knock in &knocks {
-                    if self.penalties.is_banned(knock.src, now) {
-                        continue;
-                    }
-                    let dst_is_local = self.local.contains(&knock.dst);
-                    events.clear();
-                    self.tracker.on_knock(now, knock, dst_is_local, &mut events);
-                    if !events.is_empty() {
-                        self.handle(now, &events);
-                    }
+    /// Knocks and SPA datagrams, in arrival order.
+    fn on_packets(&mut self, now: Instant, packets: &[Packet]) {
+        let mut events = std::mem::take(&mut self.events);
+        for packet in packets {
+            let knock = match packet {
+                Packet::Knock(knock) => knock,
+                Packet::Datagram(knock, data) => {
+                    self.on_datagram(knock, data);
+                    continue;
                 }
-                self.events = events;
+            };
+            if self.penalties.is_banned(knock.src, now) {
+                continue;
             }
-            CaptureEvent::Datagram { knock, data, .. } => self.on_datagram(&knock, &data),
-            CaptureEvent::Up { iface, link } => {
+            let dst_is_local = self.local.contains(&knock.dst);
+            events.clear();
+            self.tracker.on_knock(now, knock, dst_is_local, &mut events);
+            if !events.is_empty() {
+                self.handle(now, &events);
+            }
+        }
+        self.events = events;
+    }
+
+    fn on_change(&mut self, iface: &str, change: Change) {
+        match change {
+            Change::Up(link) => {
                 info!(interface = %iface, ?link, "listening on {iface}");
                 self.report.captures.insert(iface.to_string(), (true, None));
-                // A new or returning interface may have brought addresses: don't wait.
-                self.refresh_interfaces();
             }
-            CaptureEvent::Down { iface, error } => {
+            Change::Down(error) => {
                 warn!(interface = %iface, "{error}; retrying");
                 self.report
                     .captures
@@ -498,9 +626,7 @@ impl Daemon {
     }
 
     fn shutdown(&mut self) {
-        for (_, c) in std::mem::take(&mut self.captures) {
-            c.stop();
-        }
+        self.captures.clear();
         if let Some(o) = &mut self.outputs {
             o.shutdown();
         }

@@ -108,6 +108,9 @@ impl Daemon {
 
     /// Builds what the status page shows and publishes it.
     pub(super) fn publish(&mut self, now: Instant) {
+        for c in self.captures.values_mut() {
+            c.count_drops(&self.counters);
+        }
         let wall = crate::time::unix_secs(self.backends.clock.wall());
         let stats = self.tracker.stats();
         let captures: Vec<status::CaptureStatus> = self

@@ -2,14 +2,12 @@
 //! to the unprivileged user, the signal thread, the firewall chain reconciled, then the loop.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::mpsc;
-use std::sync::Arc;
 
 use tracing::{debug, error, info, warn};
 
 use super::events;
 use super::report::Report;
-use super::{Backends, Daemon, DaemonError, Msg, Options, LOG_BURST, LOG_PER_SECOND, QUEUE};
+use super::{Backends, Daemon, DaemonError, Mailbox, Msg, Options, LOG_BURST, LOG_PER_SECOND};
 use crate::actions::flush::DailyFlush;
 use crate::actions::gate::Gate;
 use crate::actions::outputs::Outputs;
@@ -37,7 +35,7 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
 pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(), DaemonError> {
     let dynamic = Dynamic::load(&config)?;
     let now = backends.clock.now();
-    let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
+    let (mailbox, rx) = Mailbox::new().map_err(DaemonError::Thread)?;
 
     let journal = if !backends.persist {
         None
@@ -124,7 +122,7 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
         crate::sys::privs::drop_to(&target, &crate::sys::privs::needed(low_port))?;
         info!(user = %name, "running as {name}, with only the capabilities it needs");
     }
-    events::start(tx.clone(), watches)?;
+    events::start(mailbox.clone(), watches)?;
 
     let doorset = dynamic.doors(&config, crate::time::unix_secs(backends.clock.wall()));
     let tracker = Tracker::new(doorset.specs, config.daemon.max_sources);
@@ -181,8 +179,7 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
         captures: BTreeMap::new(),
         local: HashSet::new(),
         addresses: BTreeMap::new(),
-        counters: Arc::new(Counters::default()),
-        tx,
+        counters: Counters::default(),
         events: Vec::new(),
         next_slow: now,
         links_watched,
@@ -200,10 +197,10 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
     };
     daemon.read_notices();
     {
-        let tx = daemon.tx.clone();
+        let mailbox = mailbox.clone();
         daemon
             .board
-            .on_request(move || tx.try_send(Msg::Publish).is_ok());
+            .on_request(move || mailbox.try_send(Msg::Publish));
     }
     if daemon.config.status.enabled {
         daemon.start_status_page();
@@ -228,7 +225,7 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
     }
     // The interfaces as they are now; from here on, as netlink announces changes.
     daemon.refresh_interfaces();
-    daemon.main_loop(rx);
+    daemon.main_loop(rx, &mailbox.bell);
     daemon.shutdown();
     Ok(())
 }

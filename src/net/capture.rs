@@ -1,34 +1,33 @@
-//! Live capture: one thread per interface, feeding parsed knocks into the daemon's channel.
+//! Live capture: one libpcap handle per interface, read by the daemon loop itself.
 //!
-//! A capture thread opens its interface with libpcap (not promiscuous, small snaplen), applies
-//! the filter the daemon publishes for it (re-applied whenever the interface's addresses or the
-//! config change), parses each packet with [`crate::net::wire`] and sends the [`Knock`]s on in
-//! batches (a datagram to an SPA door's port goes alone, with its data). It never logs per
-//! packet: malformed packets and a full channel are counted. When the interface disappears or
-//! goes down, the thread reports it and keeps trying to reopen it, so detection resumes
-//! without a restart.
+//! A [`Capture`] opens its interface with libpcap (not promiscuous, small snaplen) and applies
+//! the filter the daemon gives it (again whenever the interface's addresses or the config
+//! change). [`Capture::read`] parses each packet with [`crate::net::wire`] into a [`Packet`]
+//! in the loop's reused buffer: no heap allocation per packet, no log line per packet
+//! (malformed packets are counted). When the interface disappears or goes down, the capture
+//! closes and is reopened later ([`Capture::retry_at`], or at once when
+//! [`Capture::nudge`]d after a link announcement), so detection resumes without a restart.
 //!
-//! **Blocks, not packets.** libpcap is opened without immediate mode, so on Linux it uses a
-//! TPACKET_V3 ring: the kernel fills a block and hands it over when it is full or
-//! [`BLOCK_TIMEOUT_MS`] after its first packet. The handle is non-blocking and the thread
-//! waits in `poll(2)` on the ring and on an eventfd: it drains every packet the ring holds,
-//! sends them as one message, and sleeps again. A flood costs one wake-up per block, not per
-//! packet; an idle ring never wakes the thread (the block timer only retires a block that has
-//! packets), and the daemon wakes it through the eventfd when it has something to say: a new
-//! filter, or stop.
+//! **Blocks, not packets, and one thread.** libpcap is opened without immediate mode, so on
+//! Linux it uses a TPACKET_V3 ring: the kernel fills a block and hands it over when it is full
+//! or [`BLOCK_TIMEOUT_MS`] after its first packet. The handle is non-blocking; the daemon loop
+//! waits in `poll(2)` on every ring ([`Capture::fd`]) and on its mailbox, then drains what the
+//! rings hold. A flood costs one wake-up of one thread per block: no hand-over from a capture
+//! thread to the loop (that second wake-up was most of the cost at a few thousand packets a
+//! second). An idle ring never wakes anything: the block timer only retires a block that has
+//! packets.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::knock::{Knock, Proto};
 use crate::net::bpf;
 use crate::net::wire::{self, LinkType};
+use crate::time::Instant;
 
 /// Bytes kept of each packet: link, VLAN, IPv6 extension and transport headers, and a whole
 /// SPA datagram (up to 1500 bytes of data; the filter passes only knock and SPA ports).
@@ -39,49 +38,42 @@ const SNAPLEN: i32 = 2048;
 /// at 5 000 packets/s with 4 ms (twice the wake-ups, each about 40 µs on a VM), 1.7 µs with
 /// 10 ms, and a knock-to-open p99 of 11 ms.
 pub const BLOCK_TIMEOUT_MS: i32 = 10;
-/// At most this many knocks in one message to the daemon loop.
-const BATCH: usize = 512;
 /// The ring's size. It is mapped into the process and counts in its RSS, so it is half
 /// libpcap's default: about 8 000 minimum-size frames, 50 ms of a 100 Mbit/s flood, while the
 /// loop takes well under a millisecond for a block (bench/run.sh's 60 s flood at 190 000
 /// packets/s lost none).
 const RING_BYTES: i32 = 1 << 20;
+/// The first wait before reopening an interface that cannot be opened; it doubles up to the
+/// capture's `retry_max`.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
 
-/// What capture threads tell the daemon loop.
-#[derive(Debug)]
-pub enum CaptureEvent {
-    /// Knocks in arrival order: everything one wake-up of the capture thread found.
-    Knocks {
-        iface: Arc<str>,
-        knocks: Vec<Knock>,
-    },
+/// One captured packet, as the engine needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    Knock(Knock),
     /// A UDP datagram to an SPA door's port, with its data.
-    Datagram {
-        iface: Arc<str>,
-        knock: Knock,
-        data: Box<[u8]>,
-    },
-    Up {
-        iface: Arc<str>,
-        link: LinkType,
-    },
-    Down {
-        iface: Arc<str>,
-        error: String,
-    },
+    Datagram(Knock, Box<[u8]>),
 }
 
-/// Counters shared by every capture thread.
+/// A capture opening or closing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Up(LinkType),
+    /// Closed, with the reason; reported once per distinct reason while it stays closed.
+    Down(String),
+}
+
+/// Counters of every capture.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub packets: AtomicU64,
     pub malformed: AtomicU64,
-    /// Packets dropped because the daemon loop was behind (channel full).
+    /// Packets the kernel dropped because its ring was full: the daemon loop was behind.
     pub queue_full: AtomicU64,
 }
 
-/// What the capture filter is made of (see [`crate::net::bpf`]): the thread renders it for its
-/// link type, which is known only once the interface is open.
+/// What the capture filter is made of (see [`crate::net::bpf`]): rendered for the link type,
+/// which is known only once the interface is open.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FilterSpec {
     pub local: Vec<IpAddr>,
@@ -104,154 +96,194 @@ impl FilterSpec {
     }
 }
 
-/// The filter a capture thread should run, with a version so it notices a change.
-#[derive(Debug, Default)]
-struct FilterSlot {
-    version: u64,
-    spec: FilterSpec,
+struct Open {
+    cap: pcap::Capture<pcap::Active>,
+    link: LinkType,
+    /// The kernel's drop count at the last look (libpcap's total since opening).
+    drops: u32,
 }
 
-/// Wakes a capture thread waiting in `poll(2)` (an eventfd).
-type Waker = Arc<nix::sys::eventfd::EventFd>;
+enum State {
+    Open(Open),
+    Closed {
+        retry_at: Instant,
+        backoff: Duration,
+        error: Option<String>,
+    },
+}
 
-/// A running capture thread.
+/// One interface's capture.
 pub struct Capture {
     pub iface: Arc<str>,
-    filter: Arc<Mutex<FilterSlot>>,
-    stop: Arc<AtomicBool>,
-    waker: Waker,
-    thread: Option<JoinHandle<()>>,
+    filter: FilterSpec,
+    state: State,
+    retry_max: Duration,
 }
 
 impl Capture {
-    /// Starts capturing on `iface` with `filter`. While the interface cannot be opened, the
-    /// thread tries again after 0.2 s, doubling up to `retry_max`, or at once when
-    /// [`Capture::nudge`]d (the daemon does on every link announcement, and then passes a
-    /// long `retry_max`: a wlan0 that is not plugged in costs no wake-ups).
-    pub fn start<M: From<CaptureEvent> + Send + 'static>(
-        iface: &str,
-        filter: FilterSpec,
-        tx: SyncSender<M>,
-        counters: Arc<Counters>,
-        retry_max: Duration,
-    ) -> std::io::Result<Capture> {
-        let iface: Arc<str> = Arc::from(iface);
-        let slot = Arc::new(Mutex::new(FilterSlot {
-            version: 1,
-            spec: filter,
-        }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let waker = Arc::new(
-            nix::sys::eventfd::EventFd::from_flags(
-                nix::sys::eventfd::EfdFlags::EFD_CLOEXEC
-                    | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
-            )
-            .map_err(std::io::Error::from)?,
-        );
-        let thread = {
-            let (iface, slot, stop) = (iface.clone(), slot.clone(), stop.clone());
-            let waker = waker.clone();
-            thread::Builder::new()
-                .name(format!("capture-{iface}"))
-                .spawn(move || capture_loop(iface, slot, stop, &waker, tx, counters, retry_max))?
-        };
-        Ok(Capture {
-            iface,
-            filter: slot,
-            stop,
-            waker,
-            thread: Some(thread),
-        })
+    /// A capture of `iface`, closed: [`Capture::open_if_due`] opens it. While the interface
+    /// cannot be opened, it is tried again after 0.2 s, doubling up to `retry_max`, or at
+    /// once when [`Capture::nudge`]d (the daemon does on every link announcement, and then
+    /// passes a long `retry_max`: a wlan0 that is not plugged in costs no wake-ups).
+    pub fn new(iface: &str, filter: FilterSpec, retry_max: Duration, now: Instant) -> Capture {
+        Capture {
+            iface: Arc::from(iface),
+            filter,
+            state: State::Closed {
+                retry_at: now,
+                backoff: FIRST_RETRY,
+                error: None,
+            },
+            retry_max,
+        }
     }
 
-    /// Publishes a new filter and wakes the thread to apply it. Returns whether it changed.
-    pub fn set_filter(&self, spec: &FilterSpec) -> bool {
-        let changed = {
-            let mut slot = self.filter.lock().expect("filter lock");
-            let changed = slot.spec != *spec;
-            if changed {
-                slot.spec = spec.clone();
-                slot.version += 1;
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open(_))
+    }
+
+    /// The ring to wait on, while open.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.state {
+            State::Open(o) => Some(o.cap.as_fd()),
+            State::Closed { .. } => None,
+        }
+    }
+
+    /// When a closed capture tries again.
+    pub fn retry_at(&self) -> Option<Instant> {
+        match self.state {
+            State::Open(_) => None,
+            State::Closed { retry_at, .. } => Some(retry_at),
+        }
+    }
+
+    /// Something changed on the system's links: a closed capture tries at once.
+    pub fn nudge(&mut self, now: Instant) {
+        if let State::Closed { retry_at, .. } = &mut self.state {
+            *retry_at = now;
+        }
+    }
+
+    /// Opens a closed capture whose retry time has come. Returns what changed: `Up`, or
+    /// `Down` when it failed for a reason not reported yet.
+    pub fn open_if_due(&mut self, now: Instant) -> Option<Change> {
+        let State::Closed {
+            retry_at,
+            backoff,
+            error,
+        } = &mut self.state
+        else {
+            return None;
+        };
+        if now < *retry_at {
+            return None;
+        }
+        match open(&self.iface, &self.filter) {
+            Ok(o) => {
+                let link = o.link;
+                self.state = State::Open(o);
+                Some(Change::Up(link))
             }
-            changed
-        };
-        if changed {
-            self.wake();
-        }
-        changed
-    }
-
-    fn wake(&self) {
-        let _ = self.waker.write(1);
-    }
-
-    /// Something changed on the system's links: a thread waiting to reopen its interface
-    /// tries now. (An open capture notices nothing: it sees no new filter.)
-    pub fn nudge(&self) {
-        self.wake();
-    }
-
-    /// Stops the thread and waits for it.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.wake();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.wake();
-    }
-}
-
-fn capture_loop<M: From<CaptureEvent>>(
-    iface: Arc<str>,
-    slot: Arc<Mutex<FilterSlot>>,
-    stop: Arc<AtomicBool>,
-    waker: &Waker,
-    tx: SyncSender<M>,
-    counters: Arc<Counters>,
-    retry_max: Duration,
-) {
-    let mut last_error: Option<String> = None;
-    let mut backoff = Duration::from_millis(200);
-    while !stop.load(Ordering::Relaxed) {
-        let error = match read_until_error(&iface, &slot, &stop, waker, &tx, &counters) {
-            Ok(()) => return,
-            Err(e) => e,
-        };
-        if last_error.as_deref() != Some(error.as_str()) {
-            let _ = tx.send(
-                CaptureEvent::Down {
-                    iface: iface.clone(),
-                    error: error.clone(),
+            Err(e) => {
+                *retry_at = now + *backoff;
+                *backoff = (*backoff * 2).min(self.retry_max);
+                if error.as_deref() == Some(e.as_str()) {
+                    return None;
                 }
-                .into(),
-            );
-            last_error = Some(error);
+                *error = Some(e.clone());
+                Some(Change::Down(e))
+            }
         }
-        // Retry soon, then less and less often up to `retry_max`; stop or a nudge (the
-        // eventfd) ends the wait at once.
-        let ms = u16::try_from(backoff.as_millis()).unwrap_or(u16::MAX);
-        wait_readable(None, waker, nix::poll::PollTimeout::from(ms));
-        backoff = (backoff * 2).min(retry_max);
+    }
+
+    /// Takes a new filter, applied at once if open. Returns whether it changed, and `Down`
+    /// if the capture closed because the filter could not be applied.
+    pub fn set_filter(&mut self, spec: &FilterSpec, now: Instant) -> (bool, Option<Change>) {
+        if self.filter == *spec {
+            return (false, None);
+        }
+        self.filter = spec.clone();
+        let State::Open(o) = &mut self.state else {
+            return (true, None);
+        };
+        match apply(&self.iface, &mut o.cap, o.link, &self.filter) {
+            Ok(()) => (true, None),
+            Err(e) => (true, Some(self.close(e, now))),
+        }
+    }
+
+    /// Reads at most `max` packets from the ring into `out` (appended, in arrival order).
+    /// Returns how many packets it read (malformed ones included: fewer than `max` means the
+    /// ring is empty now), and `Down` if the capture failed and closed.
+    pub fn read(
+        &mut self,
+        max: usize,
+        out: &mut Vec<Packet>,
+        counters: &Counters,
+        now: Instant,
+    ) -> (usize, Option<Change>) {
+        let State::Open(o) = &mut self.state else {
+            return (0, None);
+        };
+        let spa = &self.filter.spa_ports;
+        let mut n = 0;
+        while n < max {
+            match o.cap.next_packet() {
+                Ok(packet) => {
+                    n += 1;
+                    match wire::parse_with_payload(o.link, packet.data) {
+                        Ok((knock, data))
+                            if knock.proto == Proto::Udp && spa.contains(&knock.dst_port) =>
+                        {
+                            out.push(Packet::Datagram(knock, data.into()));
+                        }
+                        Ok((knock, _)) => out.push(Packet::Knock(knock)),
+                        Err(_) => {
+                            counters.malformed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                // The ring is empty (a non-blocking read).
+                Err(pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) => break,
+                Err(e) => {
+                    counters.packets.fetch_add(n as u64, Ordering::Relaxed);
+                    let error = format!("capture on {} stopped: {e}", self.iface);
+                    return (n, Some(self.close(error, now)));
+                }
+            }
+        }
+        counters.packets.fetch_add(n as u64, Ordering::Relaxed);
+        (n, None)
+    }
+
+    /// Adds the packets the kernel dropped since the last look (its ring was full) to
+    /// `counters`.
+    pub fn count_drops(&mut self, counters: &Counters) {
+        if let State::Open(o) = &mut self.state {
+            if let Ok(stats) = o.cap.stats() {
+                let new = stats.dropped.wrapping_sub(o.drops);
+                o.drops = stats.dropped;
+                counters
+                    .queue_full
+                    .fetch_add(u64::from(new), Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn close(&mut self, error: String, now: Instant) -> Change {
+        self.state = State::Closed {
+            retry_at: now + FIRST_RETRY,
+            backoff: FIRST_RETRY * 2,
+            error: Some(error.clone()),
+        };
+        Change::Down(error)
     }
 }
 
-/// Opens the interface and reads until stopped (Ok) or an error (Err, the reason).
-fn read_until_error<M: From<CaptureEvent>>(
-    iface: &Arc<str>,
-    slot: &Mutex<FilterSlot>,
-    stop: &AtomicBool,
-    waker: &Waker,
-    tx: &SyncSender<M>,
-    counters: &Counters,
-) -> Result<(), String> {
-    let mut cap = pcap::Capture::from_device(&**iface)
+/// Opens `iface`, non-blocking, with `filter` applied.
+fn open(iface: &str, filter: &FilterSpec) -> Result<Open, String> {
+    let mut cap = pcap::Capture::from_device(iface)
         .and_then(|c| {
             c.promisc(false)
                 .snaplen(SNAPLEN)
@@ -264,148 +296,25 @@ fn read_until_error<M: From<CaptureEvent>>(
     let dlt = cap.get_datalink().0;
     let link =
         LinkType::from_dlt(dlt).ok_or_else(|| format!("{iface}: unsupported link type {dlt}"))?;
-    read_packets(iface, &mut cap, link, slot, stop, waker, tx, counters)
+    apply(iface, &mut cap, link, filter)?;
+    Ok(Open {
+        cap,
+        link,
+        drops: 0,
+    })
 }
 
-/// Waits until the ring (if any) has packets, the waker was written to, or `timeout`.
-/// Empties the waker.
-fn wait_readable(ring: Option<BorrowedFd<'_>>, waker: &Waker, timeout: nix::poll::PollTimeout) {
-    use nix::poll::{poll, PollFd, PollFlags};
-    let mut fds = vec![PollFd::new(waker.as_fd(), PollFlags::POLLIN)];
-    if let Some(fd) = ring {
-        fds.push(PollFd::new(fd, PollFlags::POLLIN));
-    }
-    // EINTR and the like: the caller looks at its state again either way.
-    let _ = poll(&mut fds, timeout);
-    if fds[0]
-        .revents()
-        .is_some_and(|r| r.contains(PollFlags::POLLIN))
-    {
-        let _ = waker.read();
-    }
-}
-
-/// Hands a batch to the daemon loop; a full channel drops it (counted). False once the loop
-/// is gone.
-fn send_batch<M: From<CaptureEvent>>(
-    iface: &Arc<str>,
-    batch: &mut Vec<Knock>,
-    tx: &SyncSender<M>,
-    counters: &Counters,
-) -> bool {
-    if batch.is_empty() {
-        return true;
-    }
-    let n = batch.len() as u64;
-    let knocks = std::mem::replace(batch, Vec::with_capacity(BATCH));
-    match tx.try_send(
-        CaptureEvent::Knocks {
-            iface: iface.clone(),
-            knocks,
-        }
-        .into(),
-    ) {
-        Ok(()) => true,
-        Err(TrySendError::Full(_)) => {
-            counters.queue_full.fetch_add(n, Ordering::Relaxed);
-            true
-        }
-        Err(TrySendError::Disconnected(_)) => false,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn read_packets<M: From<CaptureEvent>>(
-    iface: &Arc<str>,
+fn apply(
+    iface: &str,
     cap: &mut pcap::Capture<pcap::Active>,
     link: LinkType,
-    slot: &Mutex<FilterSlot>,
-    stop: &AtomicBool,
-    waker: &Waker,
-    tx: &SyncSender<M>,
-    counters: &Counters,
+    filter: &FilterSpec,
 ) -> Result<(), String> {
-    let mut applied = 0;
-    let mut spa_ports: Vec<u16> = Vec::new();
-    let mut announced = false;
-    let mut batch: Vec<Knock> = Vec::with_capacity(BATCH);
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let (version, spec) = {
-            let s = slot.lock().expect("filter lock");
-            (s.version, (s.version != applied).then(|| s.spec.clone()))
-        };
-        if let Some(spec) = spec {
-            let expr = spec.render(link);
-            cap.filter(&expr, true)
-                .map_err(|e| format!("{iface}: cannot apply filter `{expr}`: {e}"))?;
-            tracing::debug!(interface = %iface, filter = %expr, "capture filter applied");
-            applied = version;
-            spa_ports = spec.spa_ports;
-        }
-        if !announced {
-            announced = true;
-            let _ = tx.send(
-                CaptureEvent::Up {
-                    iface: iface.clone(),
-                    link,
-                }
-                .into(),
-            );
-        }
-        // Drain the ring: every packet it holds, in batches.
-        loop {
-            match cap.next_packet() {
-                Ok(packet) => {
-                    counters.packets.fetch_add(1, Ordering::Relaxed);
-                    match wire::parse_with_payload(link, packet.data) {
-                        Ok((knock, data))
-                            if knock.proto == Proto::Udp && spa_ports.contains(&knock.dst_port) =>
-                        {
-                            // In order: the knocks before it first.
-                            if !send_batch(iface, &mut batch, tx, counters) {
-                                return Ok(());
-                            }
-                            let event = CaptureEvent::Datagram {
-                                iface: iface.clone(),
-                                knock,
-                                data: data.into(),
-                            };
-                            match tx.try_send(event.into()) {
-                                Ok(()) => {}
-                                Err(TrySendError::Full(_)) => {
-                                    counters.queue_full.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Err(TrySendError::Disconnected(_)) => return Ok(()),
-                            }
-                        }
-                        Ok((knock, _)) => {
-                            batch.push(knock);
-                            if batch.len() >= BATCH && !send_batch(iface, &mut batch, tx, counters)
-                            {
-                                return Ok(());
-                            }
-                        }
-                        Err(_) => {
-                            counters.malformed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                // The ring is empty (a non-blocking read).
-                Err(pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) => break,
-                Err(e) => return Err(format!("capture on {iface} stopped: {e}")),
-            }
-        }
-        if !send_batch(iface, &mut batch, tx, counters) {
-            return Ok(());
-        }
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        wait_readable(Some(cap.as_fd()), waker, nix::poll::PollTimeout::NONE);
-    }
+    let expr = filter.render(link);
+    cap.filter(&expr, true)
+        .map_err(|e| format!("{iface}: cannot apply filter `{expr}`: {e}"))?;
+    tracing::debug!(interface = %iface, filter = %expr, "capture filter applied");
+    Ok(())
 }
 
 /// One interface as the system reports it now.
