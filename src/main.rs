@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 
 use knockgate::cli::args::{Cli, Cmd, HmacArgs, KnockArgs, SpaCmd};
 use knockgate::cli::client::{self, Family};
@@ -178,8 +178,10 @@ fn init_logging(cfg: &config::Config) -> anyhow::Result<()> {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
 
-    let filter =
-        EnvFilter::try_from_env("KNOCKGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter: Targets = std::env::var("KNOCKGATE_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let main = match &cfg.daemon.log_file {
         Some(path) => {
             let file = OpenOptions::new()
