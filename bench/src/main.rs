@@ -252,6 +252,38 @@ fn memory(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Where the RSS is, in kB, from `/proc/PID/smaps`: the program's own file, shared libraries,
+/// mapped sockets (libpcap's capture ring), and the rest (heap, stacks, other anonymous).
+fn rss_parts(pid: u32) -> [u64; 4] {
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut parts = [0u64; 4];
+    let mut kind = 3;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first == "Rss:" {
+            parts[kind] += words
+                .next()
+                .and_then(|w| w.parse::<u64>().ok())
+                .unwrap_or(0);
+        } else if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: range perms offset dev inode [path].
+            let path = words.nth(4).unwrap_or("");
+            kind = if !path.is_empty() && Path::new(path) == exe {
+                0
+            } else if path.contains(".so") {
+                1
+            } else if path.starts_with("socket:") {
+                2
+            } else {
+                3
+            };
+        }
+    }
+    parts
+}
+
 /// CPU time of reaped children (cutime + cstime), in ms.
 fn children_cpu_ms(pid: u32) -> u64 {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -574,12 +606,15 @@ fn idle(o: &Opts) -> Res<()> {
     std::thread::sleep(Duration::from_secs_f64(secs));
     let (s1, c1, k1) = (switches(pid), cpu_ns(pid)?, children_cpu_ms(pid));
     let (rss, hwm) = memory(pid);
+    let [program, libraries, ring, anon] = rss_parts(pid);
     println!(
         "{}",
         json!({
             "seconds": secs, "wakeups_per_s": (s1.saturating_sub(s0)) as f64 / secs,
             "cpu_ms": (c1 - c0) as f64 / 1e6, "children_cpu_ms": k1 - k0,
             "threads": tasks(pid).len(), "rss_kb": rss, "hwm_kb": hwm,
+            "rss_program_kb": program, "rss_libraries_kb": libraries,
+            "rss_ring_kb": ring, "rss_anon_kb": anon,
         })
     );
     Ok(())
@@ -1011,7 +1046,8 @@ impl Report {
         };
         /// name, knockgate, knockd, unit, decimals
         type Row<'a> = (&'a str, Option<f64>, Option<f64>, &'a str, usize);
-        let rows: [Row; 6] = [
+        let mib = |i: usize, key: &str| v[i][key].as_f64().map(|k| k / 1024.0);
+        let rows: [Row; 10] = [
             (
                 "wake-ups per second (context switches, all threads)",
                 v[0]["wakeups_per_s"].as_f64(),
@@ -1051,6 +1087,34 @@ impl Report {
                 "RSS at the end of the idle period",
                 v[0]["rss_kb"].as_f64().map(|k| k / 1024.0),
                 v[1]["rss_kb"].as_f64().map(|k| k / 1024.0),
+                " MiB",
+                1,
+            ),
+            (
+                "of which: the program's own file (shared, clean)",
+                mib(0, "rss_program_kb"),
+                mib(1, "rss_program_kb"),
+                " MiB",
+                1,
+            ),
+            (
+                "of which: shared libraries (libc, libpcap and its libdbus chain)",
+                mib(0, "rss_libraries_kb"),
+                mib(1, "rss_libraries_kb"),
+                " MiB",
+                1,
+            ),
+            (
+                "of which: the capture ring (mapped socket)",
+                mib(0, "rss_ring_kb"),
+                mib(1, "rss_ring_kb"),
+                " MiB",
+                1,
+            ),
+            (
+                "of which: heap, stacks, other anonymous",
+                mib(0, "rss_anon_kb"),
+                mib(1, "rss_anon_kb"),
                 " MiB",
                 1,
             ),
