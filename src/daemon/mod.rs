@@ -229,8 +229,9 @@ impl Daemon {
     fn main_loop(&mut self, rx: Receiver<Msg>, bell: &EventFd) {
         // The packets of one read, reused: no allocation per packet or per block.
         let mut packets: Vec<Packet> = Vec::with_capacity(BATCH);
-        // A ring was left with packets (a full batch was read): don't wait.
-        let mut more = false;
+        // Captures left with packets (a full batch was read): read again without waiting,
+        // whatever poll(2) says of a block libpcap has begun.
+        let mut again: Vec<Arc<str>> = Vec::new();
         loop {
             let now = self.backends.clock.now();
             self.on_timers(now);
@@ -250,13 +251,18 @@ impl Daemon {
             .into_iter()
             .flatten()
             .min();
-            let timeout = if more {
+            let timeout = if !again.is_empty() {
                 Duration::ZERO
             } else {
                 // Nothing scheduled: sleep until something arrives.
                 wake.map_or(Duration::MAX, |w| w.saturating_since(now))
             };
-            let ready = self.wait(bell, timeout);
+            let mut ready = self.wait(bell, timeout);
+            for name in again.drain(..) {
+                if !ready.contains(&name) {
+                    ready.push(name);
+                }
+            }
             // The mail first: a reload or a shutdown applies before what the rings hold.
             loop {
                 match rx.try_recv() {
@@ -269,7 +275,6 @@ impl Daemon {
                     Err(TryRecvError::Disconnected) => return,
                 }
             }
-            more = false;
             for name in ready {
                 let now = self.backends.clock.now();
                 let Some(capture) = self.captures.get_mut(&*name) else {
@@ -277,7 +282,9 @@ impl Daemon {
                 };
                 packets.clear();
                 let (n, change) = capture.read(BATCH, &mut packets, &self.counters, now);
-                more |= n >= BATCH;
+                if n >= BATCH {
+                    again.push(name.clone());
+                }
                 self.on_packets(now, &packets);
                 if let Some(change) = change {
                     self.on_change(&name, change);
@@ -287,7 +294,7 @@ impl Daemon {
     }
 
     /// Sleeps in `poll(2)` until mail, packets in a ring, or `timeout`. Returns the captures
-    /// whose ring has something (or an error) to read; empties the bell.
+    /// whose ring has something (or an error) to read, none if interrupted; empties the bell.
     fn wait(&self, bell: &EventFd, timeout: Duration) -> Vec<Arc<str>> {
         let open: Vec<&Capture> = self.captures.values().filter(|c| c.is_open()).collect();
         let mut fds = Vec::with_capacity(open.len() + 1);

@@ -39,9 +39,11 @@ const SNAPLEN: i32 = 2048;
 /// 10 ms, and a knock-to-open p99 of 11 ms.
 pub const BLOCK_TIMEOUT_MS: i32 = 10;
 /// The ring's size. It is mapped into the process and counts in its RSS, so it is half
-/// libpcap's default: about 8 000 minimum-size frames, 50 ms of a 100 Mbit/s flood, while the
-/// loop takes well under a millisecond for a block (bench/run.sh's 60 s flood at 190 000
-/// packets/s lost none).
+/// libpcap's default: four blocks of 256 KiB (libpcap's TPACKET_V3 block), about 8 000
+/// minimum-size frames of a flood, and at least four 10 ms windows of sparse traffic while
+/// the loop is busy (an iptables run). bench/run.sh's 60 s flood at 200 000 packets/s lost
+/// 0.05 % of the packets, while the loop ran iptables for its openings; the kernel counts
+/// what it drops ([`Capture::count_drops`]).
 const RING_BYTES: i32 = 1 << 20;
 /// The first wait before reopening an interface that cannot be opened; it doubles up to the
 /// capture's `retry_max`.
