@@ -223,6 +223,8 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
             daemon.config.firewall.chain
         );
     }
+    // Doors whose time ran out while the daemon was down close before it listens.
+    daemon.on_timers(daemon.backends.clock.now());
     // The interfaces as they are now; from here on, as netlink announces changes.
     daemon.refresh_interfaces();
     daemon.main_loop(rx, &mailbox.bell);
