@@ -289,6 +289,89 @@ fn ten_knocks_leave_exactly_one_rule() {
     assert_eq!(jumps(&lab.gw, "iptables"), 1);
 }
 
+/// While the loop waits for a slow `iptables` (a Pi's iptables-nft, a held xtables lock), the
+/// capture rings keep being emptied: knocks that arrive meanwhile are handled once it returns,
+/// none is dropped. Here every opening's `iptables -A KNOCKD` takes a second, and during it the
+/// same client sends noise every 15 ms and knocks the sequence over IPv6 (another source, so
+/// another opening): more 10 ms ring blocks than the ring has.
+#[test]
+fn knocks_arriving_while_iptables_is_slow_are_not_lost() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    lock_down(&lab.gw);
+    let bin = lab.path("slow-bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let real = String::from_utf8(sh(&["sh", "-c", "command -v iptables"]).stdout).expect("utf-8");
+    let wrapper = bin.join("iptables");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" -A KNOCKD \"*) sleep 1 ;; esac\nexec {} \"$@\"\n",
+            real.trim()
+        ),
+    )
+    .expect("write wrapper");
+    sh(&["chmod", "755", wrapper.to_str().expect("utf-8")]);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cfg = lab.write_config("knockgate.toml", &config("1h", "daily_flush = \"off\""));
+    let daemon = Daemon::start_env(
+        &lab.gw,
+        &cfg,
+        &[],
+        lab.path("daemon.log"),
+        &["kgw0"],
+        &[("PATH", &path)],
+    );
+    let link = lab.link(0);
+    knock(&lab, 0, &["7000", "8000", "9000"]);
+    // The loop is now in the slow `iptables -A`.
+    daemon.wait_log("openSSH: plan: open", LONG);
+    let started = Instant::now();
+    let mut noise = lab
+        .client(0)
+        .cmd(knockgate())
+        .args(["knock", "-4", "-d", "15", &link.gw_v4])
+        .args((5001..5031).map(|p| p.to_string()))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("noise");
+    lab.client(0).ok(&[
+        knockgate(),
+        "knock",
+        "-6",
+        "-d",
+        "100",
+        &link.gw_v6,
+        "7000",
+        "8000",
+        "9000",
+    ]);
+    assert!(noise.wait().expect("noise").success());
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "the knocks took {:?}: not all inside the slow iptables run",
+        started.elapsed()
+    );
+    let opened_v6 = || {
+        chain(&lab.gw, "ip6tables")
+            .iter()
+            .any(|r| r.contains(&link.client_v6))
+    };
+    let start = Instant::now();
+    while !opened_v6() && start.elapsed() < LONG {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(opened_v6(), "IPv6 not opened:\n{}", daemon.log_text());
+    let v4 = chain(&lab.gw, "iptables");
+    assert!(v4.iter().any(|r| r.contains(&link.client_v4)), "{v4:?}");
+}
+
 #[test]
 fn external_flush_and_deleted_jump_are_repaired() {
     if !can_run_netns() {

@@ -35,17 +35,14 @@ impl Daemon {
                     .collect(),
             }
         };
-        let gone: Vec<String> = self
-            .captures
-            .keys()
-            .filter(|n| !wanted.contains(*n))
-            .cloned()
-            .collect();
-        for name in gone {
-            if self.captures.remove(&name).is_some() {
+        let intake = self.intake.clone();
+        intake.borrow_mut().captures.retain(|name, _| {
+            let keep = wanted.contains(name);
+            if !keep {
                 info!(interface = %name, "no longer listening on {name}");
             }
-        }
+            keep
+        });
         let addresses: BTreeMap<String, Vec<IpAddr>> = wanted
             .iter()
             .map(|n| {
@@ -98,8 +95,10 @@ impl Daemon {
         };
         let now = self.backends.clock.now();
         let mut changes = Vec::new();
+        let mut intake = intake.borrow_mut();
+        let intake = &mut *intake;
         for name in &wanted {
-            match self.captures.get_mut(name) {
+            match intake.captures.get_mut(name) {
                 Some(c) => {
                     let (changed, change) = c.set_filter(&filter, now);
                     if changed {
@@ -115,18 +114,18 @@ impl Daemon {
                     };
                     let mut c = Capture::new(name, filter.clone(), retry_max, now);
                     changes.extend(c.open_if_due(now).map(|c| (name.clone(), c)));
-                    self.captures.insert(name.clone(), c);
+                    intake.captures.insert(name.clone(), c);
                 }
             }
         }
+        for c in intake.captures.values_mut() {
+            c.count_drops(&intake.counters);
+        }
+        let malformed = intake.counters.malformed.load(Ordering::Relaxed);
+        let full = intake.counters.queue_full.load(Ordering::Relaxed);
         for (name, change) in changes {
             self.on_change(&name, change);
         }
-        for c in self.captures.values_mut() {
-            c.count_drops(&self.counters);
-        }
-        let malformed = self.counters.malformed.load(Ordering::Relaxed);
-        let full = self.counters.queue_full.load(Ordering::Relaxed);
         debug!(
             malformed,
             queue_full = full,

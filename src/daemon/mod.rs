@@ -3,7 +3,9 @@
 //! The loop reads the capture rings itself and takes the event thread's messages (signals,
 //! netlink) from its [`Mailbox`]; it applies knocks, timers (sequence timeouts, door closings,
 //! relay pulses) and events in order, and sleeps in one `poll(2)` on the rings and the mailbox
-//! until something arrives or the next deadline: nothing runs on a fixed tick. The
+//! until something arrives or the next deadline: nothing runs on a fixed tick. While it waits
+//! for a slow step (iptables, an fsync), its [`Intake`] keeps emptying the rings
+//! ([`crate::sys::busy`]); every packet is handled in arrival order from there. The
 //! engine decides, the loop acts: it runs commands, keeps open doors in [`Sessions`] and writes
 //! the journal after every change, so a restart or a SIGKILL never loses a pending close.
 //! SIGHUP reloads the config here, in the loop (never in a signal handler); an invalid new
@@ -14,10 +16,12 @@
 //! the backends, [`interfaces`] follows the interfaces and their addresses, and [`report`]
 //! keeps the history the status page shows and builds its snapshot when a page asks.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +41,7 @@ use crate::doors::{Dynamic, Origin, SourceError};
 use crate::engine::limits::{LogLimit, Penalties, Verdict};
 use crate::engine::{Event, Tracker};
 use crate::knock::Proto;
-use crate::net::capture::{Capture, Change, Counters, Packet};
+use crate::net::capture::{Capture, Change, Packet};
 use crate::net::watch::News;
 use crate::status::{self, ActivityKind, Board};
 use crate::time::Instant;
@@ -45,12 +49,14 @@ use crate::time::Instant;
 mod backends;
 mod events;
 mod execute;
+mod intake;
 mod interfaces;
 mod report;
 mod spa;
 mod startup;
 
 pub use backends::Backends;
+use intake::Intake;
 use report::Report;
 use startup::make_gate;
 pub use startup::{run, run_with};
@@ -188,11 +194,12 @@ struct Daemon {
     /// Firewall doors; None when no door uses the firewall (nothing is touched then).
     gate: Option<Gate>,
     journal: Option<PathBuf>,
-    captures: BTreeMap<String, Capture>,
+    /// The captures, their counters, and what was read from them but not handled yet
+    /// (shared with the drain that empties the rings while the loop waits for a slow step).
+    intake: Rc<RefCell<Intake>>,
     /// Addresses of the captured interfaces, all together and by interface.
     local: HashSet<IpAddr>,
     addresses: BTreeMap<String, Vec<IpAddr>>,
-    counters: Counters,
     events: Vec<Event>,
     /// The slow chores' next run, when one is needed ([`SLOW_EVERY`]).
     next_slow: Instant,
@@ -227,18 +234,30 @@ impl Daemon {
 
 impl Daemon {
     fn main_loop(&mut self, rx: Receiver<Msg>, bell: &EventFd) {
-        // The packets of one read, reused: no allocation per packet or per block.
+        // While the loop waits for iptables or an fsync, the rings are emptied into the intake.
+        let _drain = crate::sys::busy::install(self.intake.clone());
+        // The packets of one batch, reused: no allocation per packet or per block.
         let mut packets: Vec<Packet> = Vec::with_capacity(BATCH);
         // Captures left with packets (a full batch was read): read again without waiting,
         // whatever poll(2) says of a block libpcap has begun.
         let mut again: Vec<Arc<str>> = Vec::new();
         loop {
             let now = self.backends.clock.now();
+            self.intake.borrow_mut().now = now;
             self.on_timers(now);
             if self.open_due_captures(now) {
                 // A new or returning interface may have brought addresses.
                 self.refresh_interfaces();
             }
+            // What was taken in while the timers ran iptables.
+            self.on_backlog(&mut packets);
+            let retry = self
+                .intake
+                .borrow()
+                .captures
+                .values()
+                .filter_map(Capture::retry_at)
+                .min();
             let wake = [
                 self.tracker.poll_at(),
                 self.sessions.poll_at(),
@@ -246,7 +265,7 @@ impl Daemon {
                 self.gate.as_ref().and_then(Gate::poll_at),
                 self.slow_at(),
                 self.next_window,
-                self.captures.values().filter_map(Capture::retry_at).min(),
+                retry,
             ]
             .into_iter()
             .flatten()
@@ -275,20 +294,30 @@ impl Daemon {
                     Err(TryRecvError::Disconnected) => return,
                 }
             }
+            self.on_backlog(&mut packets);
             for name in ready {
-                let now = self.backends.clock.now();
-                let Some(capture) = self.captures.get_mut(&*name) else {
-                    continue;
-                };
-                packets.clear();
-                let (n, change) = capture.read(BATCH, &mut packets, &self.counters, now);
+                let n = self.intake.borrow_mut().read(&name, BATCH);
                 if n >= BATCH {
-                    again.push(name.clone());
+                    again.push(name);
                 }
-                self.on_packets(now, &packets);
-                if let Some(change) = change {
-                    self.on_change(&name, change);
-                }
+                self.on_backlog(&mut packets);
+            }
+        }
+    }
+
+    /// Handles the packets read from the rings, in order, until none is left (handling them
+    /// may run a slow step, during which more are taken in), and the captures' changes.
+    fn on_backlog(&mut self, packets: &mut Vec<Packet>) {
+        let mut changes = Vec::new();
+        loop {
+            packets.clear();
+            if !self.intake.borrow_mut().take(BATCH, packets, &mut changes) {
+                return;
+            }
+            let now = self.backends.clock.now();
+            self.on_packets(now, packets);
+            for (name, change) in changes.drain(..) {
+                self.on_change(&name, change);
             }
         }
     }
@@ -296,7 +325,8 @@ impl Daemon {
     /// Sleeps in `poll(2)` until mail, packets in a ring, or `timeout`. Returns the captures
     /// whose ring has something (or an error) to read, none if interrupted; empties the bell.
     fn wait(&self, bell: &EventFd, timeout: Duration) -> Vec<Arc<str>> {
-        let open: Vec<&Capture> = self.captures.values().filter(|c| c.is_open()).collect();
+        let intake = self.intake.borrow();
+        let open: Vec<&Capture> = intake.captures.values().filter(|c| c.is_open()).collect();
         let mut fds = Vec::with_capacity(open.len() + 1);
         fds.push(PollFd::new(bell.as_fd(), PollFlags::POLLIN));
         fds.extend(
@@ -339,7 +369,7 @@ impl Daemon {
                     debug!("interface notifications were lost: re-reading everything");
                 }
                 let now = self.backends.clock.now();
-                for c in self.captures.values_mut() {
+                for c in self.intake.borrow_mut().captures.values_mut() {
                     c.nudge(now);
                 }
                 self.refresh_interfaces();
@@ -361,7 +391,7 @@ impl Daemon {
     /// Opens the captures whose retry time has come. Returns whether one opened.
     fn open_due_captures(&mut self, now: Instant) -> bool {
         let mut changes = Vec::new();
-        for (name, c) in &mut self.captures {
+        for (name, c) in &mut self.intake.borrow_mut().captures {
             if let Some(change) = c.open_if_due(now) {
                 changes.push((name.clone(), change));
             }
@@ -633,7 +663,7 @@ impl Daemon {
     }
 
     fn shutdown(&mut self) {
-        self.captures.clear();
+        self.intake.borrow_mut().captures.clear();
         if let Some(o) = &mut self.outputs {
             o.shutdown();
         }

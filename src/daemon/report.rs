@@ -108,9 +108,20 @@ impl Daemon {
 
     /// Builds what the status page shows and publishes it.
     pub(super) fn publish(&mut self, now: Instant) {
-        for c in self.captures.values_mut() {
-            c.count_drops(&self.counters);
-        }
+        let counters = {
+            let mut intake = self.intake.borrow_mut();
+            let intake = &mut *intake;
+            for c in intake.captures.values_mut() {
+                c.count_drops(&intake.counters);
+            }
+            let c = &intake.counters;
+            (
+                c.packets.load(Ordering::Relaxed),
+                c.malformed.load(Ordering::Relaxed),
+                c.queue_full.load(Ordering::Relaxed),
+            )
+        };
+        let (packets, malformed, dropped_queue) = counters;
         let wall = crate::time::unix_secs(self.backends.clock.wall());
         let stats = self.tracker.stats();
         let captures: Vec<status::CaptureStatus> = self
@@ -208,15 +219,15 @@ impl Daemon {
             recent: self.report.recent.iter().cloned().collect(),
             knocks_per_hour: self.report.per_hour(wall),
             counters: status::Counters {
-                packets: self.counters.packets.load(Ordering::Relaxed),
+                packets,
                 knocks: stats.knocks,
                 stages: stats.stages,
                 opens: stats.opens,
                 timeouts: stats.timeouts,
                 resets: stats.resets,
                 evictions: stats.evictions,
-                parse_errors: self.counters.malformed.load(Ordering::Relaxed),
-                dropped_queue: self.counters.queue_full.load(Ordering::Relaxed),
+                parse_errors: malformed,
+                dropped_queue,
                 tracked_sources: self.tracker.tracked_sources() as u64,
             },
             relays,

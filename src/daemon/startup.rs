@@ -1,11 +1,14 @@
 //! Starting the daemon: the journal of open doors restored, the pid file, the GPIO, the drop
 //! to the unprivileged user, the signal thread, the firewall chain reconciled, then the loop.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
 
 use tracing::{debug, error, info, warn};
 
 use super::events;
+use super::intake::Intake;
 use super::report::Report;
 use super::{Backends, Daemon, DaemonError, Mailbox, Msg, Options, LOG_BURST, LOG_PER_SECOND};
 use crate::actions::flush::DailyFlush;
@@ -17,7 +20,6 @@ use crate::config::Config;
 use crate::doors::Dynamic;
 use crate::engine::limits::{LogLimit, Penalties};
 use crate::engine::Tracker;
-use crate::net::capture::Counters;
 use crate::net::watch::{LinkWatch, RulesetWatch};
 use crate::status::Board;
 
@@ -176,10 +178,9 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
         sessions,
         gate,
         journal,
-        captures: BTreeMap::new(),
+        intake: Rc::new(RefCell::new(Intake::new(now))),
         local: HashSet::new(),
         addresses: BTreeMap::new(),
-        counters: Counters::default(),
         events: Vec::new(),
         next_slow: now,
         links_watched,

@@ -17,7 +17,7 @@
 //! second). An idle ring never wakes anything: the block timer only retires a block that has
 //! packets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,10 +40,9 @@ const SNAPLEN: i32 = 2048;
 pub const BLOCK_TIMEOUT_MS: i32 = 10;
 /// The ring's size. It is mapped into the process and counts in its RSS, so it is half
 /// libpcap's default: four blocks of 256 KiB (libpcap's TPACKET_V3 block), about 8 000
-/// minimum-size frames of a flood, and at least four 10 ms windows of sparse traffic while
-/// the loop is busy (an iptables run). bench/run.sh's 60 s flood at 200 000 packets/s lost
-/// 0.05 % of the packets, while the loop ran iptables for its openings; the kernel counts
-/// what it drops ([`Capture::count_drops`]).
+/// minimum-size frames of a flood, but only four 10 ms windows of sparse traffic: while the
+/// loop waits for iptables or an fsync, [`crate::sys::busy`] keeps emptying it. The kernel
+/// counts what it drops ([`Capture::count_drops`]).
 const RING_BYTES: i32 = 1 << 20;
 /// The first wait before reopening an interface that cannot be opened; it doubles up to the
 /// capture's `retry_max`.
@@ -221,7 +220,7 @@ impl Capture {
     pub fn read(
         &mut self,
         max: usize,
-        out: &mut Vec<Packet>,
+        out: &mut VecDeque<Packet>,
         counters: &Counters,
         now: Instant,
     ) -> (usize, Option<Change>) {
@@ -238,9 +237,9 @@ impl Capture {
                         Ok((knock, data))
                             if knock.proto == Proto::Udp && spa.contains(&knock.dst_port) =>
                         {
-                            out.push(Packet::Datagram(knock, data.into()));
+                            out.push_back(Packet::Datagram(knock, data.into()));
                         }
-                        Ok((knock, _)) => out.push(Packet::Knock(knock)),
+                        Ok((knock, _)) => out.push_back(Packet::Knock(knock)),
                         Err(_) => {
                             counters.malformed.fetch_add(1, Ordering::Relaxed);
                         }

@@ -29,7 +29,8 @@ fn replace(path: &Path, bytes: &[u8], keep_owner: bool) -> io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.knockgate-tmp"));
-    let result = (|| {
+    // In the daemon, the capture rings are emptied while the SD card syncs.
+    let result = super::busy::wait(|| {
         let mut f = if keep_owner {
             fs::OpenOptions::new()
                 .write(true)
@@ -50,7 +51,7 @@ fn replace(path: &Path, bytes: &[u8], keep_owner: bool) -> io::Result<()> {
         f.sync_all()?;
         fs::rename(&tmp, path)?;
         fs::File::open(dir)?.sync_all()
-    })();
+    });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }

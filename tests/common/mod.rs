@@ -307,6 +307,18 @@ impl Daemon {
         log: PathBuf,
         wait_for: &[&str],
     ) -> Daemon {
+        Daemon::start_env(ns, config, args, log, wait_for, &[])
+    }
+
+    /// [`Daemon::start`] with these environment variables set (a `PATH` with other programs).
+    pub fn start_env(
+        ns: &Netns,
+        config: &Path,
+        args: &[&str],
+        log: PathBuf,
+        wait_for: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -318,6 +330,7 @@ impl Daemon {
             .args(["run", "--config", config.to_str().expect("utf-8 path")])
             .args(args)
             .env("KNOCKGATE_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("dup"))
             .stderr(file)

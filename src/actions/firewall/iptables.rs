@@ -104,14 +104,17 @@ impl Iptables {
     /// Runs a command and returns its argv and output, whatever its exit status.
     fn exec(&self, family: Family, args: &[&str]) -> Result<(Vec<String>, Output), FirewallError> {
         let argv = self.argv(family, args);
-        let out = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| FirewallError::Spawn {
-                program: argv[0].clone(),
-                source,
-            })?;
+        // In the daemon, the capture rings are emptied while iptables runs.
+        let out = crate::sys::busy::wait(|| {
+            Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(Stdio::null())
+                .output()
+        })
+        .map_err(|source| FirewallError::Spawn {
+            program: argv[0].clone(),
+            source,
+        })?;
         Ok((argv, out))
     }
 
