@@ -154,6 +154,11 @@ wait_ready() { # [CODE]
     ready=
     while [ $((SECONDS - boot_t0)) -lt "$BOOT_LIMIT" ]; do
         kill -0 "$QEMU_PID" 2>/dev/null || fail "qemu exited during boot"
+        # A boot that stopped (the initramfs gave up, the kernel panicked) fails now, not at
+        # the time limit.
+        if grep -aqE "^initramfs: dropping to a shell|Kernel panic" "$WORK/console.log" 2>/dev/null; then
+            fail "the boot stopped: $(grep -aE "^initramfs: |Kernel panic" "$WORK/console.log" | head -n 4 | tr '\n' ' ')"
+        fi
         if [ "$(http "$HOST" /healthz 2)" = "$want" ]; then
             ready=$((SECONDS - boot_t0))
             return

@@ -72,6 +72,25 @@ if [ "$MODEL" = raspi4b ]; then
     done
     fdtput -d "$WORK/pi.dtb" /soc/mmc@7e300000 mmc-pwrseq
     fdtput -t s "$WORK/pi.dtb" /soc/usb@7e980000 dr_mode host
+    # The Pi 4's SD host (emmc2, which QEMU does not model) has two supplies: vqmmc from
+    # sd_io_1v8_reg (regulator-gpio) and vmmc from sd_vcc_reg (regulator-fixed), both modules
+    # in Debian's kernel. The card's controller here (the Arasan one) gets the same two, so the
+    # card appears only if the initramfs loaded both drivers, as on the board. Their GPIOs move
+    # from the firmware's expander (which QEMU's model does not answer: "Failed to get GPIO 4
+    # config", the regulators' probes fail with -EIO) to SoC lines the model drives: 4 and 6,
+    # the expander's numbers, unused by the test's relays and LED.
+    # (The nodes by their labels: /regulator-sd-io-1v8 in Linux 7's device tree, /sd_io_1v8_reg
+    # in 6.1's, which has no __symbols__.)
+    label() { fdtget "$WORK/pi.dtb" /__symbols__ "$1" 2>/dev/null || echo "/$1"; }
+    io_reg=$(label sd_io_1v8_reg)
+    vcc_reg=$(label sd_vcc_reg)
+    soc_gpio=$(fdtget -t x "$WORK/pi.dtb" /soc/gpio@7e200000 phandle)
+    fdtput -t x "$WORK/pi.dtb" "$io_reg" gpios "$soc_gpio" 4 0
+    fdtput -t x "$WORK/pi.dtb" "$vcc_reg" gpio "$soc_gpio" 6 0
+    fdtput -t x "$WORK/pi.dtb" /soc/mmc@7e300000 vqmmc-supply \
+        "$(fdtget -t x "$WORK/pi.dtb" "$io_reg" phandle)"
+    fdtput -t x "$WORK/pi.dtb" /soc/mmc@7e300000 vmmc-supply \
+        "$(fdtget -t x "$WORK/pi.dtb" "$vcc_reg" phandle)"
 fi
 size=$(stat -c %s "$CARD")
 card_size=$((1 << 30))

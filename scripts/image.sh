@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The firmware image in CI, as root, after scripts/arm.sh (whose aarch64 release build it
-# reuses): builds the Raspberry Pi 4 image (image/build.sh, with the Wi-Fi test's tools) into
-# target/image, then boots it in qemu-system-aarch64 and knocks it open from a test network
-# namespace: on -M virt with Wi-Fi (image/test-boot.sh), then on the Raspberry Pi 3 and 4
+# reuses): builds the Raspberry Pi image (image/build.sh, with the Wi-Fi test's tools) into
+# target/image, then boots it in qemu-system-aarch64 and knocks it open from a test network namespace: on
+# -M virt with Wi-Fi (image/test-boot.sh), then on the Raspberry Pi 3 and 4
 # models with the relays and the LED read back from the emulated SoC (image/test-pi.sh).
 #
 #   scripts/image.sh            all of it
@@ -12,7 +12,7 @@
 #   scripts/image.sh test       only the boot tests, on the built image
 set -euo pipefail
 cd "$(dirname "$0")/.."
-IMG=target/image/knockgate-rpi4-64.img
+IMG=target/image/knockgate-rpi-arm64.img
 phase=${1:-all}
 start=$SECONDS
 case $phase in
@@ -23,9 +23,10 @@ case $phase in
 esac
 case $phase in
     build | all)
-        echo "== image: build (image/build.sh --board rpi4-64)"
-        bash image/build.sh --board rpi4-64 --out target/image --test-tools
-        echo "image.sh: built in $((SECONDS - start)) s"
+        echo "== image: build (image/build.sh)"
+        bash image/build.sh --out target/image --test-tools
+        echo "image.sh: built in $((SECONDS - start)) s; the card's package versions ($IMG.manifest):"
+        sed 's/^/manifest: /' "$IMG.manifest"
         ;;
 esac
 case $phase in
