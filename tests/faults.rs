@@ -217,6 +217,62 @@ fn read_only_state_directory_at_startup_is_a_clear_error() {
     );
 }
 
+/// A state directory that cannot be written makes the gateway unhealthy (503 naming it and
+/// the error) while the doors still work, until a write succeeds again.
+#[test]
+fn a_full_state_directory_makes_the_gateway_unhealthy_until_a_write_succeeds() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let fs = SmallFs::mount(&lab.path("state"), "size=64k");
+    let gw = lab.add_host_link();
+    let config = format!("{START_STOP}\n[status]\nlisten = \"{gw}:8080\"\n");
+    let cfg = lab.write_config("knockgate.toml", &config);
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    daemon.wait_log("status page on", LONG);
+    let addr = format!("{gw}:8080");
+    let healthz = |want: u16| {
+        let start = Instant::now();
+        loop {
+            let (code, body) = http_get(&addr, "/healthz");
+            if code == want || start.elapsed() > LONG {
+                return (code, body);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    assert_eq!(healthz(200).0, 200, "healthy before the disk fills");
+    let link = lab.link(0);
+    let events = lab.path("events");
+    fs.fill();
+    lab.client(0)
+        .ok(&[knockgate(), "knock", &link.gw_v4, "7000", "8000"]);
+    daemon.wait_file(&events, "open", LONG);
+    let (code, body) = healthz(503);
+    assert_eq!(code, 503, "{body}");
+    let state = lab.path("state");
+    assert!(
+        body.contains(&format!("state_dir {} cannot be written", state.display()))
+            && body.contains("No space left on device"),
+        "{body}"
+    );
+    let (_, status) = http_get(&addr, "/api/status");
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["state"]["writable"], false, "{status}");
+    assert_eq!(v["healthy"], false);
+    // The door still closes on time; with space back, that close is journalled and the
+    // gateway is healthy again.
+    fs.unfill();
+    daemon.wait_file(&events, "close", LONG);
+    let (code, body) = healthz(200);
+    assert_eq!(code, 200, "{body}");
+    let (_, status) = http_get(&addr, "/api/status");
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["state"]["writable"], true, "{status}");
+    assert_eq!(v["state"]["error"], serde_json::Value::Null, "{status}");
+}
+
 #[test]
 fn full_or_read_only_state_directory_while_running_loses_no_door() {
     if !can_run_netns() {

@@ -354,23 +354,6 @@ fn pulse_interrupted_by_sigkill_is_not_resumed_at_restart() {
     );
 }
 
-/// `GET path` from the test's own namespace: (status code, body).
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the status page");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    let code = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
-    (code, body.unwrap_or_default())
-}
-
 const NO_GPIO: &str = r#"
 [daemon]
 interfaces = ["kgw0"]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use knockgate::status::server::{self, ServerConfig, StatusServer};
 use knockgate::status::{
     Activity, ActivityKind, Board, CaptureStatus, Counters, DoorStatus, FirewallStatus, GpioStatus,
-    LedStatus, OpenSession, RelayStatus, Snapshot,
+    LedStatus, OpenSession, RelayStatus, Snapshot, StateStatus,
 };
 use serde_json::Value;
 
@@ -116,6 +116,11 @@ fn snapshot(now: u64) -> Snapshot {
             error: None,
         }),
         notices: vec![],
+        state: Some(StateStatus {
+            dir: "/var/lib/knockgate".into(),
+            writable: true,
+            error: None,
+        }),
     }
 }
 
@@ -315,6 +320,7 @@ fn json_api_has_the_documented_fields_and_types() {
             ("led", "object|null"),
             ("gpio", "object|null"),
             ("notices", "array"),
+            ("state", "object|null"),
         ],
     );
     for c in v["captures"].as_array().unwrap() {
@@ -430,6 +436,15 @@ fn json_api_has_the_documented_fields_and_types() {
         &[
             ("backend", "string"),
             ("available", "bool"),
+            ("error", "string|null"),
+        ],
+    );
+    check_object(
+        &v["state"],
+        "state",
+        &[
+            ("dir", "string"),
+            ("writable", "bool"),
             ("error", "string|null"),
         ],
     );

@@ -435,7 +435,8 @@ impl Daemon {
         }
         if let Some(o) = &mut self.outputs {
             let problem = self.report.captures.values().any(|(up, _)| !up)
-                || self.gate.as_ref().is_some_and(|g| !g.healthy());
+                || self.gate.as_ref().is_some_and(|g| !g.healthy())
+                || self.report.state_error.is_some();
             o.set_error(now, problem);
             o.poll(now);
         }
@@ -609,10 +610,14 @@ impl Daemon {
             .map(|at| now + Duration::from_secs(at.saturating_sub(unix)));
     }
 
-    fn save_journal(&self) {
+    fn save_journal(&mut self) {
         if let Some(path) = &self.journal {
-            if let Err(e) = sessions::save(path, &self.sessions.to_journal()) {
-                error!("cannot save open doors: {e}; they stay scheduled in memory");
+            match sessions::save(path, &self.sessions.to_journal()) {
+                Ok(()) => self.report.state_error = None,
+                Err(e) => {
+                    error!("cannot save open doors: {e}; they stay scheduled in memory");
+                    self.report.state_error = Some(e.to_string());
+                }
             }
         }
     }

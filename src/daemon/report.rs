@@ -26,6 +26,9 @@ pub(super) struct Report {
     pub(super) captures: BTreeMap<String, (bool, Option<String>)>,
     /// Boot-time setup problems ([`crate::cli::bootfiles::NOTICES_DIR`]), read at start and reload.
     pub(super) notices: Vec<String>,
+    /// The last failed write to the state directory, until a write there succeeds: the
+    /// pending closes in memory would not survive a restart.
+    pub(super) state_error: Option<String>,
 }
 
 impl Report {
@@ -205,9 +208,19 @@ impl Daemon {
             }
             None => (Vec::new(), None, None),
         };
+        let state = self
+            .journal
+            .as_ref()
+            .and_then(|j| j.parent())
+            .map(|dir| status::StateStatus {
+                dir: dir.display().to_string(),
+                writable: self.report.state_error.is_none(),
+                error: self.report.state_error.clone(),
+            });
         let healthy = captures.iter().all(|c| c.up)
             && firewall.as_ref().is_none_or(|f| f.healthy)
-            && gpio.as_ref().is_none_or(|g| g.available);
+            && gpio.as_ref().is_none_or(|g| g.available)
+            && state.as_ref().is_none_or(|s| s.writable);
         let snapshot = Snapshot {
             version: env!("CARGO_PKG_VERSION").to_string(),
             now_unix: wall,
@@ -234,6 +247,7 @@ impl Daemon {
             led,
             gpio,
             notices: self.report.notices.clone(),
+            state,
         };
         self.board.publish(snapshot);
     }

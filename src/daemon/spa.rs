@@ -96,18 +96,20 @@ impl Daemon {
     }
 
     /// Writes the replay cache to the state directory (atomically), if the daemon keeps state.
-    pub(super) fn save_spa_replay(&self) {
+    pub(super) fn save_spa_replay(&mut self) {
         let Some(dir) = self.journal.as_ref().and_then(|j| j.parent()) else {
             return;
         };
         let path = dir.join(spa::REPLAY_FILE);
-        if let Err(e) =
-            crate::sys::fsutil::write_atomic(&path, self.spa_replay.to_text().as_bytes())
-        {
-            error!(
-                "cannot save the SPA replay cache {}: {e}; it is kept in memory",
-                path.display()
-            );
+        match crate::sys::fsutil::write_atomic(&path, self.spa_replay.to_text().as_bytes()) {
+            Ok(()) => self.report.state_error = None,
+            Err(e) => {
+                error!(
+                    "cannot save the SPA replay cache {}: {e}; it is kept in memory",
+                    path.display()
+                );
+                self.report.state_error = Some(format!("{}: {e}", path.display()));
+            }
         }
     }
 }

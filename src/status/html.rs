@@ -115,6 +115,13 @@ pub fn problems(s: &Snapshot) -> Vec<String> {
             g.error.as_deref().unwrap_or("unknown error")
         ));
     }
+    if let Some(st) = s.state.as_ref().filter(|st| !st.writable) {
+        out.push(format!(
+            "state_dir {} cannot be written ({}): the open doors would not survive a restart",
+            st.dir,
+            st.error.as_deref().unwrap_or("unknown error")
+        ));
+    }
     if s.led.as_ref().is_some_and(|l| l.pattern == "error") {
         out.push("the status LED shows an error".to_string());
     }
@@ -725,6 +732,11 @@ pub(crate) fn sample() -> Snapshot {
             error: None,
         }),
         notices: vec![],
+        state: Some(StateStatus {
+            dir: "/var/lib/knockgate".into(),
+            writable: true,
+            error: None,
+        }),
     }
 }
 

@@ -45,6 +45,7 @@ mod tests {
         assert_eq!(v["counters"]["dropped_queue"], 0);
         assert_eq!(v["relays"][0]["pin"], 17);
         assert_eq!(v["led"]["pattern"], "open");
+        assert_eq!(v["state"]["writable"], true);
         assert!(render_json(&sample()).ends_with("}\n"));
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
@@ -62,6 +63,7 @@ mod tests {
                 "now_unix",
                 "recent",
                 "relays",
+                "state",
                 "uptime_secs",
                 "version"
             ]

@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub led: Option<LedStatus>,
     /// The GPIO, when relays or the LED are configured.
     pub gpio: Option<GpioStatus>,
+    /// The state directory, when the daemon keeps state (`state_dir`).
+    pub state: Option<StateStatus>,
     /// Problems found while setting the system up at boot (a malformed `wifi.txt`), one line
     /// each; never a secret.
     pub notices: Vec<String>,
@@ -171,6 +173,17 @@ pub struct GpioStatus {
     /// Every relay and LED pin is claimed.
     pub available: bool,
     /// Why not, when not available.
+    pub error: Option<String>,
+}
+
+/// Whether what must survive a restart (the open doors' journal, the SPA replay cache) can
+/// be written to `state_dir`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StateStatus {
+    pub dir: String,
+    /// The last write succeeded (or none was needed yet).
+    pub writable: bool,
+    /// The last failed write's file and error, until a write succeeds.
     pub error: Option<String>,
 }
 

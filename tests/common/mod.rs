@@ -286,6 +286,24 @@ stop_command = "sh -c 'echo close %IP% >> @DIR@/events'"
 cmd_timeout = "3s"
 "#;
 
+/// An HTTP GET to the status page: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the status page");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let code = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    (code, body.unwrap_or_default())
+}
+
 /// The real knockgate binary.
 pub fn knockgate() -> &'static str {
     env!("CARGO_BIN_EXE_knockgate")
