@@ -4,7 +4,7 @@
 # Debian 12 host (amd64, as CI runs it), as root, with nothing but Debian's package mirror:
 #
 #   image/build.sh [--out DIR] [--deb PATH] [--keep-rootfs] [--rootfs-cache DIR] [--test-tools]
-#                  [--kernel PACKAGE=VERSION]
+#                  [--kernel PACKAGE=VERSION] [--replay-check BIN]
 #   image/build.sh --deps-only     only install the host tools and register qemu-aarch64
 #
 # Output, in DIR (default image/out):
@@ -47,6 +47,7 @@ KEEP_ROOTFS=no
 TEST_TOOLS=no
 CACHE=
 DEPS_ONLY=no
+REPLAY_REF=
 SUITE=trixie
 MIRROR=http://deb.debian.org/debian
 BOOT_MIB=256
@@ -75,6 +76,7 @@ while [ $# -gt 0 ]; do
         --rootfs-cache) CACHE=$(realpath -m "${2:?}"); shift 2 ;;
         --deps-only) DEPS_ONLY=yes; shift ;;
         --kernel) KERNEL=${2:?}; shift 2 ;;
+        --replay-check) REPLAY_REF=$(realpath "${2:?}"); shift 2 ;;
         -h | --help) usage ;;
         *) echo "build.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -342,6 +344,27 @@ cp "$DEB" "$ROOTFS/tmp/knockgate.deb"
 chroot "$ROOTFS" env DEBIAN_FRONTEND=noninteractive dpkg -i /tmp/knockgate.deb >"$WORK/dpkg.log" 2>&1 ||
     { cat "$WORK/dpkg.log" >&2; echo "build.sh: installing $DEB failed" >&2; exit 1; }
 rm "$ROOTFS/tmp/knockgate.deb"
+# --replay-check BIN: the installed package, run as installed (under qemu-user, against the
+# card's libpcap0.8t64), replays image/replay-check/knocks.pcap exactly as BIN (the amd64
+# build) does; `check` passes on the same config. Nothing of it stays in the root.
+if [ -n "$REPLAY_REF" ]; then
+    step "replay check: the card's knockgate against $REPLAY_REF"
+    mkdir -p "$ROOTFS/tmp/replay-check"
+    cp image/replay-check/knocks.pcap image/replay-check/knockgate.toml "$ROOTFS/tmp/replay-check/"
+    want=$("$REPLAY_REF" replay --config image/replay-check/knockgate.toml image/replay-check/knocks.pcap 2>&1)
+    got=$(chroot "$ROOTFS" /usr/sbin/knockgate replay --config /tmp/replay-check/knockgate.toml \
+        /tmp/replay-check/knocks.pcap 2>&1) ||
+        { echo "$got" >&2; echo "build.sh: the card's knockgate replay failed" >&2; exit 1; }
+    chroot "$ROOTFS" /usr/sbin/knockgate check --config /tmp/replay-check/knockgate.toml >/dev/null ||
+        { echo "build.sh: the card's knockgate check failed" >&2; exit 1; }
+    rm -rf "$ROOTFS/tmp/replay-check"
+    if [ "$got" != "$want" ]; then
+        echo "build.sh: the card's knockgate replays the capture differently from $REPLAY_REF:" >&2
+        diff <(echo "$want") <(echo "$got") >&2 || true
+        exit 1
+    fi
+    step "replay check: $(echo "$got" | tail -n 1) on arm64 (libpcap $(dpkg-query --admindir="$ROOTFS/var/lib/dpkg" -W -f='${Version}' libpcap0.8t64)), as on amd64"
+fi
 # The image's own config (base firewall, status page for the LAN) replaces the package's.
 cp -a image/rootfs/. "$ROOTFS/"
 cp -a image/debian/. "$ROOTFS/"
