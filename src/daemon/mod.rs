@@ -436,7 +436,7 @@ impl Daemon {
         if let Some(o) = &mut self.outputs {
             let problem = self.report.captures.values().any(|(up, _)| !up)
                 || self.gate.as_ref().is_some_and(|g| !g.healthy())
-                || self.report.state_error.is_some();
+                || !self.report.state_errors.is_empty();
             o.set_error(now, problem);
             o.poll(now);
         }
@@ -613,10 +613,12 @@ impl Daemon {
     fn save_journal(&mut self) {
         if let Some(path) = &self.journal {
             match sessions::save(path, &self.sessions.to_journal()) {
-                Ok(()) => self.report.state_error = None,
+                Ok(()) => {
+                    self.report.state_errors.remove("journal");
+                }
                 Err(e) => {
                     error!("cannot save open doors: {e}; they stay scheduled in memory");
-                    self.report.state_error = Some(e.to_string());
+                    self.report.state_errors.insert("journal", e.to_string());
                 }
             }
         }

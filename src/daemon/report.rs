@@ -26,9 +26,10 @@ pub(super) struct Report {
     pub(super) captures: BTreeMap<String, (bool, Option<String>)>,
     /// Boot-time setup problems ([`crate::cli::bootfiles::NOTICES_DIR`]), read at start and reload.
     pub(super) notices: Vec<String>,
-    /// The last failed write to the state directory, until a write there succeeds: the
-    /// pending closes in memory would not survive a restart.
-    pub(super) state_error: Option<String>,
+    /// Per file of the state directory (the journal, the SPA replay cache), the last failed
+    /// write, until a write of that file succeeds: what is only in memory would not survive a
+    /// restart.
+    pub(super) state_errors: BTreeMap<&'static str, String>,
 }
 
 impl Report {
@@ -214,8 +215,16 @@ impl Daemon {
             .and_then(|j| j.parent())
             .map(|dir| status::StateStatus {
                 dir: dir.display().to_string(),
-                writable: self.report.state_error.is_none(),
-                error: self.report.state_error.clone(),
+                writable: self.report.state_errors.is_empty(),
+                error: (!self.report.state_errors.is_empty()).then(|| {
+                    let errors: Vec<&str> = self
+                        .report
+                        .state_errors
+                        .values()
+                        .map(String::as_str)
+                        .collect();
+                    errors.join("; ")
+                }),
             });
         let healthy = captures.iter().all(|c| c.up)
             && firewall.as_ref().is_none_or(|f| f.healthy)

@@ -102,13 +102,17 @@ impl Daemon {
         };
         let path = dir.join(spa::REPLAY_FILE);
         match crate::sys::fsutil::write_atomic(&path, self.spa_replay.to_text().as_bytes()) {
-            Ok(()) => self.report.state_error = None,
+            Ok(()) => {
+                self.report.state_errors.remove("spa-replay");
+            }
             Err(e) => {
                 error!(
                     "cannot save the SPA replay cache {}: {e}; it is kept in memory",
                     path.display()
                 );
-                self.report.state_error = Some(format!("{}: {e}", path.display()));
+                self.report
+                    .state_errors
+                    .insert("spa-replay", format!("{}: {e}", path.display()));
             }
         }
     }
