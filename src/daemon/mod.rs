@@ -612,15 +612,12 @@ impl Daemon {
 
     fn save_journal(&mut self) {
         if let Some(path) = &self.journal {
-            match sessions::save(path, &self.sessions.to_journal()) {
-                Ok(()) => {
-                    self.report.state_errors.remove("journal");
-                }
-                Err(e) => {
-                    error!("cannot save open doors: {e}; they stay scheduled in memory");
-                    self.report.state_errors.insert("journal", e.to_string());
-                }
+            let result = sessions::save(path, &self.sessions.to_journal());
+            if let Err(e) = &result {
+                error!("cannot save open doors: {e}; they stay scheduled in memory");
             }
+            self.report
+                .state_written(sessions::JOURNAL_FILE, result.err().map(|e| e.to_string()));
         }
     }
 

@@ -33,6 +33,14 @@ pub(super) struct Report {
 }
 
 impl Report {
+    /// Records how a write of `file` (a name in the state directory) went.
+    pub(super) fn state_written(&mut self, file: &'static str, error: Option<String>) {
+        match error {
+            None => self.state_errors.remove(file),
+            Some(e) => self.state_errors.insert(file, e),
+        };
+    }
+
     pub(super) fn record(
         &mut self,
         now: u64,
@@ -209,23 +217,20 @@ impl Daemon {
             }
             None => (Vec::new(), None, None),
         };
-        let state = self
-            .journal
-            .as_ref()
-            .and_then(|j| j.parent())
-            .map(|dir| status::StateStatus {
+        let state = self.journal.as_ref().and_then(|j| j.parent()).map(|dir| {
+            let errors: Vec<&str> = self
+                .report
+                .state_errors
+                .values()
+                .map(String::as_str)
+                .collect();
+            let error = (!errors.is_empty()).then(|| errors.join("; "));
+            status::StateStatus {
                 dir: dir.display().to_string(),
-                writable: self.report.state_errors.is_empty(),
-                error: (!self.report.state_errors.is_empty()).then(|| {
-                    let errors: Vec<&str> = self
-                        .report
-                        .state_errors
-                        .values()
-                        .map(String::as_str)
-                        .collect();
-                    errors.join("; ")
-                }),
-            });
+                writable: error.is_none(),
+                error,
+            }
+        });
         let healthy = captures.iter().all(|c| c.up)
             && firewall.as_ref().is_none_or(|f| f.healthy)
             && gpio.as_ref().is_none_or(|g| g.available)

@@ -101,20 +101,17 @@ impl Daemon {
             return;
         };
         let path = dir.join(spa::REPLAY_FILE);
-        match crate::sys::fsutil::write_atomic(&path, self.spa_replay.to_text().as_bytes()) {
-            Ok(()) => {
-                self.report.state_errors.remove("spa-replay");
-            }
-            Err(e) => {
-                error!(
-                    "cannot save the SPA replay cache {}: {e}; it is kept in memory",
-                    path.display()
-                );
-                self.report
-                    .state_errors
-                    .insert("spa-replay", format!("{}: {e}", path.display()));
-            }
+        let result = crate::sys::fsutil::write_atomic(&path, self.spa_replay.to_text().as_bytes());
+        if let Err(e) = &result {
+            error!(
+                "cannot save the SPA replay cache {}: {e}; it is kept in memory",
+                path.display()
+            );
         }
+        self.report.state_written(
+            spa::REPLAY_FILE,
+            result.err().map(|e| format!("{}: {e}", path.display())),
+        );
     }
 }
 
