@@ -81,6 +81,16 @@ PHANDLE_SINGLE = {"interrupt-parent", "mmc-pwrseq", "firmware", "phy-handle", "r
 # Compatibles handled by the kernel's core, not a driver of their own (of_platform populates
 # the buses; PHYs bind by the ID read over MDIO; USB hubs by class).
 GENERIC = {"simple-bus", "simple-mfd", "syscon", "simple-pm-bus"}
+# Devices on discoverable buses, named in the device tree by vendor and product ID
+# ("usb424,ec00", "pci1de4,1"): the driver binds by the bus's own alias; a hub or bridge without
+# one is bound by its class. (bus prefix, alias prefix, class-bound?, what binds it then)
+BUS_DEVICES = (
+    ("pci", lambda v, d: f"pci:v0000{v:04X}d0000{d:04X}",
+     lambda t, n: (t.strings(n, "device_type") or [""])[0] == "pci", "PCI bridge: bound by class by pcieport"),
+    ("usb", lambda v, d: f"usb:v{v:04X}p{d:04X}d",
+     lambda t, n: bool(t.cells(n, "#address-cells")) or "hub" in t.name(n) or "port" in t.name(n),
+     "USB hub: bound by class by usbcore"),
+)
 NO_DRIVER = {"ethernet-phy-ieee802.3-c22", "ethernet-phy-ieee802.3-c45", "shared-dma-pool"}
 
 
@@ -199,9 +209,13 @@ class Modules:
                     self.deps[modname(n)] = (rel, [])
         return self
 
-    def match(self, modalias, builtin=False):
+    def match(self, modalias, builtin=False, naming=None):
+        """The modules whose alias patterns match; with `naming`, only patterns that name one
+        of these compatibles (not a generic one the node also lists)."""
         table = self.builtin_aliases if builtin else self.aliases
-        return sorted({m for pattern, m in table if fnmatch.fnmatchcase(modalias, pattern)})
+        return sorted({m for pattern, m in table if fnmatch.fnmatchcase(modalias, pattern)
+                       and (naming is None or any(f"C{c}C" in pattern or pattern.endswith(f"C{c}")
+                                                  for c in naming))})
 
     def closure(self, name):
         """The module and what modprobe loads before it (modules.dep)."""
@@ -438,11 +452,11 @@ class Board:
         upstream name it derives with upstream_kernel=1 (raspberrypi/linux#3237)."""
         card, b = self.card, self.b
         sections = APPLIES[self.key]
-        chosen, upstream = None, False
+        chosen, chosen_in, upstream = None, None, False
         for section, key, value in card.config:
             if section in sections:
                 if key == "device_tree":
-                    chosen = value
+                    chosen, chosen_in = value, section
                 elif key == "upstream_kernel":
                     upstream = value == "1"
         dtb = chosen or b["dtb"]
@@ -461,7 +475,7 @@ class Board:
                 if not os.path.exists(other) or open(other, "rb").read() != f1.read():
                     self.fail(f"{dtb} is not a copy of the upstream {b['same_as']}")
                     return None
-        how = f"config.txt [{[s for s, k, v in card.config if k == 'device_tree' and v == dtb and s in sections][0]}] device_tree=" if chosen else "upstream_kernel=1 name"
+        how = f"config.txt [{chosen_in}] device_tree=" if chosen else "upstream_kernel=1 name"
         self.note(f"firmware loads {dtb} ({how})")
         return dtb
 
@@ -497,35 +511,24 @@ class Board:
         if any(c in NO_DRIVER for c in compat):
             self.note(f"{label}: {compat[0]} (no driver of its own)")
             return
-        pci = [c for c in compat if re.fullmatch(r"pci[0-9a-f]+,[0-9a-f]+", c)]
-        if pci:
-            vid, did = pci[0][3:].split(",")
-            alias = f"pci:v0000{int(vid, 16):04X}d0000{int(did, 16):04X}"
+        for bus, alias_of, bound_by_class, by_class in BUS_DEVICES:
+            ids = [c for c in compat if re.fullmatch(bus + r"[0-9a-f]+,[0-9a-f]+", c)]
+            if not ids:
+                continue
+            vendor, device = (int(x, 16) for x in ids[0][len(bus):].split(","))
+            alias = alias_of(vendor, device)
             found = sorted({m for pattern, m in mods.aliases if pattern.startswith(alias)})
             if found:
-                self.ok(f"{label}: {pci[0]} -> {', '.join(found)} (module, {where(mods, card)})")
-            elif t.prop(node, "device_type") is not None and t.strings(node, "device_type")[0] == "pci":
-                self.note(f"{label}: {pci[0]} (PCI bridge: bound by class by pcieport)")
+                self.ok(f"{label}: {ids[0]} -> {', '.join(found)} (module, {where(mods, card)})")
+            elif bound_by_class(t, node):
+                self.note(f"{label}: {ids[0]} ({by_class})")
             else:
-                self.fail(f"{label}: {pci[0]}: no module with alias {alias}* in the root file system")
-            return
-        usb = [c for c in compat if re.fullmatch(r"usb[0-9a-f]+,[0-9a-f]+", c)]
-        if usb:
-            vid, pid = usb[0][3:].split(",")
-            alias = f"usb:v{int(vid, 16):04X}p{int(pid, 16):04X}d"
-            found = sorted({m for pattern, m in mods.aliases if pattern.startswith(alias)})
-            if found:
-                self.ok(f"{label}: {usb[0]} -> {', '.join(found)} (module, {where(mods, card)})")
-            elif t.cells(node, "#address-cells") or "hub" in t.name(node) or "port" in t.name(node):
-                self.note(f"{label}: {usb[0]} (USB hub: bound by class by usbcore)")
-            else:
-                self.fail(f"{label}: {usb[0]}: no module with alias {alias}* in the root file system")
+                self.fail(f"{label}: {ids[0]}: no module with alias {alias}* in the root file system")
             return
         specific = [c for c in compat if c not in GENERIC] or compat
         modalias = t.modalias(node)
         # Which modules of the kernel match (the root file system holds them all).
-        rootmatch = card.rootmods.match(modalias)
-        rootmatch = [m for m in rootmatch if self.specific(m, specific, modalias, card.rootmods)]
+        rootmatch = card.rootmods.match(modalias, naming=specific)
         if rootmatch:
             if initramfs:
                 have = [m for m in rootmatch if m in card.initmods.deps]
@@ -546,14 +549,6 @@ class Board:
                 self.ok(f"{label}: {c} (built in: its compatible is in the kernel image)")
                 return
         self.fail(f"{label}: {', '.join(compat)}: no driver (no module alias, not in the kernel image)")
-
-    def specific(self, module, specific, modalias, mods):
-        """Whether the module matches one of the node's specific compatibles, not only a generic one."""
-        for pattern, m in mods.aliases:
-            if m == module and fnmatch.fnmatchcase(modalias, pattern):
-                if any(f"C{c}C" in pattern or pattern.endswith(f"C{c}") for c in specific):
-                    return True
-        return False
 
     def wifi_firmware(self, board_compat):
         fw = os.path.join(self.card.root, "lib/firmware")
