@@ -13,14 +13,22 @@
 # (Pi 2/3/Zero 2, 32-bit OS). The binaries land in target/TARGET/release/knockgate.
 #
 # Where the target's libpcap comes from:
-# - aarch64: Debian multiarch (`dpkg --add-architecture arm64`, `libpcap-dev:arm64`).
-# - armv7: multiarch for armhf fails here at `apt-get update` (the security mirror's armhf index),
-#   and a dpkg architecture that breaks `apt-get update` would break every later install. So the
-#   armhf libpcap and the libraries it links (libdbus, libsystemd, ...) are fetched with a
-#   private apt configuration under target/ (armhf only, bookworm + bookworm-updates; dpkg is not
-#   told about armhf) and unpacked with `dpkg-deb -x` into a sysroot that pkg-config and the
-#   linker (`-rpath-link`) are pointed at. Libc comes from Debian's libc6-dev-armhf-cross.
-#
+# - aarch64: Debian multiarch (`dpkg --add-architecture arm64`, `libpcap-dev:arm64`). The
+#   binary runs on Debian 12 and 13 alike (a 64-bit time_t either way; Debian 13's
+#   libpcap0.8t64 provides libpcap0.8 on arm64).
+# - armv7: built for Debian 13 (Raspberry Pi OS "trixie"), whose 32-bit ports have a 64-bit
+#   time_t everywhere (the t64 transition): its libpcap0.8t64 hands out packet headers with a
+#   64-bit struct timeval. So the Rust side is built with the libc crate's 64-bit time_t
+#   (`--cfg libc_unstable_gnu_time_bits="64"`: libc's timeval, timespec, time_t and the glibc
+#   entry points it links, __clock_gettime64 and the like, become the _TIME_BITS=64 ones), and
+#   vendor/ holds the three crates that needed a patch for it (vendor/README.md). The libpcap,
+#   the libraries it links (libdbus, libsystemd, ...) and trixie's libc6 (for qemu-arm: the
+#   libraries are newer than the cross toolchain's glibc) are fetched with a private apt
+#   configuration under target/ (armhf only, trixie + trixie-updates; dpkg is not told about
+#   armhf: multiarch for armhf fails here at `apt-get update`, the security mirror's index) and
+#   unpacked with `dpkg-deb -x` into a sysroot that pkg-config, the linker (`-rpath-link`) and
+#   qemu-arm (`-L`) are pointed at. The link itself uses Debian 12's libc6-dev-armhf-cross
+#   (glibc 2.36, older than trixie's 2.41), so the binary asks for no newer glibc than that.
 # The linker, pkg-config and runner settings are environment variables set here, not
 # .cargo/config.toml, so `cross` (which sets its own) and native builds are unaffected.
 set -euo pipefail
@@ -30,11 +38,14 @@ TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 ROOT=$PWD
 ARMHF_APT=$ROOT/target/arm-sysroot/armhf-apt
 ARMHF_SYSROOT=$ROOT/target/arm-sysroot/armhf
-# The armhf libraries the link needs: libpcap and its runtime dependencies, recursively
-# (`apt-cache depends --recurse libpcap0.8`), less libc6/libgcc-s1 (from the cross packages),
-# and libdbus-1-dev for dbus-1.pc (libpcap.pc requires it; pkg-config fails without it).
-ARMHF_DEBS=(libpcap0.8 libpcap0.8-dev libdbus-1-3 libdbus-1-dev libsystemd0 libcap2 libgcrypt20
-    libgpg-error0 liblz4-1 liblzma5 libzstd1)
+# The armhf libraries the link and qemu-arm need, from Debian 13: libpcap and its runtime
+# dependencies, recursively (`apt-cache depends --recurse libpcap0.8t64`), libdbus-1-dev and
+# libsystemd-dev for dbus-1.pc and libsystemd.pc (libpcap.pc requires the first, which requires
+# the second; pkg-config fails without them), and libc6/libgcc-s1 (the runtime under qemu-arm;
+# the link takes the cross packages').
+ARMHF_SUITE=trixie
+ARMHF_DEBS=(libpcap0.8t64 libpcap0.8-dev libdbus-1-3 libdbus-1-dev libsystemd0 libsystemd-dev
+    libcap2 libc6 libgcc-s1)
 
 log() { echo "cross.sh: $*" >&2; }
 
@@ -63,7 +74,7 @@ armhf_apt() {
 
 armhf_sysroot() {
     local stamp=$ARMHF_SYSROOT/.debs
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${ARMHF_DEBS[*]}" ]; then
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$ARMHF_SUITE ${ARMHF_DEBS[*]}" ]; then
         return
     fi
     log "building the armhf sysroot in $ARMHF_SYSROOT"
@@ -74,16 +85,18 @@ armhf_sysroot() {
     touch "$ARMHF_APT/status"
     local key=/usr/share/keyrings/debian-archive-keyring.gpg
     cat >"$ARMHF_APT/etc/apt/sources.list" <<EOF
-deb [arch=armhf signed-by=$key] http://deb.debian.org/debian bookworm main
-deb [arch=armhf signed-by=$key] http://deb.debian.org/debian bookworm-updates main
+deb [arch=armhf signed-by=$key] http://deb.debian.org/debian $ARMHF_SUITE main
+deb [arch=armhf signed-by=$key] http://deb.debian.org/debian $ARMHF_SUITE-updates main
 EOF
     armhf_apt apt-get update -qq
     (cd "$ARMHF_APT/debs" && armhf_apt apt-get download -qq "${ARMHF_DEBS[@]}")
     local deb
     for deb in "$ARMHF_APT"/debs/*.deb; do dpkg-deb -x "$deb" "$ARMHF_SYSROOT"; done
+    # Debian 13 is /usr-merged; the loader is asked for as /lib/ld-linux-armhf.so.3.
+    [ -e "$ARMHF_SYSROOT/lib" ] || ln -s usr/lib "$ARMHF_SYSROOT/lib"
     # pcap's build script reruns only when its variables change: forget its old probe.
     rm -rf "$ROOT"/target/armv7-unknown-linux-gnueabihf/*/build/pcap-*
-    echo "${ARMHF_DEBS[*]}" >"$stamp"
+    echo "$ARMHF_SUITE ${ARMHF_DEBS[*]}" >"$stamp"
 }
 
 setup() {
@@ -135,9 +148,14 @@ target_env() {
         export "AR_${key}=arm-linux-gnueabihf-ar"
         export "PKG_CONFIG_LIBDIR_${key}=$lib/pkgconfig"
         export "PKG_CONFIG_SYSROOT_DIR_${key}=$ARMHF_SYSROOT"
-        export "CARGO_TARGET_${KEY}_RUSTFLAGS=-C link-arg=-Wl,-rpath-link,$lib:$lib2"
-        # Libc from the cross package, the rest from the sysroot.
-        runner="qemu-arm -L /usr/arm-linux-gnueabihf -E LD_LIBRARY_PATH=$lib:$lib2"
+        # A 64-bit time_t, as Debian 13's armhf libraries have (above). The cfg also keeps
+        # rppal out (Cargo.toml). Build scripts run on the host and do not see it.
+        # --allow-shlib-undefined: Debian 13's libraries ask for glibc 2.38+ symbols that the
+        # cross toolchain's 2.36 lacks; the target's 2.41 has them, and the binary is linked
+        # with -z now, so one run on Debian 13 (scripts/test-deb.sh) resolves every one.
+        export "CARGO_TARGET_${KEY}_RUSTFLAGS=-C link-arg=-Wl,-rpath-link,$lib:$lib2 -C link-arg=-Wl,--allow-shlib-undefined --cfg libc_unstable_gnu_time_bits=\"64\""
+        # Everything from the Debian 13 sysroot, libc included.
+        runner="qemu-arm -L $ARMHF_SYSROOT"
         ;;
     *)
         log "unknown target $1 (known: ${TARGETS[*]})"

@@ -48,7 +48,7 @@ cargo run --locked --quiet --example gen-docs -- "$OUT/docs" >/dev/null
 # The changelog cargo-deb packs (Cargo.toml: changelog = "target/deb/changelog").
 date=$(git log -1 --format=%cD 2>/dev/null || date -R)
 cat >"$OUT/changelog" <<EOF
-knockgate ($deb_version) bookworm; urgency=medium
+knockgate ($deb_version) trixie; urgency=medium
 
   * Built from knockgate $version (commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)).
 
@@ -99,13 +99,16 @@ for arch in "${arches[@]}"; do
     fi
 done
 
-# armhf's Depends is written in Cargo.toml (see there): the same as arm64's computed one, for a
-# binary that needs the same libraries.
+# armhf's Depends is written in Cargo.toml (see there): arm64's computed one with Debian 13's
+# 32-bit name of the library (libpcap0.8t64: the 64-bit time_t ABI; on arm64 the same package
+# provides libpcap0.8), for a binary that needs the same libraries. And the armhf binary must
+# have been built with the 64-bit time_t (scripts/cross.sh): it calls glibc's _TIME_BITS=64
+# entry points, as the libc crate links them then.
 if [ -f "$OUT/knockgate_${deb_version}_arm64.deb" ] && [ -f "$OUT/knockgate_${deb_version}_armhf.deb" ]; then
     a=$OUT/knockgate_${deb_version}_arm64.deb
     h=$OUT/knockgate_${deb_version}_armhf.deb
-    if [ "$(depends "$a")" != "$(depends "$h")" ]; then
-        log "armhf's Depends differs from arm64's (computed): update [package.metadata.deb.variants.armhf]"
+    if [ "$(depends "$a" | sed 's/^libpcap0\.8 /libpcap0.8t64 /')" != "$(depends "$h")" ]; then
+        log "armhf's Depends is not arm64's (computed) with libpcap0.8t64: update [package.metadata.deb.variants.armhf]"
         diff <(depends "$a") <(depends "$h") >&2 || true
         exit 1
     fi
@@ -114,5 +117,11 @@ if [ -f "$OUT/knockgate_${deb_version}_arm64.deb" ] && [ -f "$OUT/knockgate_${de
         log "the arm64 and armhf binaries need different libraries: check armhf's Depends"
         exit 1
     fi
-    log "armhf: Depends equal to arm64's, the same libraries needed"
+    time64=$(readelf --dyn-syms -W target/armv7-unknown-linux-gnueabihf/release/knockgate |
+        grep -oE '__(clock_gettime64|setsockopt64|fcntl_time64|ioctl_time64)' | sort -u | tr '\n' ' ')
+    [ "$(wc -w <<<"$time64")" = 4 ] || {
+        log "the armhf binary was not built with a 64-bit time_t (found only: ${time64:-none}): scripts/cross.sh"
+        exit 1
+    }
+    log "armhf: Depends as arm64's with libpcap0.8t64, the same libraries needed, a 64-bit time_t ($time64)"
 fi

@@ -22,6 +22,8 @@ if bad:
     sys.exit("Cargo.lock is above the MSRV %s (fix: CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback cargo update):\n  " % ours["rust_version"] + "\n  ".join(bad))
 print("ok: %d crates, none above Rust %s" % (len(meta["packages"]), ours["rust_version"]))
 '
+echo "== vendor/: each crate is its crates.io release plus vendor/patches/NAME.patch"
+bash scripts/vendor.sh check
 echo "== cargo bench --no-run (the benchmark builds)"
 cargo bench --no-run --quiet
 echo "== cargo test"

@@ -154,7 +154,8 @@ fn write_capture(path: &Path, packets: &[(u64, [u8; 4], u16, bool)]) {
         let header = pcap::PacketHeader {
             ts: libc::timeval {
                 tv_sec: 1_700_000_000 + (ms / 1000) as libc::time_t,
-                tv_usec: ((ms % 1000) * 1000) as libc::suseconds_t,
+                // `as _`: __suseconds64_t with the 64-bit time_t of the armv7 build (vendor/README.md).
+                tv_usec: ((ms % 1000) * 1000) as _,
             },
             caplen: frame.len() as u32,
             len: frame.len() as u32,

@@ -371,3 +371,20 @@ pub fn interfaces() -> BTreeMap<String, Interface> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    /// libpcap hands out `struct pcap_pkthdr` (a `struct timeval`, then caplen and len) and the
+    /// pcap crate reads it through the libc crate's timeval. Every libpcap knockgate is built
+    /// against has a 64-bit time_t (amd64, arm64, and Debian 13's armhf libpcap0.8t64), so
+    /// caplen sits at byte 16. An armv7 build without `--cfg libc_unstable_gnu_time_bits="64"`
+    /// (scripts/cross.sh) would read caplen from the timestamp and slice past the packet: this
+    /// fails there (it runs under qemu-arm in scripts/arm.sh).
+    #[test]
+    fn packet_headers_are_read_as_libpcap_with_a_64_bit_time_t_writes_them() {
+        assert_eq!(std::mem::size_of::<libc::time_t>(), 8);
+        assert_eq!(std::mem::offset_of!(pcap::PacketHeader, caplen), 16);
+        assert_eq!(std::mem::offset_of!(pcap::PacketHeader, len), 20);
+        assert_eq!(std::mem::size_of::<pcap::PacketHeader>(), 24);
+    }
+}

@@ -98,7 +98,7 @@ pub fn wait<T: Send>(step: impl FnOnce() -> T + Send) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::fd::OwnedFd;
     use std::time::Duration;
 
     /// A drain over a pipe: counts the bytes it takes in while the step runs.
@@ -116,7 +116,7 @@ mod tests {
             poll(&mut fds, PollTimeout::NONE).expect("poll");
             if fds[1].any().unwrap_or(false) {
                 let mut buf = [0u8; 64];
-                let n = nix::unistd::read(self.read.as_raw_fd(), &mut buf).expect("read");
+                let n = nix::unistd::read(&self.read, &mut buf).expect("read");
                 self.taken.extend_from_slice(&buf[..n]);
             }
             fds[0].any().unwrap_or(false)

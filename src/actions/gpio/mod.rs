@@ -6,7 +6,8 @@
 //!   needs no root and no `/dev/mem`: read and write access to the chip device is enough (the
 //!   image gives it to the `gpio` group).
 //! - rppal (`rpi.rs`, ARM builds only, the only file that knows rppal: it is retired upstream):
-//!   the SoC's registers through `/dev/gpiomem`, which only Raspberry Pi OS kernels have.
+//!   the SoC's registers through `/dev/gpiomem`, which only Raspberry Pi OS kernels have. Not in
+//!   the armhf build for Debian 13 (64-bit `time_t`), where rppal does not compile (Cargo.toml).
 //! - [`Simulated`]: records every level with a timestamp and logs it (tests, `--dry-run`).
 //!
 //! `[gpio] backend = "auto"` (the default) takes the character device when the kernel has one,
@@ -14,7 +15,10 @@
 //! ([`crate::actions::outputs`]) keeps guarding doors when the GPIO is missing and retries.
 
 pub mod cdev;
-#[cfg(any(target_arch = "arm", target_arch = "aarch64"))]
+#[cfg(all(
+    any(target_arch = "arm", target_arch = "aarch64"),
+    not(libc_unstable_gnu_time_bits = "64")
+))]
 mod rpi;
 
 use std::path::Path;
@@ -48,8 +52,8 @@ pub enum GpioError {
         "GPIO {pin} is not available on this board ({detail}): use a BCM GPIO number from 0 to 27"
     )]
     NoPin { pin: u8, detail: String },
-    /// This build has no rppal (not an ARM build).
-    #[error("this knockgate was built without rppal (not an ARM build): set [gpio] backend = \"cdev\" or \"auto\"")]
+    /// This build has no rppal (not an ARM build, or the armhf one for Debian 13).
+    #[error("this knockgate was built without rppal (not an ARM build, or the armhf build for Debian 13): set [gpio] backend = \"cdev\" or \"auto\"")]
     Unsupported,
     #[error("GPIO {pin}: {detail}")]
     Other { pin: u8, detail: String },
@@ -75,12 +79,18 @@ pub fn open(backend: GpioBackend, chip: Option<&str>) -> Result<Box<dyn Gpio>, G
     }
 }
 
-#[cfg(any(target_arch = "arm", target_arch = "aarch64"))]
+#[cfg(all(
+    any(target_arch = "arm", target_arch = "aarch64"),
+    not(libc_unstable_gnu_time_bits = "64")
+))]
 fn rppal() -> Result<Box<dyn Gpio>, GpioError> {
     Ok(Box::new(rpi::Rpi::new()?))
 }
 
-#[cfg(not(any(target_arch = "arm", target_arch = "aarch64")))]
+#[cfg(not(all(
+    any(target_arch = "arm", target_arch = "aarch64"),
+    not(libc_unstable_gnu_time_bits = "64")
+)))]
 fn rppal() -> Result<Box<dyn Gpio>, GpioError> {
     Err(GpioError::Unsupported)
 }
@@ -158,7 +168,10 @@ mod tests {
 
     #[test]
     fn rppal_off_arm_says_what_to_do() {
-        if cfg!(any(target_arch = "arm", target_arch = "aarch64")) {
+        if cfg!(all(
+            any(target_arch = "arm", target_arch = "aarch64"),
+            not(libc_unstable_gnu_time_bits = "64")
+        )) {
             return;
         }
         let err = open(GpioBackend::Rppal, None)
