@@ -3,7 +3,7 @@
 # amd64) as Raspberry Pi OS users install it, then upgraded, removed and purged. As root.
 #
 #   scripts/test-deb.sh          builds the amd64 package twice (VERSION-1 and VERSION-2) with
-#                                scripts/deb.sh, then runs every step below; ~3 min
+#                                scripts/deb.sh, then runs every step below; ~4 min
 #
 # The root's network is a namespace of its own (ip netns exec ... chroot ...) for every step
 # that touches the firewall, so the host's is never changed; apt reaches Debian's mirror
@@ -19,6 +19,14 @@
 #   4. `apt-get remove`: the chain and its jump gone, INPUT's other rules and policy as they
 #      were, the config kept;
 #   5. `dpkg --purge`: /etc/knockgate and /var/lib/knockgate gone.
+# Meanwhile, side by side (each mostly one core: dpkg and apt under qemu-user), the arm64 and
+# armhf packages (target/deb/knockgate_VERSION-1_ARCH.deb; built with scripts/deb.sh if
+# missing) in Debian 13 (trixie) minbase roots of their own architecture, as a Raspberry Pi OS
+# user installs them: 6. `apt-get install ./knockgate_….deb` pulls in libpcap0.8t64 (armhf:
+# the 64-bit time_t library, no libpcap0.8 exists there); `knockgate check` passes on
+# image/replay-check/knockgate.toml, and `knockgate replay` of image/replay-check/knocks.pcap
+# (libpcap reads it and hands out its packet headers: a timeval, caplen, len) prints byte for
+# byte what the amd64 build prints. The two roots' logs: target/test-deb-ARCH.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
@@ -48,14 +56,83 @@ root=$work/root
 ns=kgdeb$$
 client=kgdebc$$
 daemon_pid=
+arm_pids=()
 cleanup() {
     [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+    local p
+    for p in "${arm_pids[@]}"; do
+        kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    for r in "$work"/trixie-*; do umount "$r/proc" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
     ip netns del "$client" 2>/dev/null || true
     umount "$root/proc" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
+
+# --- 6. Debian 13 roots, arm64 and armhf (in the background) ---------------------------
+# ARCH: the package installed with apt into a trixie root of that architecture, then check and
+# replay compared with the amd64 build's. Its log is target/test-deb-ARCH.log.
+debian13() {
+    local arch=$1
+    local r=$work/trixie-$arch deb=$ROOT_DIR/target/deb/knockgate_$version-1_$arch.deb
+    local ref=$ROOT_DIR/target/release/knockgate
+    local cfg=image/replay-check/knockgate.toml pcap=image/replay-check/knocks.pcap
+    echo "$arch: Debian 13 minbase root (mmdebstrap, qemu-user)"
+    mmdebstrap --quiet --variant=minbase --mode=root --architectures="$arch" trixie "$r" \
+        "deb http://deb.debian.org/debian trixie main" \
+        "deb http://deb.debian.org/debian trixie-updates main" \
+        "deb http://deb.debian.org/debian-security trixie-security main"
+    mount -t proc proc "$r/proc"
+    cp /etc/resolv.conf "$r/etc/resolv.conf"
+    cp "$deb" "$r/tmp/"
+    mkdir -p "$r/tmp/replay"
+    cp "$cfg" "$pcap" "$r/tmp/replay/"
+    echo "$arch: apt-get install ./$(basename "$deb")"
+    chroot "$r" apt-get update -q
+    DEBIAN_FRONTEND=noninteractive chroot "$r" apt-get install -y -q \
+        "/tmp/$(basename "$deb")" || { echo "$arch: FAIL: apt-get install"; return 1; }
+    local pcap_pkg
+    pcap_pkg=$(chroot "$r" dpkg-query -W -f='${Package} ${Version} ${Architecture}\n' \
+        'libpcap0.8*' 2>/dev/null | awk '$2 != ""') || true
+    echo "$arch: installed knockgate $(chroot "$r" dpkg-query -W -f='${Version}' knockgate), $pcap_pkg"
+    if [ "$arch" = armhf ] && ! grep -q '^libpcap0.8t64 ' <<<"$pcap_pkg"; then
+        echo "$arch: FAIL: libpcap0.8t64 was not installed (got: $pcap_pkg)"
+        return 1
+    fi
+    chroot "$r" knockgate check --config /tmp/replay/knockgate.toml >/dev/null ||
+        { echo "$arch: FAIL: knockgate check"; return 1; }
+    local want got
+    want=$("$ref" replay --config "$cfg" "$pcap" 2>&1)
+    got=$(chroot "$r" knockgate replay --config /tmp/replay/knockgate.toml \
+        /tmp/replay/knocks.pcap 2>&1) || { echo "$got"; echo "$arch: FAIL: knockgate replay"; return 1; }
+    if [ "$got" != "$want" ]; then
+        echo "$arch: FAIL: the replay differs from amd64's (- amd64, + $arch):"
+        diff <(echo "$want") <(echo "$got") || true
+        return 1
+    fi
+    echo "$arch: ok: installed with apt on Debian 13, check passes, replay as on amd64 ($(tail -n 1 <<<"$got"))"
+    umount "$r/proc"
+}
+for arch in arm64 armhf; do
+    [ -f "target/deb/knockgate_$version-1_$arch.deb" ] && continue
+    log "no $arch package: scripts/cross.sh setup, scripts/deb.sh arm64 armhf"
+    bash scripts/cross.sh setup >/dev/null
+    bash scripts/deb.sh arm64 armhf
+    break
+done
+# Foreign maintainer scripts and binaries run through binfmt_misc (qemu-user-static).
+bash image/build.sh --deps-only >/dev/null
+grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-arm 2>/dev/null || update-binfmts --enable qemu-arm
+arch-test armhf >/dev/null || fail "armhf binaries do not run here (binfmt_misc + qemu-user-static)"
+mkdir -p target
+for arch in arm64 armhf; do
+    setsid bash -c "set -euo pipefail; $(declare -f debian13); work=$work ROOT_DIR=$ROOT_DIR version=$version debian13 $arch" \
+        >"target/test-deb-$arch.log" 2>&1 &
+    arm_pids+=($!)
+done
 
 log "Debian 12 minbase root (mmdebstrap)"
 mmdebstrap --quiet --variant=minbase --mode=root bookworm "$root" \
@@ -193,3 +270,16 @@ in_root dpkg --purge knockgate >"$work/purge.log" 2>&1 || { cat "$work/purge.log
 [ ! -e "$root/etc/knockgate" ] || fail "/etc/knockgate is still there: $(ls -A "$root/etc/knockgate")"
 [ ! -e "$root/var/lib/knockgate" ] || fail "/var/lib/knockgate is still there"
 log "ok: install, first start and a knock, upgrade, remove, purge"
+
+log "6. waiting for the Debian 13 roots (arm64, armhf)"
+status=0
+for i in 0 1; do
+    arch=$([ "$i" = 0 ] && echo arm64 || echo armhf)
+    s=0
+    wait "${arm_pids[$i]}" || s=$?
+    grep -E "^$arch: (ok|FAIL|installed)" "target/test-deb-$arch.log" >&2 || true
+    [ "$s" = 0 ] || { log "FAIL: $arch (target/test-deb-$arch.log):"; tail -n 30 "target/test-deb-$arch.log" >&2; status=1; }
+done
+arm_pids=()
+[ "$status" = 0 ] || exit 1
+log "ok: the arm64 and armhf packages on Debian 13"
