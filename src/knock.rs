@@ -1,7 +1,11 @@
-//! The vocabulary shared by the wire parser, the engine and the config: what a knock is.
+//! The vocabulary shared by the wire parser, the engine, the config, the doors and the actions:
+//! what a knock is, and the ports a door opens.
 //!
 //! A [`Knock`] is one TCP or UDP packet reduced to what port knocking looks at: the source and
 //! destination addresses, the protocol, the destination port and (for TCP) the flags.
+//! Protocol names and port numbers written as text are read here alone ([`Proto::parse`],
+//! [`parse_port`]), with one message each, wherever they come from (the config, an imported
+//! knockd.conf, the `knock` client's arguments, an SPA request).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -17,6 +21,22 @@ pub enum Proto {
 }
 
 impl Proto {
+    /// Parses `tcp` or `udp` (case and surrounding blanks ignored). `within` is the text it
+    /// was taken from (`7000/icmp`), named in the error when it is more than the word itself.
+    pub fn parse(word: &str, within: &str) -> Result<Proto, String> {
+        let word = word.trim();
+        if word.eq_ignore_ascii_case("tcp") {
+            Ok(Proto::Tcp)
+        } else if word.eq_ignore_ascii_case("udp") {
+            Ok(Proto::Udp)
+        } else {
+            Err(format!(
+                "unknown protocol `{word}`{}: expected tcp or udp",
+                context(word, within)
+            ))
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Proto::Tcp => "tcp",
@@ -28,6 +48,34 @@ impl Proto {
 impl fmt::Display for Proto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Parses a port number written as text: a whole number from 1 to 65535, digits only (no sign,
+/// no blanks inside; knockd's atoi would take `+5` or `7a`). `within` as for [`Proto::parse`].
+pub fn parse_port(text: &str, within: &str) -> Result<u16, String> {
+    let p = text.trim();
+    match p.parse::<u16>() {
+        Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(bad_port(p, within)),
+    }
+}
+
+/// The message for a port that is not one (also for numbers read from TOML as integers).
+pub fn bad_port(port: &str, within: &str) -> String {
+    format!(
+        "invalid port `{port}`{}: expected a whole number from 1 to 65535",
+        context(port, within)
+    )
+}
+
+/// ` in `TEXT`` when the word was taken from a longer text.
+fn context(word: &str, within: &str) -> String {
+    let within = within.trim();
+    if within == word {
+        String::new()
+    } else {
+        format!(" in `{within}`")
     }
 }
 
@@ -166,31 +214,87 @@ impl KnockSpec {
             Some(i) => (&text[..i], Some(&text[i + 1..])),
             None => (text, None),
         };
-        let proto = match proto.map(str::trim) {
+        let proto = match proto {
             None => Proto::Tcp,
-            Some(p) if p.eq_ignore_ascii_case("tcp") => Proto::Tcp,
-            Some(p) if p.eq_ignore_ascii_case("udp") => Proto::Udp,
-            Some(p) => {
-                return Err(format!(
-                    "unknown protocol `{p}` in `{text}`: expected tcp or udp"
-                ))
-            }
+            Some(p) => Proto::parse(p, text)?,
         };
-        let port = port.trim();
-        match port.parse::<u16>() {
-            Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => {
-                Ok(KnockSpec { port: p, proto })
-            }
-            _ => Err(format!(
-                "invalid port `{port}` in `{text}`: expected a whole number from 1 to 65535"
-            )),
-        }
+        Ok(KnockSpec {
+            port: parse_port(port, text)?,
+            proto,
+        })
     }
 }
 
 impl fmt::Display for KnockSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.port, self.proto)
+    }
+}
+
+/// A range of ports of one protocol (`22/tcp`, `5060-5069/udp`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct PortRange {
+    pub proto: Proto,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    /// Parses `22`, `22/tcp`, `5060-5069/udp` (also `:` before the protocol, and `5060:5069`
+    /// is not accepted to avoid confusion with it). Ports 1..=65535, first <= last.
+    pub fn parse(text: &str) -> Result<PortRange, String> {
+        let text = text.trim();
+        let (ports, proto) = match text.rsplit_once(['/', ':']) {
+            Some((p, proto)) => (p, Proto::parse(proto, text)?),
+            None => (text, Proto::Tcp),
+        };
+        let port = |p: &str| parse_port(p, text);
+        let (first, last) = match ports.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => {
+                let p = port(ports)?;
+                (p, p)
+            }
+        };
+        if first > last {
+            return Err(format!(
+                "`{text}`: the range runs backwards (write {last}-{first})"
+            ));
+        }
+        Ok(PortRange { proto, first, last })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}/{}", self.first, self.proto)
+        } else {
+            write!(f, "{}-{}/{}", self.first, self.last, self.proto)
+        }
+    }
+}
+
+/// What a grant opens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Ports {
+    /// Every port and protocol ("everything for one hour").
+    All,
+    /// These ports (at least one range).
+    Some(Vec<PortRange>),
+}
+
+impl fmt::Display for Ports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ports::All => f.write_str("all ports"),
+            Ports::Some(r) => {
+                let parts: Vec<String> = r.iter().map(ToString::to_string).collect();
+                f.write_str(&parts.join(", "))
+            }
+        }
     }
 }
 
@@ -250,5 +354,66 @@ mod tests {
             assert!(KnockSpec::parse(bad).is_err(), "{bad} accepted");
         }
         assert_eq!(KnockSpec::udp(53).to_string(), "53/udp");
+        assert_eq!(
+            KnockSpec::parse("80000/tcp").unwrap_err(),
+            "invalid port `80000` in `80000/tcp`: expected a whole number from 1 to 65535"
+        );
+        assert_eq!(
+            KnockSpec::parse("7000/ICMP").unwrap_err(),
+            "unknown protocol `ICMP` in `7000/ICMP`: expected tcp or udp"
+        );
+    }
+
+    #[test]
+    fn protocols_and_ports_are_read_in_one_place_with_one_message() {
+        assert_eq!(Proto::parse(" UDP ", "x"), Ok(Proto::Udp));
+        assert_eq!(
+            Proto::parse("icmp", "icmp").unwrap_err(),
+            "unknown protocol `icmp`: expected tcp or udp"
+        );
+        assert_eq!(parse_port("65535", "65535"), Ok(65535));
+        for bad in ["0", "65536", "+5", "7a", "", "-1"] {
+            assert!(parse_port(bad, bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_port("0", "0").unwrap_err(),
+            "invalid port `0`: expected a whole number from 1 to 65535"
+        );
+    }
+    #[test]
+    fn port_ranges() {
+        let r = |s| PortRange::parse(s).unwrap();
+        assert_eq!(
+            r("22"),
+            PortRange {
+                proto: Proto::Tcp,
+                first: 22,
+                last: 22
+            }
+        );
+        assert_eq!(
+            r("5060-5069/udp"),
+            PortRange {
+                proto: Proto::Udp,
+                first: 5060,
+                last: 5069
+            }
+        );
+        assert_eq!(
+            r("80:TCP"),
+            PortRange {
+                proto: Proto::Tcp,
+                first: 80,
+                last: 80
+            }
+        );
+        for bad in ["0", "70000", "9-1", "22/icmp", "a-b", "", "-5"] {
+            assert!(PortRange::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(r("5060-5069/udp").to_string(), "5060-5069/udp");
+        assert_eq!(
+            Ports::Some(vec![r("22"), r("53/udp")]).to_string(),
+            "22/tcp, 53/udp"
+        );
     }
 }

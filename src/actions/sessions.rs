@@ -310,7 +310,7 @@ pub fn save(path: &Path, journal: &Journal) -> Result<(), JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actions::firewall::{PortRange, Ports};
+    use crate::knock::{PortRange, Ports};
 
     fn src(last: u8) -> IpAddr {
         IpAddr::from([192, 0, 2, last])

@@ -35,11 +35,8 @@ pub const WPA_FILE: &str = "wpa_supplicant.conf";
 pub const CONFIG_FILE: &str = "knockgate.toml";
 /// Where wlan0's wpa_supplicant config goes (wpa_supplicant@wlan0.service reads it).
 pub const DEFAULT_WPA_CONF: &str = "/etc/wpa_supplicant/wpa_supplicant-wlan0.conf";
-/// Where this boot's setup problems are written for the status page (tmpfs: one boot's).
-pub const NOTICES_DIR: &str = "/run/knockgate-notices";
-/// At most this many notices, of at most this many bytes, are shown.
-const MAX_NOTICES: usize = 8;
-const MAX_NOTICE_BYTES: usize = 500;
+use crate::sys::notices::set as set_notice;
+pub use crate::sys::notices::{read as read_notices, NOTICES_DIR};
 
 /// What `knockgate bootfiles` works on.
 #[derive(Debug, Clone)]
@@ -347,47 +344,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
         fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
     }
     crate::sys::fsutil::write_atomic_keep_owner(path, bytes)
-}
-
-/// The notice file for boot file `name`.
-fn notice_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.notice"))
-}
-
-fn set_notice(dir: &Path, name: &str, problem: Option<&str>) {
-    let path = notice_path(dir, name);
-    match problem {
-        Some(text) => {
-            let _ = fs::create_dir_all(dir);
-            let _ = fs::write(&path, format!("{text}\n"));
-        }
-        None => {
-            let _ = fs::remove_file(&path);
-        }
-    }
-}
-
-/// The notices in `dir`, for the status page: the first line of each `*.notice`, by name.
-pub fn read_notices(dir: &Path) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut names: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "notice"))
-        .collect();
-    names.sort();
-    names
-        .iter()
-        .take(MAX_NOTICES)
-        .filter_map(|p| {
-            let text = fs::read(p).ok()?;
-            let text = String::from_utf8_lossy(&text[..text.len().min(MAX_NOTICE_BYTES)]);
-            let line = text.lines().next()?.trim().to_string();
-            (!line.is_empty()).then_some(line)
-        })
-        .collect()
 }
 
 /// `knockgate bootfiles`: takes in each file present; never stops at the first problem.

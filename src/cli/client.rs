@@ -54,21 +54,16 @@ pub fn parse_knock(arg: &str, udp_default: bool) -> Result<KnockSpec, ClientErro
     };
     let (name, proto) = match arg.rsplit_once(':') {
         Some((n, p)) => {
-            let proto = match p.to_ascii_lowercase().as_str() {
-                "tcp" => Proto::Tcp,
-                "udp" => Proto::Udp,
-                _ => return Err(bad(format!("unknown protocol `{p}`: expected tcp or udp"))),
-            };
+            let proto = Proto::parse(p, p).map_err(bad)?;
             (n, proto)
         }
         None if udp_default => (arg, Proto::Udp),
         None => (arg, Proto::Tcp),
     };
     if name.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() {
-        return match name.parse::<u16>() {
-            Ok(port) if port != 0 => Ok(KnockSpec { port, proto }),
-            _ => Err(bad("expected a port from 1 to 65535".into())),
-        };
+        return crate::knock::parse_port(name, name)
+            .map(|port| KnockSpec { port, proto })
+            .map_err(bad);
     }
     let services = std::fs::read_to_string("/etc/services").unwrap_or_default();
     service_port(&services, name, proto)

@@ -469,14 +469,7 @@ fn parse_sequence(value: &str) -> Result<Vec<KnockSpec>, String> {
         };
         let proto = match proto_text {
             None => Proto::Tcp,
-            Some(p) if p.eq_ignore_ascii_case("tcp") => Proto::Tcp,
-            Some(p) if p.eq_ignore_ascii_case("udp") => Proto::Udp,
-            Some(p) => {
-                return Err(format!(
-                    "Sequence step {}: unknown protocol `{p}`: expected tcp or udp",
-                    i + 1
-                ))
-            }
+            Some(p) => Proto::parse(p, p).map_err(|e| format!("Sequence step {}: {e}", i + 1))?,
         };
         steps.push(KnockSpec { port, proto });
     }

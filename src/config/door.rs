@@ -260,8 +260,8 @@ impl Cx<'_> {
         key: &str,
         firewall: Option<&FirewallAction>,
     ) -> Result<SpaConfig, ConfigError> {
-        use crate::actions::firewall::{PortRange, Ports};
         use crate::knock::Proto;
+        use crate::knock::{PortRange, Ports};
         let raw = v.get_ref();
         let k = |f: &str| format!("{key}.{f}");
         let file = |field: &Option<Spanned<PathText>>, name: &str| {
@@ -284,7 +284,7 @@ impl Cx<'_> {
                 "expected a UDP port from 1 to 65535",
             )?)
             .expect("in range"),
-            None => crate::doors::spa::DEFAULT_PORT,
+            None => super::SPA_DEFAULT_PORT,
         };
         let max_age = match &raw.max_age {
             Some(m) => {
@@ -298,7 +298,7 @@ impl Cx<'_> {
                 }
                 d
             }
-            None => Duration::from_secs(crate::doors::spa::DEFAULT_MAX_AGE),
+            None => Duration::from_secs(super::SPA_DEFAULT_MAX_AGE),
         };
         let allow = match &raw.allow {
             Some(a) => {
@@ -314,9 +314,7 @@ impl Cx<'_> {
                     let text = item.get_ref().as_str();
                     // fwknop writes tcp/22: take both orders.
                     let text = match text.split_once('/') {
-                        Some((proto, port))
-                            if proto.eq_ignore_ascii_case("tcp") || proto.eq_ignore_ascii_case("udp") =>
-                        {
+                        Some((proto, port)) if Proto::parse(proto, text).is_ok() => {
                             format!("{port}/{proto}")
                         }
                         _ => text.to_string(),
@@ -369,7 +367,7 @@ impl Cx<'_> {
             ));
         };
         let secret_file = self.path(file_v, &k("secret_file"))?;
-        let mut params = crate::doors::hmacseq::Params::default();
+        let mut params = super::HmacParams::default();
         if let Some(sv) = &raw.steps {
             let n = self.integer(
                 sv,
@@ -570,9 +568,7 @@ impl Cx<'_> {
                             PortItem::Text(s) => KnockSpec::parse(s),
                             PortItem::Number(n) => match u16::try_from(*n) {
                                 Ok(p) if p != 0 => Ok(KnockSpec::tcp(p)),
-                                _ => Err(format!(
-                                    "invalid port `{n}`: expected a whole number from 1 to 65535"
-                                )),
+                                _ => Err(crate::knock::bad_port(&n.to_string(), &n.to_string())),
                             },
                         };
                         (r, item.span())

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::actions::firewall::{PortRange, Ports};
 use crate::knock::{FlagRule, KnockSpec};
+use crate::knock::{PortRange, Ports};
 
 mod door;
 mod explain;
@@ -290,6 +290,11 @@ pub struct Door {
     pub spa: Option<SpaConfig>,
 }
 
+/// fwknop's default SPA port (UDP): a door's `spa.port` unless it says otherwise.
+pub const SPA_DEFAULT_PORT: u16 = 62201;
+/// fwknopd's default age limit, either way (`MAX_SPA_PACKET_AGE`), in seconds: `spa.max_age`.
+pub const SPA_DEFAULT_MAX_AGE: u64 = 120;
+
 /// A door's `spa = { ... }`: fwknop's Single Packet Authorization ([`crate::doors::spa`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpaConfig {
@@ -301,16 +306,39 @@ pub struct SpaConfig {
     /// Age or clock skew allowed either way.
     pub max_age: Duration,
     /// What a request may ask for; the firewall opens what it asks for.
-    pub allow: Vec<crate::actions::firewall::PortRange>,
+    pub allow: Vec<PortRange>,
     /// The address in the message must be the datagram's source (0.0.0.0 means the source).
     pub require_source_match: bool,
+}
+
+/// How an HMAC door's sequence is derived ([`crate::doors::hmacseq`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HmacParams {
+    /// Steps in the sequence (2 to 8).
+    pub steps: usize,
+    /// Ports are drawn from this range (inclusive).
+    pub first: u16,
+    pub last: u16,
+    /// Window length in seconds (30 by default, as TOTP).
+    pub window: u64,
+}
+
+impl Default for HmacParams {
+    fn default() -> Self {
+        HmacParams {
+            steps: 4,
+            first: 10_000,
+            last: 60_000,
+            window: 30,
+        }
+    }
 }
 
 /// A door's `hmac = { secret_file, steps, ports, window }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HmacConfig {
     pub secret_file: PathBuf,
-    pub params: crate::doors::hmacseq::Params,
+    pub params: HmacParams,
 }
 
 /// The IPv6 variant of a command, as knockd has it: unset falls back to the IPv4 command,

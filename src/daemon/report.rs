@@ -24,7 +24,7 @@ pub(super) struct Report {
     pub(super) last_opened: BTreeMap<String, u64>,
     /// Per interface: up, and the last error.
     pub(super) captures: BTreeMap<String, (bool, Option<String>)>,
-    /// Boot-time setup problems ([`crate::cli::bootfiles::NOTICES_DIR`]), read at start and reload.
+    /// Boot-time setup problems ([`crate::sys::notices::NOTICES_DIR`]), read at start and reload.
     pub(super) notices: Vec<String>,
     /// Per file of the state directory (the journal, the SPA replay cache), the last failed
     /// write, until a write of that file succeeds: what is only in memory would not survive a
@@ -110,7 +110,7 @@ impl Daemon {
     /// This boot's setup problems, for the status page.
     pub(super) fn read_notices(&mut self) {
         self.report.notices = match &self.opts.notices_dir {
-            Some(dir) => crate::cli::bootfiles::read_notices(dir),
+            Some(dir) => crate::sys::notices::read(dir),
             None => Vec::new(),
         };
         for n in &self.report.notices {

@@ -9,11 +9,11 @@ use std::net::IpAddr;
 use tracing::{error, info, warn};
 
 use super::Daemon;
-use crate::actions::firewall::{PortRange, Ports};
 use crate::config::SpaConfig;
 use crate::doors::spa::{self, Request};
 use crate::doors::Origin;
 use crate::knock::{Knock, Proto};
+use crate::knock::{PortRange, Ports};
 use crate::status::ActivityKind;
 use crate::time::Instant;
 

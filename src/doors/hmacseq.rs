@@ -103,28 +103,8 @@ impl Secret {
     }
 }
 
-/// How a door's sequence is derived.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Params {
-    /// Steps in the sequence (2 to 8).
-    pub steps: usize,
-    /// Ports are drawn from this range (inclusive).
-    pub first: u16,
-    pub last: u16,
-    /// Window length in seconds (30 by default, as TOTP).
-    pub window: u64,
-}
-
-impl Default for Params {
-    fn default() -> Self {
-        Params {
-            steps: 4,
-            first: 10_000,
-            last: 60_000,
-            window: 30,
-        }
-    }
-}
+/// How a door's sequence is derived: the config's (`hmac = { steps, ports, window }`).
+pub use crate::config::HmacParams as Params;
 
 impl Params {
     /// The window counter at `unix_seconds`.

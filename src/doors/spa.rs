@@ -31,15 +31,15 @@ use hmac::{Hmac, Mac};
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
 
-/// fwknop's default SPA port (UDP).
-pub const DEFAULT_PORT: u16 = 62201;
+use crate::knock::Proto;
+
+/// fwknop's default SPA port (UDP), and fwknopd's default age limit: the config's.
+pub use crate::config::{SPA_DEFAULT_MAX_AGE as DEFAULT_MAX_AGE, SPA_DEFAULT_PORT as DEFAULT_PORT};
 /// Shorter datagrams are not SPA: the smallest real one is ~180 characters (fwknop's server
 /// takes 100 as its bound, `MIN_SPA_DATA_SIZE`).
 pub const MIN_PACKET: usize = 100;
 /// fwknop's `MAX_SPA_PACKET_LEN`.
 pub const MAX_PACKET: usize = 1500;
-/// fwknopd's default age limit, either way (`MAX_SPA_PACKET_AGE`).
-pub const DEFAULT_MAX_AGE: u64 = 120;
 /// The longest Rijndael key fwknop takes, and the HMAC key's.
 pub const MAX_KEY: usize = 32;
 pub const MAX_HMAC_KEY: usize = 128;
@@ -323,16 +323,11 @@ fn access_message(message: &str) -> Result<(IpAddr, Vec<Access>), Refusal> {
             .trim()
             .split_once('/')
             .ok_or(Refusal::Malformed("an access entry is not proto/port"))?;
-        let udp = match proto.to_ascii_lowercase().as_str() {
-            "tcp" => false,
-            "udp" => true,
-            _ => return Err(Refusal::Malformed("a protocol other than tcp or udp")),
-        };
-        let port: u16 = port
-            .parse()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or(Refusal::Malformed("a port outside 1-65535"))?;
+        let udp = Proto::parse(proto, part)
+            .map_err(|_| Refusal::Malformed("a protocol other than tcp or udp"))?
+            == Proto::Udp;
+        let port = crate::knock::parse_port(port, part)
+            .map_err(|_| Refusal::Malformed("a port outside 1-65535"))?;
         access.push(Access { udp, port });
     }
     if access.is_empty() || access.len() > 64 {

@@ -18,94 +18,9 @@
 pub mod iptables;
 pub mod rules;
 
-use std::fmt;
 use std::net::IpAddr;
 
-use crate::knock::Proto;
-
-/// A range of ports of one protocol (`22/tcp`, `5060-5069/udp`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub struct PortRange {
-    pub proto: Proto,
-    pub first: u16,
-    pub last: u16,
-}
-
-impl PortRange {
-    /// Parses `22`, `22/tcp`, `5060-5069/udp` (also `:` before the protocol, and `5060:5069`
-    /// is not accepted to avoid confusion with it). Ports 1..=65535, first <= last.
-    pub fn parse(text: &str) -> Result<PortRange, String> {
-        let text = text.trim();
-        let (ports, proto) = match text.rsplit_once(['/', ':']) {
-            Some((p, proto)) => (p, proto),
-            None => (text, "tcp"),
-        };
-        let proto = match proto.trim().to_ascii_lowercase().as_str() {
-            "tcp" => Proto::Tcp,
-            "udp" => Proto::Udp,
-            other => {
-                return Err(format!(
-                    "unknown protocol `{other}` in `{text}`: expected tcp or udp"
-                ))
-            }
-        };
-        let port = |p: &str| -> Result<u16, String> {
-            let p = p.trim();
-            match p.parse::<u16>() {
-                Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-                _ => Err(format!(
-                    "invalid port `{p}` in `{text}`: expected a whole number from 1 to 65535"
-                )),
-            }
-        };
-        let (first, last) = match ports.split_once('-') {
-            Some((a, b)) => (port(a)?, port(b)?),
-            None => {
-                let p = port(ports)?;
-                (p, p)
-            }
-        };
-        if first > last {
-            return Err(format!(
-                "`{text}`: the range runs backwards (write {last}-{first})"
-            ));
-        }
-        Ok(PortRange { proto, first, last })
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}/{}", self.first, self.proto)
-        } else {
-            write!(f, "{}-{}/{}", self.first, self.last, self.proto)
-        }
-    }
-}
-
-/// What a grant opens.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Ports {
-    /// Every port and protocol ("everything for one hour").
-    All,
-    /// These ports (at least one range).
-    Some(Vec<PortRange>),
-}
-
-impl fmt::Display for Ports {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Ports::All => f.write_str("all ports"),
-            Ports::Some(r) => {
-                let parts: Vec<String> = r.iter().map(ToString::to_string).collect();
-                f.write_str(&parts.join(", "))
-            }
-        }
-    }
-}
+pub use crate::knock::{PortRange, Ports};
 
 /// One opening: `src` may reach `ports` until `until` (Unix seconds, wall clock).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -314,47 +229,5 @@ impl Firewall for Recording {
         self.check()?;
         self.rules.clear();
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_ranges() {
-        let r = |s| PortRange::parse(s).unwrap();
-        assert_eq!(
-            r("22"),
-            PortRange {
-                proto: Proto::Tcp,
-                first: 22,
-                last: 22
-            }
-        );
-        assert_eq!(
-            r("5060-5069/udp"),
-            PortRange {
-                proto: Proto::Udp,
-                first: 5060,
-                last: 5069
-            }
-        );
-        assert_eq!(
-            r("80:TCP"),
-            PortRange {
-                proto: Proto::Tcp,
-                first: 80,
-                last: 80
-            }
-        );
-        for bad in ["0", "70000", "9-1", "22/icmp", "a-b", "", "-5"] {
-            assert!(PortRange::parse(bad).is_err(), "{bad}");
-        }
-        assert_eq!(r("5060-5069/udp").to_string(), "5060-5069/udp");
-        assert_eq!(
-            Ports::Some(vec![r("22"), r("53/udp")]).to_string(),
-            "22/tcp, 53/udp"
-        );
     }
 }
