@@ -742,46 +742,22 @@ pub(crate) fn sample() -> Snapshot {
 
 #[cfg(test)]
 mod tests {
-    use std::process::{Command, Stdio};
+    use base64::Engine as _;
+    use sha2::Digest as _;
 
     use super::*;
 
-    /// `sha256-` and the base64 of the SHA-256 of `text`, computed by coreutils' sha256sum.
+    /// `sha256-` and the base64 of the SHA-256 of `text`, as a browser computes a CSP hash.
+    /// In-process (sha2, base64): the ARM tests run under qemu-user, where a fork of this
+    /// many-threaded test binary to run sha256sum once hung in the child, before its exec,
+    /// for hours.
     fn csp_hash(text: &str) -> String {
-        let mut child = Command::new("sha256sum")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sha256sum (coreutils)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let hex = String::from_utf8(out.stdout).unwrap();
-        let bytes: Vec<u8> = (0..32)
-            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-            .collect();
-        const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut b64 = String::new();
-        for c in bytes.chunks(3) {
-            let n = (u32::from(c[0]) << 16)
-                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-                | u32::from(*c.get(2).unwrap_or(&0));
-            for k in 0..4 {
-                if k <= c.len() {
-                    b64.push(B64[(n >> (18 - 6 * k) & 63) as usize] as char);
-                } else {
-                    b64.push('=');
-                }
-            }
-        }
-        format!("sha256-{b64}")
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        format!(
+            "sha256-{}",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        )
     }
-
-    use std::io::Write as _;
 
     #[test]
     fn csp_hashes_match_the_inline_style_and_script() {
