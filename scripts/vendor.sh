@@ -66,6 +66,17 @@ open(path, "w").write("\n".join(out).rstrip("\n") + "\n")
 PYEOF
 }
 
+# The pruned release of the crate NAME listed above, into $work/NAME.
+pristine_named() {
+    local entry n version sum
+    for entry in "${CRATES[@]}"; do
+        read -r n version sum <<<"$entry"
+        [ "$n" = "$1" ] && { pristine "$n" "$version" "$sum"; return; }
+    done
+    log "unknown crate $1"
+    exit 2
+}
+
 case "${1:-check}" in
 check)
     status=0
@@ -86,31 +97,17 @@ check)
 fresh)
     # vendor/NAME as the pruned release, unpatched: the start of a new patch or version.
     name=${2:?usage: $0 fresh NAME}
-    for entry in "${CRATES[@]}"; do
-        read -r n version sum <<<"$entry"
-        [ "$n" = "$name" ] || continue
-        pristine "$name" "$version" "$sum"
-        rm -rf "vendor/$name"
-        mkdir -p vendor
-        cp -r "$work/$name" "vendor/$name"
-        exit 0
-    done
-    log "unknown crate $name"
-    exit 2
+    pristine_named "$name"
+    rm -rf "vendor/$name"
+    mkdir -p vendor
+    cp -r "$work/$name" "vendor/$name"
     ;;
 diff)
     name=${2:?usage: $0 diff NAME}
-    for entry in "${CRATES[@]}"; do
-        read -r n version sum <<<"$entry"
-        [ "$n" = "$name" ] || continue
-        pristine "$name" "$version" "$sum"
-        (cd "$work" && mkdir a && mv "$name" "a/$name" && ln -s "$ROOT/vendor" b &&
-            diff -ruN "a/$name" "b/$name" | grep -v "^diff -ruN " | sed -e "s#^--- a/$name/#--- a/#" -e "s#^+++ b/$name/#+++ b/#" |
-            sed -E 's#^(---|\+\+\+) ([ab]/[^\t]*)\t.*#\1 \2#' || true)
-        exit 0
-    done
-    log "unknown crate $name"
-    exit 2
+    pristine_named "$name"
+    (cd "$work" && mkdir a && mv "$name" "a/$name" && ln -s "$ROOT/vendor" b &&
+        diff -ruN "a/$name" "b/$name" | grep -v "^diff -ruN " | sed -e "s#^--- a/$name/#--- a/#" -e "s#^+++ b/$name/#+++ b/#" |
+        sed -E 's#^(---|\+\+\+) ([ab]/[^\t]*)\t.*#\1 \2#' || true)
     ;;
 *)
     log "usage: $0 [check|fresh NAME|diff NAME]"
