@@ -349,21 +349,9 @@ rm "$ROOTFS/tmp/knockgate.deb"
 # build) does; `check` passes on the same config. Nothing of it stays in the root.
 if [ -n "$REPLAY_REF" ]; then
     step "replay check: the card's knockgate against $REPLAY_REF"
-    mkdir -p "$ROOTFS/tmp/replay-check"
-    cp image/replay-check/knocks.pcap image/replay-check/knockgate.toml "$ROOTFS/tmp/replay-check/"
-    want=$("$REPLAY_REF" replay --config image/replay-check/knockgate.toml image/replay-check/knocks.pcap 2>&1)
-    got=$(chroot "$ROOTFS" /usr/sbin/knockgate replay --config /tmp/replay-check/knockgate.toml \
-        /tmp/replay-check/knocks.pcap 2>&1) ||
-        { echo "$got" >&2; echo "build.sh: the card's knockgate replay failed" >&2; exit 1; }
-    chroot "$ROOTFS" /usr/sbin/knockgate check --config /tmp/replay-check/knockgate.toml >/dev/null ||
-        { echo "build.sh: the card's knockgate check failed" >&2; exit 1; }
-    rm -rf "$ROOTFS/tmp/replay-check"
-    if [ "$got" != "$want" ]; then
-        echo "build.sh: the card's knockgate replays the capture differently from $REPLAY_REF:" >&2
-        diff <(echo "$want") <(echo "$got") >&2 || true
-        exit 1
-    fi
-    step "replay check: $(echo "$got" | tail -n 1) on arm64 (libpcap $(dpkg-query --admindir="$ROOTFS/var/lib/dpkg" -W -f='${Version}' libpcap0.8t64)), as on amd64"
+    summary=$(bash image/replay-check/run.sh "$ROOTFS" "$REPLAY_REF") ||
+        { echo "build.sh: the card's knockgate failed the replay check (above)" >&2; exit 1; }
+    step "replay check: $summary on arm64 (libpcap $(dpkg-query --admindir="$ROOTFS/var/lib/dpkg" -W -f='${Version}' libpcap0.8t64)), as on amd64"
 fi
 # The image's own config (base firewall, status page for the LAN) replaces the package's.
 cp -a image/rootfs/. "$ROOTFS/"

@@ -78,8 +78,6 @@ trap cleanup EXIT
 debian13() {
     local arch=$1
     local r=$work/trixie-$arch deb=$ROOT_DIR/target/deb/knockgate_$version-1_$arch.deb
-    local ref=$ROOT_DIR/target/release/knockgate
-    local cfg=image/replay-check/knockgate.toml pcap=image/replay-check/knocks.pcap
     echo "$arch: Debian 13 minbase root (mmdebstrap, qemu-user)"
     mmdebstrap --quiet --variant=minbase --mode=root --architectures="$arch" trixie "$r" \
         "deb http://deb.debian.org/debian trixie main" \
@@ -88,8 +86,6 @@ debian13() {
     mount -t proc proc "$r/proc"
     cp /etc/resolv.conf "$r/etc/resolv.conf"
     cp "$deb" "$r/tmp/"
-    mkdir -p "$r/tmp/replay"
-    cp "$cfg" "$pcap" "$r/tmp/replay/"
     echo "$arch: apt-get install ./$(basename "$deb")"
     chroot "$r" apt-get update -q
     DEBIAN_FRONTEND=noninteractive chroot "$r" apt-get install -y -q \
@@ -102,21 +98,14 @@ debian13() {
         echo "$arch: FAIL: libpcap0.8t64 was not installed (got: $pcap_pkg)"
         return 1
     fi
-    chroot "$r" knockgate check --config /tmp/replay/knockgate.toml >/dev/null ||
-        { echo "$arch: FAIL: knockgate check"; return 1; }
-    local want got
-    want=$("$ref" replay --config "$cfg" "$pcap" 2>&1)
-    got=$(chroot "$r" knockgate replay --config /tmp/replay/knockgate.toml \
-        /tmp/replay/knocks.pcap 2>&1) || { echo "$got"; echo "$arch: FAIL: knockgate replay"; return 1; }
-    if [ "$got" != "$want" ]; then
-        echo "$arch: FAIL: the replay differs from amd64's (- amd64, + $arch):"
-        diff <(echo "$want") <(echo "$got") || true
-        return 1
-    fi
-    echo "$arch: ok: installed with apt on Debian 13, check passes, replay as on amd64 ($(tail -n 1 <<<"$got"))"
+    local summary
+    summary=$(bash image/replay-check/run.sh "$r" "$ROOT_DIR/target/release/knockgate") ||
+        { echo "$arch: FAIL: the replay check (above)"; return 1; }
+    echo "$arch: ok: installed with apt on Debian 13, check passes, replay as on amd64 ($summary)"
     umount "$r/proc"
 }
-for arch in arm64 armhf; do
+arm_arches=(arm64 armhf)
+for arch in "${arm_arches[@]}"; do
     [ -f "target/deb/knockgate_$version-1_$arch.deb" ] && continue
     log "no $arch package: scripts/cross.sh setup, scripts/deb.sh arm64 armhf"
     bash scripts/cross.sh setup >/dev/null
@@ -128,7 +117,7 @@ bash image/build.sh --deps-only >/dev/null
 grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-arm 2>/dev/null || update-binfmts --enable qemu-arm
 arch-test armhf >/dev/null || fail "armhf binaries do not run here (binfmt_misc + qemu-user-static)"
 mkdir -p target
-for arch in arm64 armhf; do
+for arch in "${arm_arches[@]}"; do
     setsid bash -c "set -euo pipefail; $(declare -f debian13); work=$work ROOT_DIR=$ROOT_DIR version=$version debian13 $arch" \
         >"target/test-deb-$arch.log" 2>&1 &
     arm_pids+=($!)
@@ -273,8 +262,8 @@ log "ok: install, first start and a knock, upgrade, remove, purge"
 
 log "6. waiting for the Debian 13 roots (arm64, armhf)"
 status=0
-for i in 0 1; do
-    arch=$([ "$i" = 0 ] && echo arm64 || echo armhf)
+for i in "${!arm_arches[@]}"; do
+    arch=${arm_arches[$i]}
     s=0
     wait "${arm_pids[$i]}" || s=$?
     grep -E "^$arch: (ok|FAIL|installed)" "target/test-deb-$arch.log" >&2 || true
