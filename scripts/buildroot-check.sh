@@ -59,7 +59,7 @@ while IFS= read -r -d '' f; do
     esac
 done < <(find buildroot -type f ! -name '*.py' ! -path '*/__pycache__/*' -print0 | sort -z)
 # The image's scripts too (shared rootfs overlay, initramfs, builder, boot test, CI steps).
-for f in image/*.sh image/initramfs/init image/rootfs/usr/sbin/knockgate-firewall scripts/*.sh; do
+for f in image/*.sh image/*/*.sh image/initramfs/init image/rootfs/usr/sbin/knockgate-firewall scripts/*.sh .ci/run; do
     [ -f "$f" ] && scripts+=("$f")
 done
 if shellcheck -x "${scripts[@]}"; then

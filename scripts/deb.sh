@@ -5,6 +5,7 @@
 #   scripts/deb.sh arm64                one or more of amd64, arm64, armhf
 #   DEB_VERSION=0.1.0-2 scripts/deb.sh amd64
 #                                       another version (the upgrade test's rebuilt package)
+#   scripts/deb.sh --tools-only         only installs the pinned cargo-deb
 #   DEB_LINTIAN=1 scripts/deb.sh        also lintian on each package: fails on any error or
 #                                       warning (the overrides are dist/debian/lintian-overrides)
 #
@@ -21,9 +22,19 @@ CARGO_DEB_VERSION=3.8.0
 OUT=target/deb
 log() { echo "deb.sh: $*" >&2; }
 
+tools_only=no
+if [ "${1:-}" = --tools-only ]; then tools_only=yes; shift; fi
 arches=("$@")
 [ ${#arches[@]} -gt 0 ] || arches=(amd64 arm64 armhf)
 
+install_cargo_deb() {
+    if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+        log "installing cargo-deb $CARGO_DEB_VERSION"
+        cargo install --quiet --locked --version "$CARGO_DEB_VERSION" cargo-deb
+    fi
+}
+# Only the pinned cargo-deb (.ci/run installs it in the background during the tests).
+if [ "$tools_only" = yes ]; then install_cargo_deb; exit 0; fi
 need_apt=()
 command -v dpkg-shlibdeps >/dev/null || need_apt+=(dpkg-dev)
 if [ "${DEB_LINTIAN:-0}" = 1 ] && ! command -v lintian >/dev/null; then need_apt+=(lintian); fi
@@ -33,10 +44,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
         --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
-if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
-    log "installing cargo-deb $CARGO_DEB_VERSION"
-    cargo install --quiet --locked --version "$CARGO_DEB_VERSION" cargo-deb
-fi
+install_cargo_deb
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 deb_version=${DEB_VERSION:-$version-1}

@@ -6,6 +6,7 @@
 #   scripts/fuzz.sh                                 # CI: every target, 60 s each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh                # a long run
 #   FUZZ_SECONDS=30 FUZZ_TARGETS="wire http" scripts/fuzz.sh
+#   scripts/fuzz.sh --tools-only                    # only installs the pinned cargo-fuzz
 #
 # Stable Rust: cargo-fuzz passes nightly flags (-Zsanitizer=address and others) to rustc;
 # RUSTC_BOOTSTRAP=1 lets stable rustc take them. The ASan runtime ships with the x86_64 std.
@@ -25,6 +26,8 @@ if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $cargo_fuzz_version" ]
     echo "== installing cargo-fuzz $cargo_fuzz_version"
     cargo install --quiet --locked --version "$cargo_fuzz_version" cargo-fuzz
 fi
+# Only the pinned cargo-fuzz (.ci/run installs it in the background during the tests).
+[ "${1:-}" != --tools-only ] || exit 0
 # libfuzzer-sys compiles libFuzzer (C++).
 if ! command -v c++ >/dev/null; then
     echo "== installing g++"

@@ -31,7 +31,12 @@ case $phase in
         echo "== image: build (image/build.sh)"
         # (The amd64 build is the reference the card's knockgate must replay a capture as.)
         [ -x target/debug/knockgate ] || cargo build --locked --quiet
-        bash image/build.sh --out target/image --test-tools --replay-check target/debug/knockgate
+        # IMAGE_DEB: a package already built (.ci/run builds the card beside test-deb.sh, which
+        # rebuilds the amd64 package; the card's build then leaves scripts/deb.sh alone).
+        deb_arg=()
+        [ -z "${IMAGE_DEB:-}" ] || deb_arg=(--deb "$IMAGE_DEB")
+        bash image/build.sh --out target/image --test-tools --replay-check target/debug/knockgate \
+            "${deb_arg[@]}"
         echo "image.sh: built in $((SECONDS - start)) s; the card's package versions ($IMG.manifest):"
         sed 's/^/manifest: /' "$IMG.manifest"
         # Would the card boot on the boards it is for? Read from its device trees, kernel,

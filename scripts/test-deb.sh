@@ -91,9 +91,9 @@ debian13() {
     DEBIAN_FRONTEND=noninteractive chroot "$r" apt-get install -y -q \
         "/tmp/$(basename "$deb")" || { echo "$arch: FAIL: apt-get install"; return 1; }
     local pcap_pkg
-    pcap_pkg=$(chroot "$r" dpkg-query -W -f='${Package} ${Version} ${Architecture}\n' \
+    pcap_pkg=$(chroot "$r" dpkg-query -W -f="\${Package} \${Version} \${Architecture}\n" \
         'libpcap0.8*' 2>/dev/null | awk '$2 != ""') || true
-    echo "$arch: installed knockgate $(chroot "$r" dpkg-query -W -f='${Version}' knockgate), $pcap_pkg"
+    echo "$arch: installed knockgate $(chroot "$r" dpkg-query -W -f="\${Version}" knockgate), $pcap_pkg"
     if [ "$arch" = armhf ] && ! grep -q '^libpcap0.8t64 ' <<<"$pcap_pkg"; then
         echo "$arch: FAIL: libpcap0.8t64 was not installed (got: $pcap_pkg)"
         return 1

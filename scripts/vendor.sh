@@ -34,8 +34,8 @@ trap 'rm -rf "$work"' EXIT
 pristine() {
     local name=$1 version=$2 sum=$3
     local file=$work/$name-$version.crate cached
-    cached=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"$name-$version.crate" 2>/dev/null |
-        head -n 1 || true)
+    cached=$(find "${CARGO_HOME:-$HOME/.cargo}/registry/cache" -name "$name-$version.crate" \
+        -print -quit 2>/dev/null || true)
     if [ -n "$cached" ]; then
         cp "$cached" "$file"
     else
@@ -105,9 +105,17 @@ fresh)
 diff)
     name=${2:?usage: $0 diff NAME}
     pristine_named "$name"
-    (cd "$work" && mkdir a && mv "$name" "a/$name" && ln -s "$ROOT/vendor" b &&
-        diff -ruN "a/$name" "b/$name" | grep -v "^diff -ruN " | sed -e "s#^--- a/$name/#--- a/#" -e "s#^+++ b/$name/#+++ b/#" |
-        sed -E 's#^(---|\+\+\+) ([ab]/[^\t]*)\t.*#\1 \2#' || true)
+    (
+        cd "$work"
+        mkdir a
+        mv "$name" "a/$name"
+        ln -s "$ROOT/vendor" b
+        # diff exits 1 when the trees differ, as they do: the pipeline's status is sed's.
+        set +o pipefail
+        diff -ruN "a/$name" "b/$name" | grep -v "^diff -ruN " |
+            sed -e "s#^--- a/$name/#--- a/#" -e "s#^+++ b/$name/#+++ b/#" |
+            sed -E 's#^(---|\+\+\+) ([ab]/[^\t]*)\t.*#\1 \2#'
+    )
     ;;
 *)
     log "usage: $0 [check|fresh NAME|diff NAME]"
