@@ -309,6 +309,14 @@ pub struct Knock {
     pub tcp_flags: TcpFlags,
 }
 
+/// One captured packet, as the gatekeeper takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    Knock(Knock),
+    /// A UDP datagram to an SPA door's port, with its data.
+    Datagram(Knock, Box<[u8]>),
+}
+
 impl Knock {
     pub fn spec(&self) -> KnockSpec {
         KnockSpec {

@@ -8,7 +8,6 @@
 //! page) and drives the daily flush.
 
 use std::ops::{Add, Sub};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -119,30 +118,6 @@ pub fn wall_now() -> SystemTime {
 pub fn unix_secs(wall: SystemTime) -> u64 {
     wall.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// A clock a test sets by hand (both times move together with [`FakeClock::advance`]).
-#[derive(Debug, Clone)]
-pub struct FakeClock(Arc<Mutex<(Instant, SystemTime)>>);
-
-impl FakeClock {
-    pub fn new(wall: SystemTime) -> FakeClock {
-        FakeClock(Arc::new(Mutex::new((Instant::ZERO, wall))))
-    }
-    pub fn advance(&self, by: Duration) {
-        let mut t = self.0.lock().expect("clock lock");
-        t.0 = t.0 + by;
-        t.1 += by;
-    }
-}
-
-impl Clock for FakeClock {
-    fn now(&self) -> Instant {
-        self.0.lock().expect("clock lock").0
-    }
-    fn wall(&self) -> SystemTime {
-        self.0.lock().expect("clock lock").1
-    }
 }
 
 #[cfg(test)]

@@ -219,6 +219,81 @@ fn replay_prints_stages_opens_timeouts_and_actions() {
     }
 }
 
+/// `replay` decides as the daemon does (the same gatekeeper): a source banned after failed
+/// attempts opens nothing, and a UDP datagram to an SPA door's port is an SPA packet (refused
+/// here), not a knock that would reset the sequence in progress.
+#[test]
+fn replay_bans_like_the_daemon_and_routes_spa_datagrams_away_from_sequences() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, key) in [
+        ("spa.key", "eKHmC2Ow2JTqzXLy7sjYBRFfCmrQwbTAx2uiznipAug="),
+        ("spa.hmac", "VNrfU/1Pichlo/Kg61u8pMHCMoLk4PyQfVACF6UxTYG/bpN3D5/ciou6JoJngnTQ+AHRIbBpyeKMyXTpsWAujg=="),
+    ] {
+        fs::write(dir.path().join(name), key).unwrap();
+        fs::set_permissions(dir.path().join(name), fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let config = dir.path().join("k.toml");
+    fs::write(
+        &config,
+        format!(
+            "[daemon]\nmax_failures = 1\nban = \"10m\"\n\n[[door]]\nname = \"openSSH\"\nsequence = [7000, 8000, 9000]\nstart_command = \"logger %IP%\"\n\n[[door]]\nname = \"spa\"\nspa = {{ key_file = \"{d}/spa.key\", hmac_key_file = \"{d}/spa.hmac\", allow = [\"tcp/22\"] }}\nstart_command = \"logger spa %IP%\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let capture = dir.path().join("knocks.pcap");
+    let a = [192, 0, 2, 10];
+    let b = [192, 0, 2, 20];
+    write_capture(
+        &capture,
+        &[
+            // a fails twice (one failure allowed): banned.
+            (0, a, 7000, true),
+            (10, a, 1234, true),
+            (20, a, 7000, true),
+            (30, a, 1234, true),
+            (100, a, 7000, true),
+            (110, a, 8000, true),
+            (120, a, 9000, true),
+            // b's sequence with a datagram to the SPA port in the middle.
+            (200, b, 7000, true),
+            (210, b, 62201, false),
+            (220, b, 8000, true),
+            (230, b, 9000, true),
+        ],
+    );
+    let out = knockgate(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        capture.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let expected = [
+        "[     0.010s] 192.0.2.10: openSSH: reset at stage 1 by a knock on 1234/tcp",
+        "[     0.030s] 192.0.2.10: ignored for 600s after too many failed attempts",
+        "[     0.210s] 192.0.2.20: spa: SPA packet refused: ",
+        "[     0.230s] 192.0.2.20: openSSH: OPEN SESAME",
+        "[     0.230s] openSSH: would run command: logger 192.0.2.20",
+        "# 11 packets, 11 knocks, 0 malformed, 1 opened",
+    ];
+    let mut rest = stdout.as_str();
+    for line in expected {
+        let at = rest
+            .find(line)
+            .unwrap_or_else(|| panic!("`{line}` missing or out of order in:\n{stdout}"));
+        rest = &rest[at + line.len()..];
+    }
+    // Banned, a's right sequence counts nothing at all.
+    assert!(!stdout.contains("[     0.100s] 192.0.2.10"), "{stdout}");
+    assert!(
+        !stdout.contains("192.0.2.10: openSSH: OPEN SESAME"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn replay_rejects_a_file_that_is_not_a_capture() {
     let dir = tempfile::tempdir().unwrap();

@@ -95,26 +95,6 @@ impl Commands for DryRun {
     }
 }
 
-/// (door, argv) of each command a [`Recording`] saw.
-pub type Calls = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<String>)>>>;
-
-/// Tests: records (door, argv) of every command, spawned or run.
-#[derive(Debug, Clone, Default)]
-pub struct Recording(pub Calls);
-
-impl Commands for Recording {
-    fn spawn(&mut self, door: &str, argv: Vec<String>) {
-        self.0
-            .lock()
-            .expect("recording lock")
-            .push((door.to_string(), argv));
-    }
-
-    fn run(&mut self, door: &str, argv: &[String], _limit: Duration) {
-        self.spawn(door, argv.to_vec());
-    }
-}
-
 /// Logs and starts `argv` for `door` in the background.
 fn spawn(door: &str, argv: Vec<String>) {
     let shown = display(&argv);

@@ -114,6 +114,22 @@ impl DailyFlush {
     }
 }
 
+/// Time from `wall` to `flush`'s next daily flush (what an opening without a duration lasts),
+/// at least a second; a day when there is no flush (config validation requires a duration
+/// then: this is only the safe side).
+pub fn until(flush: Option<&DailyFlush>, wall: std::time::SystemTime) -> Duration {
+    let Some(flush) = flush else {
+        return Duration::from_secs(24 * 3600);
+    };
+    let now = Timestamp::try_from(wall).unwrap_or(Timestamp::UNIX_EPOCH);
+    let next = flush.next_after(now);
+    Duration::from_secs(
+        u64::try_from(next.as_second() - now.as_second())
+            .unwrap_or(0)
+            .max(1),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,17 +193,7 @@ impl Gate {
 
     /// Time from `wall` to the next daily flush (for openings without a duration).
     pub fn until_flush(&self, wall: SystemTime) -> Duration {
-        let Some(flush) = &self.flush else {
-            // Config validation requires a duration when there is no flush; be safe anyway.
-            return Duration::from_secs(24 * 3600);
-        };
-        let now = jiff::Timestamp::try_from(wall).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-        let next = flush.next_after(now);
-        Duration::from_secs(
-            u64::try_from(next.as_second() - now.as_second())
-                .unwrap_or(0)
-                .max(1),
-        )
+        crate::actions::flush::until(self.flush.as_ref(), wall)
     }
 
     /// Makes the chain equal to the journal (see the module doc). Returns what it changed, for

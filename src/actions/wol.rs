@@ -99,22 +99,6 @@ impl Wake for DryRun {
     }
 }
 
-/// (door, MAC) of each packet a [`Recording`] saw.
-pub type Sent = std::sync::Arc<std::sync::Mutex<Vec<(String, [u8; 6])>>>;
-
-/// Tests: records (door, MAC) of every packet.
-#[derive(Debug, Clone, Default)]
-pub struct Recording(pub Sent);
-
-impl Wake for Recording {
-    fn wake(&mut self, door: &str, w: &WakeAction) {
-        self.0
-            .lock()
-            .expect("recording lock")
-            .push((door.to_string(), w.mac));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,8 @@
-//! `knockgate replay`: a capture file through the real parser and engine, packet timestamps as
-//! time, printing the events and the plan the daemon would execute for each opened door (the
-//! daemon's own [`plan::plan`]).
+//! `knockgate replay`: a capture file through the real parser and the daemon's own
+//! [`Gatekeeper`] (bans, SPA datagrams, window rolls and one-time lines included), packet
+//! timestamps as time, printing its effects and the plan the daemon would execute for each
+//! opened door (the daemon's own [`plan::plan`]). Nothing here decides: the loop only feeds the
+//! gatekeeper and prints.
 //!
 //! Doors without a target count knocks to the addresses given with `--local`, or to any address
 //! when none is given (a capture file does not say which addresses were the host's own).
@@ -10,12 +12,14 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::actions::flush::DailyFlush;
+use crate::actions::flush::{self, DailyFlush};
 use crate::actions::plan::{self, Action, Now};
-use crate::actions::sessions::{unix_ms, Pending, Sessions};
+use crate::actions::sessions::{Pending, Sessions};
 use crate::config::Config;
-use crate::doors::{Dynamic, Origin, SourceError};
-use crate::engine::{Event, Tracker};
+use crate::doors::spa::ReplayCache;
+use crate::doors::{Dynamic, SourceError};
+use crate::gatekeeper::{Effect, Gatekeeper, Local};
+use crate::knock::{Packet, Proto};
 use crate::net::wire::{self, LinkType};
 use crate::time::Instant;
 
@@ -42,7 +46,18 @@ pub struct Summary {
     pub opens: u64,
 }
 
-/// Replays `capture` through `config`'s doors, writing one line per event to `out`.
+/// The replay's world: the gatekeeper, the open doors it would keep, the capture's clock.
+struct Replay<'a> {
+    config: &'a Config,
+    gk: Gatekeeper,
+    sessions: Sessions,
+    flush: Option<DailyFlush>,
+    /// The first packet's time, microseconds since the Unix epoch: monotonic time 0.
+    origin: i128,
+    summary: Summary,
+}
+
+/// Replays `capture` through `config`'s doors, writing one line per effect to `out`.
 pub fn replay(
     config: &Config,
     capture: &Path,
@@ -59,18 +74,15 @@ pub fn replay(
         path: path.clone(),
         dlt,
     })?;
-    // Doors whose sequences change (one-time lists, HMAC windows) follow the packets' own
-    // timestamps, so a capture replays as it happened.
-    let mut dynamic = Dynamic::load(config)?;
-    let mut built_at: Option<u64> = None;
-    let set = dynamic.doors(config, 0);
-    let mut doors = set.origin;
-    let mut tracker = Tracker::new(set.specs, config.daemon.max_sources);
-    let mut sessions = Sessions::new();
-    let flush = config.firewall.daily_flush.map(DailyFlush::local);
-    let mut summary = Summary::default();
-    let mut events = Vec::new();
-    let mut origin: Option<i128> = None;
+    let dynamic = Dynamic::load(config)?;
+    let local = if local.is_empty() {
+        Local::Any
+    } else {
+        Local::Only(local.iter().copied().collect())
+    };
+    let summary = Summary::default();
+    let mut replay: Option<Replay<'_>> = None;
+    let mut fx = Vec::new();
     let mut now = Instant::ZERO;
     loop {
         let packet = match cap.next_packet() {
@@ -83,67 +95,62 @@ pub fn replay(
                 })
             }
         };
-        summary.packets += 1;
         let ts =
             i128::from(packet.header.ts.tv_sec) * 1_000_000 + i128::from(packet.header.ts.tv_usec);
-        let first = *origin.get_or_insert(ts);
-        // Time never runs backwards in the engine, even if the file's timestamps do.
-        now = now.max(Instant::from_micros(u64::try_from(ts - first).unwrap_or(0)));
-        let knock = match wire::parse(link, packet.data) {
-            Ok(k) => k,
+        // The gatekeeper starts at the first packet, its doors as they were then (one-time
+        // lists, HMAC windows follow the packets' own timestamps).
+        let r = replay.get_or_insert_with(|| {
+            let wall = wall_at(ts, 0);
+            let gk = Gatekeeper::new(
+                config.clone(),
+                dynamic.clone(),
+                ReplayCache::default(),
+                local.clone(),
+                Instant::ZERO,
+                wall,
+            );
+            Replay {
+                config,
+                gk,
+                sessions: Sessions::new(),
+                flush: config.firewall.daily_flush.map(DailyFlush::local),
+                origin: ts,
+                summary,
+            }
+        });
+        r.summary.packets += 1;
+        // Time never runs backwards, even if the file's timestamps do.
+        now = now.max(Instant::from_micros(
+            u64::try_from(ts - r.origin).unwrap_or(0),
+        ));
+        // As the daemon's capture routes them: a UDP datagram to an SPA door's port is an SPA
+        // packet, anything else parsed a knock.
+        let parsed = match wire::parse_with_payload(link, packet.data) {
+            Ok((knock, data))
+                if knock.proto == Proto::Udp && r.gk.spa_ports().contains(&knock.dst_port) =>
+            {
+                Packet::Datagram(knock, data.into())
+            }
+            Ok((knock, _)) => Packet::Knock(knock),
             Err(_) => {
-                summary.malformed += 1;
+                r.summary.malformed += 1;
                 continue;
             }
         };
-        summary.knocks += 1;
-        let unix = u64::try_from(packet.header.ts.tv_sec).unwrap_or(0);
-        let stale = match built_at {
-            None => true,
-            Some(at) => dynamic.next_change(at).is_some_and(|next| unix >= next),
-        };
-        if stale {
-            let set = dynamic.doors(config, unix);
-            tracker.set_doors(set.specs, config.daemon.max_sources);
-            doors = set.origin;
-            built_at = Some(unix);
-        }
-        advance(&mut tracker, &mut sessions, Some(now), out)?;
-        events.clear();
-        let dst_is_local = local.is_empty() || local.contains(&knock.dst);
-        tracker.on_knock(now, &knock, dst_is_local, &mut events);
-        // The packet's own time is the wall clock the plan sees.
-        let wall = SystemTime::UNIX_EPOCH + Duration::from_micros(u64::try_from(ts).unwrap_or(0));
-        let until_flush = flush.as_ref().map_or(Duration::from_secs(24 * 3600), |f| {
-            let t = jiff::Timestamp::try_from(wall).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-            let next = f.next_after(t);
-            Duration::from_secs(u64::try_from(next.as_second() - t.as_second()).unwrap_or(0))
-        });
-        let at = Now {
-            mono: now,
-            wall,
-            until_flush,
-        };
-        // What an opening used is retired in memory: replay never writes a one-time list.
-        let retired = report(
-            config,
-            &doors,
-            &mut dynamic,
-            &tracker,
-            &mut sessions,
-            at,
-            &events,
-            &mut summary,
-            out,
-        )?;
-        if retired {
-            let set = dynamic.doors(config, unix);
-            tracker.set_doors(set.specs, config.daemon.max_sources);
-            doors = set.origin;
-        }
+        r.summary.knocks += 1;
+        r.advance(Some(now), out)?;
+        let wall = r.wall(now);
+        r.gk.on_packet(now, wall, &parsed, &mut fx);
+        r.apply(now, &mut fx, out)?;
     }
-    // What the daemon would still do after the capture ends.
-    advance(&mut tracker, &mut sessions, None, out)?;
+    let summary = match replay {
+        Some(mut r) => {
+            // What the daemon would still do after the capture ends.
+            r.advance(None, out)?;
+            r.summary
+        }
+        None => summary,
+    };
     writeln!(
         out,
         "# {} packets, {} knocks, {} malformed, {} opened",
@@ -152,30 +159,10 @@ pub fn replay(
     Ok(summary)
 }
 
-/// Fires every timer due up to `until` (all of them with None), each at its own time.
-fn advance(
-    tracker: &mut Tracker,
-    sessions: &mut Sessions,
-    until: Option<Instant>,
-    out: &mut impl Write,
-) -> std::io::Result<()> {
-    let mut events = Vec::new();
-    loop {
-        let next = [tracker.poll_at(), sessions.poll_at()]
-            .into_iter()
-            .flatten()
-            .min();
-        let Some(at) = next.filter(|t| until.is_none_or(|u| *t <= u)) else {
-            return Ok(());
-        };
-        events.clear();
-        tracker.poll(at, &mut events);
-        // Timers only time attempts out: no door opens here.
-        for event in &events {
-            writeln!(out, "{} {}", stamp(at), event.describe(tracker.doors()))?;
-        }
-        close_due(sessions, at, out)?;
-    }
+/// The wall-clock time `mono_us` microseconds after `origin_us` (since the Unix epoch).
+fn wall_at(origin_us: i128, mono_us: u64) -> SystemTime {
+    let us = u64::try_from(origin_us + i128::from(mono_us)).unwrap_or(0);
+    SystemTime::UNIX_EPOCH + Duration::from_micros(us)
 }
 
 fn stamp(t: Instant) -> String {
@@ -183,78 +170,130 @@ fn stamp(t: Instant) -> String {
     format!("[{:>6}.{:03}s]", us / 1_000_000, (us % 1_000_000) / 1000)
 }
 
-fn close_due(sessions: &mut Sessions, now: Instant, out: &mut impl Write) -> std::io::Result<()> {
-    for s in sessions.take_due(now) {
-        let at = stamp(s.deadline);
-        match &s.pending {
-            Pending::Stop { argv } => {
-                writeln!(out, "{at} {}: {}: command timeout", s.src, s.door)?;
-                let shown = crate::actions::command::display(argv);
-                writeln!(out, "{at} {}: would run command: {shown}", s.door)?;
-            }
-            Pending::Close { grant } => {
-                let ports = &grant.ports;
-                writeln!(
-                    out,
-                    "{at} {}: {}: would close {ports} (time is up)",
-                    s.src, s.door
-                )?;
-            }
+impl Replay<'_> {
+    /// The capture's wall-clock time at monotonic time `t`.
+    fn wall(&self, t: Instant) -> SystemTime {
+        wall_at(self.origin, t.as_micros())
+    }
+
+    /// Fires every timer due up to `until`, each at its own time; with None, every timer
+    /// still pending (attempts timing out, doors closing) but not the windows that roll on
+    /// forever.
+    fn advance(&mut self, until: Option<Instant>, out: &mut impl Write) -> std::io::Result<()> {
+        let mut fx = Vec::new();
+        loop {
+            let gk_at = match until {
+                Some(_) => self.gk.poll_at(),
+                None => self.gk.attempts_at(),
+            };
+            let next = [gk_at, self.sessions.poll_at()].into_iter().flatten().min();
+            let Some(at) = next.filter(|t| until.is_none_or(|u| *t <= u)) else {
+                return Ok(());
+            };
+            let wall = self.wall(at);
+            self.gk.poll(at, wall, &mut fx);
+            self.apply(at, &mut fx, out)?;
+            self.close_due(at, out)?;
         }
     }
-    Ok(())
-}
 
-/// Prints the events, and for each opened door the plan the daemon would execute
-/// ([`plan::plan`], the daemon's own), applied to the replay's sessions. Returns whether a
-/// sequence was retired (the engine's doors must be rebuilt).
-#[allow(clippy::too_many_arguments)]
-fn report(
-    config: &Config,
-    doors: &[Origin],
-    dynamic: &mut Dynamic,
-    tracker: &Tracker,
-    sessions: &mut Sessions,
-    now: Now,
-    events: &[Event],
-    summary: &mut Summary,
-    out: &mut impl Write,
-) -> std::io::Result<bool> {
-    let at = stamp(now.mono);
-    let mut retired = false;
-    for event in events {
-        writeln!(out, "{at} {}", event.describe(tracker.doors()))?;
-        let Event::Opened { src, door } = *event else {
-            continue;
+    fn close_due(&mut self, now: Instant, out: &mut impl Write) -> std::io::Result<()> {
+        for s in self.sessions.take_due(now) {
+            let at = stamp(s.deadline);
+            match &s.pending {
+                Pending::Stop { argv } => {
+                    writeln!(out, "{at} {}: {}: command timeout", s.src, s.door)?;
+                    let shown = crate::actions::command::display(argv);
+                    writeln!(out, "{at} {}: would run command: {shown}", s.door)?;
+                }
+                Pending::Close { grant } => {
+                    let ports = &grant.ports;
+                    writeln!(
+                        out,
+                        "{at} {}: {}: would close {ports} (time is up)",
+                        s.src, s.door
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Prints the effects (every knock event, rate limit or not), and for each opened door
+    /// the plan the daemon would execute, applied to the replay's sessions.
+    fn apply(
+        &mut self,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+        out: &mut impl Write,
+    ) -> std::io::Result<()> {
+        let at = stamp(now);
+        for effect in std::mem::take(fx) {
+            match effect {
+                Effect::Open {
+                    origin,
+                    src,
+                    requested,
+                } => self.open(now, origin, src, requested.as_ref(), out)?,
+                Effect::SpaAccepted { addr, ref door, .. } => {
+                    writeln!(out, "{at} {}", effect.line().unwrap_or_default())?;
+                    writeln!(out, "{at} {addr}: {door}: OPEN SESAME")?;
+                }
+                // Replay writes nothing: what is retired or accepted stays in memory.
+                Effect::HeldBack(_) | Effect::Retired(_) | Effect::SaveReplay => {}
+                Effect::Cue(_) | Effect::Refilter => {}
+                Effect::Knock { .. } | Effect::Banned { .. } | Effect::SpaRefused { .. } => {
+                    writeln!(out, "{at} {}", effect.line().unwrap_or_default())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open(
+        &mut self,
+        mono: Instant,
+        origin: crate::doors::Origin,
+        src: IpAddr,
+        requested: Option<&crate::knock::Ports>,
+        out: &mut impl Write,
+    ) -> std::io::Result<()> {
+        let at = stamp(mono);
+        let wall = self.wall(mono);
+        let now = Now {
+            mono,
+            wall,
+            until_flush: flush::until(self.flush.as_ref(), wall),
         };
-        summary.opens += 1;
-        let origin = doors[door];
-        let d = &config.doors[origin.door];
+        self.summary.opens += 1;
+        let Some(d) = self.config.doors.get(origin.door) else {
+            return Ok(());
+        };
         let name = d.name.as_str();
-        for action in plan::plan(d, origin, src, None, sessions, &now) {
+        for action in plan::plan(d, origin, src, requested, &self.sessions, &now) {
             match &action {
                 Action::Run { .. } => writeln!(out, "{at} {name}: would {action}")?,
                 _ => writeln!(out, "{at} {src}: {name}: would {action}")?,
             }
             match action {
                 Action::Retire { origin } => {
-                    let unix = unix_ms(now.wall) / 1000;
-                    retired |= dynamic.used_in_memory(config, origin, unix);
+                    let mut fx = Vec::new();
+                    self.gk.retire(mono, wall, origin, &mut fx);
                 }
                 Action::ScheduleStop { argv, after, .. } => {
                     let pending = Pending::Stop { argv };
-                    sessions.open(now.mono, now.wall, name, src, after, pending);
+                    self.sessions.open(mono, wall, name, src, after, pending);
                 }
                 Action::Open { grant, after, .. } => {
                     let pending = Pending::Close { grant };
-                    sessions.open(now.mono, now.wall, name, src, after, pending);
+                    self.sessions.open(mono, wall, name, src, after, pending);
                 }
                 Action::Close { target, .. } => {
-                    sessions.remove_close(&target, src);
+                    self.sessions.remove_close(&target, src);
                 }
                 Action::Run { .. } | Action::Relay { .. } | Action::Wake(_) => {}
             }
         }
+        Ok(())
     }
-    Ok(retired)
 }

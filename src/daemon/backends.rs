@@ -2,7 +2,8 @@
 //! clock, commands, wake-on-LAN, the interface list, the firewall and the GPIO, and whether
 //! state is written. [`Backends::system`] is the real thing; [`Backends::dry_run`] is
 //! `--dry-run`: the same daemon with backends that only log (and no state written), so that no
-//! action code ever asks whether it is a dry run. Tests put recording fakes in.
+//! action code ever asks whether it is a dry run. What the daemon decides is tested without
+//! backends, on the gatekeeper ([`crate::gatekeeper`]); the backends themselves are tested real.
 
 use crate::actions::command::{self, Commands};
 use crate::actions::firewall::{iptables::Iptables, Firewall, Noop};

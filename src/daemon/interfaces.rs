@@ -2,7 +2,7 @@
 //! renewal, a new address, a hot-plugged wlan0), with a capture opened, closed or re-filtered
 //! to match.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tracing::{debug, info};
 
 use super::Daemon;
 use crate::config::Interfaces;
-use crate::knock::Proto;
+use crate::gatekeeper::Local;
 use crate::net::capture::{Capture, FilterSpec};
 
 /// How long a capture waits at most before trying to reopen a missing interface: long
@@ -26,7 +26,7 @@ impl Daemon {
         let wanted: BTreeSet<String> = if !self.opts.interfaces.is_empty() {
             self.opts.interfaces.iter().cloned().collect()
         } else {
-            match &self.config.daemon.interfaces {
+            match &self.gk.config().daemon.interfaces {
                 Interfaces::Named(names) => names.iter().cloned().collect(),
                 Interfaces::Auto => system
                     .values()
@@ -61,29 +61,17 @@ impl Daemon {
                 info!(interface = %name, "{name}: knocks count when sent to [{}]", shown.join(", "));
             }
         }
-        self.local = addresses.values().flatten().copied().collect();
-        self.addresses = addresses;
-        let mut local: Vec<IpAddr> = self.local.iter().copied().collect();
+        let all: HashSet<IpAddr> = addresses.values().flatten().copied().collect();
+        let mut local: Vec<IpAddr> = all.iter().copied().collect();
         local.sort();
-        let mut targets: Vec<IpAddr> = self.config.doors.iter().filter_map(|d| d.target).collect();
+        self.gk.set_local(Local::Only(all));
+        self.addresses = addresses;
+        let config = self.gk.config();
+        let mut targets: Vec<IpAddr> = config.doors.iter().filter_map(|d| d.target).collect();
         targets.sort();
         targets.dedup();
-        let mut udp_ports: Vec<u16> = self
-            .tracker
-            .doors()
-            .iter()
-            .flat_map(|d| d.sequence.iter())
-            .filter(|k| k.proto == Proto::Udp)
-            .map(|k| k.port)
-            .collect();
-        let mut spa_ports: Vec<u16> = self
-            .config
-            .doors
-            .iter()
-            .filter_map(|d| d.spa.as_ref().map(|s| s.port))
-            .collect();
-        spa_ports.sort();
-        spa_ports.dedup();
+        let spa_ports = self.gk.spa_ports();
+        let mut udp_ports: Vec<u16> = self.gk.udp_ports().into_iter().collect();
         udp_ports.extend(&spa_ports);
         udp_ports.sort();
         udp_ports.dedup();
@@ -129,7 +117,7 @@ impl Daemon {
         debug!(
             malformed,
             queue_full = full,
-            tracked = self.tracker.tracked_sources(),
+            tracked = self.gk.tracker().tracked_sources(),
             "counters"
         );
     }

@@ -1,23 +1,24 @@
-//! The daemon: one loop that owns all state.
+//! The daemon: one loop that feeds the [`Gatekeeper`] and executes what it decides.
 //!
 //! The loop reads the capture rings itself and takes the event thread's messages (signals,
-//! netlink) from its [`Mailbox`]; it applies knocks, timers (sequence timeouts, door closings,
-//! relay pulses) and events in order, and sleeps in one `poll(2)` on the rings and the mailbox
-//! until something arrives or the next deadline: nothing runs on a fixed tick. While it waits
-//! for a slow step (iptables, an fsync), its [`Intake`] keeps emptying the rings
-//! ([`crate::sys::busy`]); every packet is handled in arrival order from there. The
-//! engine decides, the loop acts: it runs commands, keeps open doors in [`Sessions`] and writes
-//! the journal after every change, so a restart or a SIGKILL never loses a pending close.
-//! SIGHUP reloads the config here, in the loop (never in a signal handler); an invalid new
-//! config is logged and the old one kept. SIGTERM/SIGINT close every open door and exit.
+//! netlink) from its [`Mailbox`]; it hands packets and moments (sequence timeouts, HMAC
+//! windows) to the gatekeeper, which decides with no I/O and no clock, and executes the
+//! [`Effect`]s it returns; its own timers are door closings, relay pulses and the firewall's
+//! checks. It sleeps in one `poll(2)` on the rings and the mailbox until something arrives or
+//! the next deadline: nothing runs on a fixed tick. While it waits for a slow step (iptables,
+//! an fsync), its [`Intake`] keeps emptying the rings ([`crate::sys::busy`]); every packet is
+//! handled in arrival order from there. It runs commands, keeps open doors in [`Sessions`]
+//! and writes the journal after every change, so a restart or a SIGKILL never loses a pending
+//! close. SIGHUP reloads the config here, in the loop (never in a signal handler); an invalid
+//! new config is logged and the old one kept. SIGTERM/SIGINT close every open door and exit.
 //!
 //! Here: the loop and its handlers. [`startup`] starts it, [`events`] is the thread that
-//! waits for signals and the kernel's announcements, [`execute`] runs a door's plan through
-//! the backends, [`interfaces`] follows the interfaces and their addresses, and [`report`]
-//! keeps the history the status page shows and builds its snapshot when a page asks.
+//! waits for signals and the kernel's announcements, [`execute`] runs the effects and a door's
+//! plan through the backends, [`interfaces`] follows the interfaces and their addresses, and
+//! [`report`] builds the status page's snapshot when a page asks.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -37,13 +38,11 @@ use crate::actions::outputs::Outputs;
 use crate::actions::sessions::{self, Pending, Sessions};
 use crate::actions::wol;
 use crate::config::{self, Config};
-use crate::doors::{Dynamic, Origin, SourceError};
-use crate::engine::limits::{LogLimit, Penalties, Verdict};
-use crate::engine::{Event, Tracker};
-use crate::knock::Proto;
+use crate::doors::{Dynamic, SourceError};
+use crate::gatekeeper::{Effect, Gatekeeper};
 use crate::net::capture::{Capture, Change, Packet};
 use crate::net::watch::News;
-use crate::status::{self, ActivityKind, Board};
+use crate::status::{self, Board};
 use crate::time::Instant;
 
 mod backends;
@@ -52,7 +51,6 @@ mod execute;
 mod intake;
 mod interfaces;
 mod report;
-mod spa;
 mod startup;
 
 pub use backends::Backends;
@@ -61,9 +59,7 @@ use report::Report;
 use startup::make_gate;
 pub use startup::{run, run_with};
 
-/// How often the slow chores run while one is needed (and only then): the interfaces re-read
-/// when netlink cannot announce changes, the summary of rate-limited log lines, the expiry of
-/// the SPA replay cache.
+/// How often the interfaces are re-read when netlink cannot announce their changes.
 const SLOW_EVERY: Duration = Duration::from_secs(10);
 /// Bound of the mailbox, in messages (signals, netlink news, status page requests: a burst of
 /// netlink notifications is one message, and a full mailbox makes the event thread wait).
@@ -180,16 +176,12 @@ impl Mailbox {
 
 struct Daemon {
     opts: Options,
-    config: Config,
-    /// One-time lists and HMAC secrets: the doors whose sequences change.
-    dynamic: Dynamic,
-    /// For each engine door, the config door (and HMAC window) it stands for.
-    origin: Vec<Origin>,
-    /// When the HMAC windows change next.
-    next_window: Option<Instant>,
+    /// What is decided about packets and moments: the config, the doors, bans, history.
+    gk: Gatekeeper,
+    /// Effects to execute, reused.
+    effects: Vec<Effect>,
     /// The clock, commands, wake-on-LAN, interfaces, firewall and GPIO (real, or --dry-run's).
     backends: Backends,
-    tracker: Tracker,
     sessions: Sessions,
     /// Firewall doors; None when no door uses the firewall (nothing is touched then).
     gate: Option<Gate>,
@@ -197,11 +189,9 @@ struct Daemon {
     /// The captures, their counters, and what was read from them but not handled yet
     /// (shared with the drain that empties the rings while the loop waits for a slow step).
     intake: Rc<RefCell<Intake>>,
-    /// Addresses of the captured interfaces, all together and by interface.
-    local: HashSet<IpAddr>,
+    /// Addresses of the captured interfaces, by interface.
     addresses: BTreeMap<String, Vec<IpAddr>>,
-    events: Vec<Event>,
-    /// The slow chores' next run, when one is needed ([`SLOW_EVERY`]).
+    /// The interfaces' next re-read, when netlink cannot announce changes ([`SLOW_EVERY`]).
     next_slow: Instant,
     /// Interface changes are announced by netlink (else re-read every [`SLOW_EVERY`]).
     links_watched: bool,
@@ -212,24 +202,6 @@ struct Daemon {
     board: Board,
     report: Report,
     server: Option<status::StatusServer>,
-    /// Sources ignored after too many failed attempts.
-    penalties: Penalties,
-    /// Per-knock log lines (stages, timeouts, bans) are rate-limited: a scan cannot fill the
-    /// SD card.
-    log_limit: LogLimit,
-    /// SPA packets already accepted (saved in the state directory).
-    spa_replay: crate::doors::spa::ReplayCache,
-}
-
-/// Per-knock log lines: a burst of this many, then this many per second.
-const LOG_BURST: u32 = 50;
-const LOG_PER_SECOND: u32 = 5;
-
-impl Daemon {
-    /// Wall-clock time now, Unix seconds.
-    fn unix_now(&self) -> u64 {
-        crate::time::unix_secs(self.backends.clock.wall())
-    }
 }
 
 impl Daemon {
@@ -259,12 +231,11 @@ impl Daemon {
                 .filter_map(Capture::retry_at)
                 .min();
             let wake = [
-                self.tracker.poll_at(),
+                self.gk.poll_at(),
                 self.sessions.poll_at(),
                 self.outputs.as_ref().and_then(Outputs::poll_at),
                 self.gate.as_ref().and_then(Gate::poll_at),
                 self.slow_at(),
-                self.next_window,
                 retry,
             ]
             .into_iter()
@@ -403,19 +374,16 @@ impl Daemon {
         opened
     }
 
-    /// When the slow chores must run, if one is needed now.
+    /// When the interfaces must be re-read, if netlink does not announce their changes.
     fn slow_at(&self) -> Option<Instant> {
-        let needed =
-            !self.links_watched || self.log_limit.suppressed() > 0 || !self.spa_replay.is_empty();
-        needed.then_some(self.next_slow)
+        (!self.links_watched).then_some(self.next_slow)
     }
 
     fn on_timers(&mut self, now: Instant) {
-        let mut events = std::mem::take(&mut self.events);
-        events.clear();
-        self.tracker.poll(now, &mut events);
-        self.handle(now, &events);
-        self.events = events;
+        let mut fx = std::mem::take(&mut self.effects);
+        self.gk.poll(now, self.backends.clock.wall(), &mut fx);
+        self.apply(now, &mut fx);
+        self.effects = fx;
         let due = self.sessions.take_due(now);
         if !due.is_empty() {
             for s in due {
@@ -440,9 +408,6 @@ impl Daemon {
             o.set_error(now, problem);
             o.poll(now);
         }
-        if self.next_window.is_some_and(|t| now >= t) {
-            self.rebuild_doors(now);
-        }
         if let Some(gate) = &mut self.gate {
             gate.retry_if_unhealthy(now);
             if gate.poll_at().is_some_and(|t| now >= t)
@@ -452,47 +417,25 @@ impl Daemon {
             }
         }
         if self.slow_at().is_some_and(|t| now >= t) {
-            let held_back = self.log_limit.take_suppressed();
-            if held_back > 0 {
-                info!(
-                    held_back,
-                    "{held_back} knock log line(s) held back by the rate limit"
-                );
-            }
-            if !self.links_watched {
-                self.refresh_interfaces();
-            }
-            if self.spa_replay.expire(self.unix_now()) {
-                self.save_spa_replay();
-            }
+            self.refresh_interfaces();
         }
         if now >= self.next_slow {
             self.next_slow = now + SLOW_EVERY;
         }
     }
 
-    /// Knocks and SPA datagrams, in arrival order.
+    /// Knocks and SPA datagrams, in arrival order, each decided and its effects executed
+    /// before the next.
     fn on_packets(&mut self, now: Instant, packets: &[Packet]) {
-        let mut events = std::mem::take(&mut self.events);
+        let mut fx = std::mem::take(&mut self.effects);
+        let wall = self.backends.clock.wall();
         for packet in packets {
-            let knock = match packet {
-                Packet::Knock(knock) => knock,
-                Packet::Datagram(knock, data) => {
-                    self.on_datagram(knock, data);
-                    continue;
-                }
-            };
-            if self.penalties.is_banned(knock.src, now) {
-                continue;
-            }
-            let dst_is_local = self.local.contains(&knock.dst);
-            events.clear();
-            self.tracker.on_knock(now, knock, dst_is_local, &mut events);
-            if !events.is_empty() {
-                self.handle(now, &events);
+            self.gk.on_packet(now, wall, packet, &mut fx);
+            if !fx.is_empty() {
+                self.apply(now, &mut fx);
             }
         }
-        self.events = events;
+        self.effects = fx;
     }
 
     fn on_change(&mut self, iface: &str, change: Change) {
@@ -510,106 +453,6 @@ impl Daemon {
         }
     }
 
-    fn handle(&mut self, now: Instant, events: &[Event]) {
-        let now_unix = self.unix_now();
-        for event in events {
-            // The log line is made only when it is written (a flood's events mostly are not).
-            let line = || event.describe(self.tracker.doors());
-            let name = |door: usize| self.tracker.doors()[door].name.clone();
-            match *event {
-                Event::Opened { src, door } => {
-                    let name = name(door);
-                    let of = self.tracker.doors()[door].sequence.len();
-                    info!(%src, door = %name, "{}", line());
-                    self.report
-                        .record(now_unix, src, &name, ActivityKind::Open, of, of);
-                    if let Some(o) = &mut self.outputs {
-                        o.opened(now);
-                    }
-                    let origin = self.origin[door];
-                    if self.open(now, src, origin, None) {
-                        self.rebuild_doors(now);
-                    }
-                }
-                Event::Stage {
-                    src,
-                    door,
-                    stage,
-                    of,
-                } => {
-                    if self.log_limit.allow(now) {
-                        info!(%src, stage, "{}", line());
-                    }
-                    self.report
-                        .record(now_unix, src, &name(door), ActivityKind::Stage, stage, of);
-                    if let Some(o) = &mut self.outputs {
-                        o.stage(now);
-                    }
-                }
-                Event::Timeout { src, door, stage } => {
-                    if self.log_limit.allow(now) {
-                        info!(%src, stage, "{}", line());
-                    }
-                    let of = self.tracker.doors()[door].sequence.len();
-                    self.report.record(
-                        now_unix,
-                        src,
-                        &name(door),
-                        ActivityKind::Timeout,
-                        stage,
-                        of,
-                    );
-                    self.penalize(src, now);
-                }
-                Event::Reset {
-                    src, stage, reason, ..
-                } => {
-                    debug!(%src, stage, "{}", line());
-                    if matches!(reason, crate::engine::ResetReason::WrongKnock(_)) {
-                        self.penalize(src, now);
-                    }
-                }
-            }
-        }
-    }
-
-    /// A failed attempt of `src`: too many, and it is ignored for a while.
-    fn penalize(&mut self, src: IpAddr, now: Instant) {
-        if let Verdict::Banned(until) = self.penalties.failed(src, now) {
-            if self.log_limit.allow(now) {
-                let secs = until.saturating_since(now).as_secs();
-                warn!(%src, "{src}: ignored for {secs}s after too many failed attempts");
-            }
-        }
-    }
-
-    /// Gives the engine the doors' current sequences (one-time lists, HMAC windows), keeping
-    /// attempts in progress on sequences that stay, and schedules the next window change.
-    fn rebuild_doors(&mut self, now: Instant) {
-        let unix = self.unix_now();
-        let set = self.dynamic.doors(&self.config, unix);
-        let udp = |specs: &[crate::engine::DoorSpec]| -> BTreeSet<u16> {
-            specs
-                .iter()
-                .flat_map(|d| d.sequence.iter())
-                .filter(|k| k.proto == Proto::Udp)
-                .map(|k| k.port)
-                .collect()
-        };
-        let filter_changes = udp(&set.specs) != udp(self.tracker.doors());
-        self.tracker
-            .set_doors(set.specs, self.config.daemon.max_sources);
-        self.origin = set.origin;
-        if filter_changes {
-            // The capture filter passes UDP only to sequence ports: follow the new ones.
-            self.refresh_interfaces();
-        }
-        self.next_window = self
-            .dynamic
-            .next_change(unix)
-            .map(|at| now + Duration::from_secs(at.saturating_sub(unix)));
-    }
-
     fn save_journal(&mut self) {
         if let Some(path) = &self.journal {
             let result = sessions::save(path, &self.sessions.to_journal());
@@ -619,6 +462,27 @@ impl Daemon {
             self.report
                 .state_written(sessions::JOURNAL_FILE, result.err().map(|e| e.to_string()));
         }
+    }
+
+    /// Writes the SPA replay cache to the state directory (atomically), if the daemon keeps
+    /// state.
+    fn save_spa_replay(&mut self) {
+        let Some(dir) = self.journal.as_ref().and_then(|j| j.parent()) else {
+            return;
+        };
+        let path = dir.join(crate::doors::spa::REPLAY_FILE);
+        let text = self.gk.spa_replay().to_text();
+        let result = crate::sys::fsutil::write_atomic(&path, text.as_bytes());
+        if let Err(e) = &result {
+            error!(
+                "cannot save the SPA replay cache {}: {e}; it is kept in memory",
+                path.display()
+            );
+        }
+        self.report.state_written(
+            crate::doors::spa::REPLAY_FILE,
+            result.err().map(|e| format!("{}: {e}", path.display())),
+        );
     }
 
     fn reload(&mut self) {
@@ -637,9 +501,9 @@ impl Daemon {
             .and_then(|c| Dynamic::load(&c).map(|o| (c, o)).map_err(|e| e.to_string()));
         match loaded {
             Ok((new, dynamic)) => {
-                self.dynamic = dynamic;
-                if new.daemon.log_file != self.config.daemon.log_file
-                    || new.daemon.state_dir != self.config.daemon.state_dir
+                let old = self.gk.config();
+                if new.daemon.log_file != old.daemon.log_file
+                    || new.daemon.state_dir != old.daemon.state_dir
                 {
                     warn!("log_file and state_dir changes take effect at the next restart");
                 }
@@ -647,20 +511,24 @@ impl Daemon {
                     let mut gate = make_gate(&new, &self.backends);
                     gate.reconcile(&self.sessions);
                     self.gate = Some(gate);
-                } else if self.gate.is_some() && new.firewall != self.config.firewall {
+                } else if self.gate.is_some() && new.firewall != old.firewall {
                     warn!("[firewall] changes take effect at the next restart");
                 }
-                if new.gpio != self.config.gpio {
+                if new.gpio != old.gpio {
                     warn!("[gpio], [[relay]] and [led] changes take effect at the next restart");
                 }
                 if let Some(gate) = &mut self.gate {
                     gate.reconcile(&self.sessions);
                 }
-                self.penalties.set_config(new.daemon.penalties);
-                self.config = new;
-                self.rebuild_doors(self.backends.clock.now());
+                let doors = new.doors.len();
+                let (now, wall) = (self.backends.clock.now(), self.backends.clock.wall());
+                let mut fx = Vec::new();
+                self.gk.reload(new, dynamic, now, wall, &mut fx);
+                // The interfaces are re-read below in any case.
+                fx.retain(|e| *e != Effect::Refilter);
+                self.apply(now, &mut fx);
                 self.refresh_interfaces();
-                info!(doors = self.config.doors.len(), "config reloaded");
+                info!(doors, "config reloaded");
             }
             Err(e) => error!("config reload failed, keeping the current config: {e}"),
         }
@@ -691,7 +559,7 @@ impl Daemon {
                 .run(&s.door, &argv, Duration::from_secs(10));
         }
         self.save_journal();
-        if let Some(pid) = &self.config.daemon.pid_file {
+        if let Some(pid) = &self.gk.config().daemon.pid_file {
             let _ = std::fs::remove_file(pid);
         }
         info!("shutting down");

@@ -3,7 +3,6 @@
 //! state, published on the [`Board`] the HTTP server reads.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
 use tracing::{error, info, warn};
@@ -11,17 +10,14 @@ use tracing::{error, info, warn};
 use super::Daemon;
 use crate::actions::sessions::Pending;
 use crate::config;
-use crate::status::{self, Activity, ActivityKind, Snapshot};
+use crate::status::{self, Snapshot};
 use crate::time::Instant;
 
-/// What the status page shows beyond the live state: history and capture health.
+/// What the status page shows beyond the live state and the gatekeeper's history: capture
+/// health, boot notices, the state directory's writes.
 #[derive(Default)]
 pub(super) struct Report {
     pub(super) started: Option<std::time::Instant>,
-    pub(super) recent: std::collections::VecDeque<Activity>,
-    /// (hour since the Unix epoch, accepted knock steps in it), oldest first, at most 24.
-    pub(super) hourly: std::collections::VecDeque<(u64, u32)>,
-    pub(super) last_opened: BTreeMap<String, u64>,
     /// Per interface: up, and the last error.
     pub(super) captures: BTreeMap<String, (bool, Option<String>)>,
     /// Boot-time setup problems ([`crate::sys::notices::NOTICES_DIR`]), read at start and reload.
@@ -40,54 +36,6 @@ impl Report {
             Some(e) => self.state_errors.insert(file, e),
         };
     }
-
-    pub(super) fn record(
-        &mut self,
-        now: u64,
-        src: IpAddr,
-        door: &str,
-        event: ActivityKind,
-        stage: usize,
-        of: usize,
-    ) {
-        if matches!(event, ActivityKind::Stage | ActivityKind::Open) {
-            let hour = now / 3600;
-            match self.hourly.back_mut() {
-                Some((h, n)) if *h == hour => *n += 1,
-                _ => self.hourly.push_back((hour, 1)),
-            }
-            while self.hourly.front().is_some_and(|(h, _)| *h + 24 <= hour) {
-                self.hourly.pop_front();
-            }
-        }
-        if event == ActivityKind::Open {
-            self.last_opened.insert(door.to_string(), now);
-        }
-        self.recent.push_front(Activity {
-            when_unix: now,
-            src,
-            lan: status::is_lan(src),
-            door: door.to_string(),
-            event,
-            stage,
-            of,
-        });
-        self.recent.truncate(status::RECENT);
-    }
-
-    /// Knocks per hour over the last 24 hours, oldest first.
-    pub(super) fn per_hour(&self, now_unix: u64) -> Vec<u32> {
-        let hour = now_unix / 3600;
-        (0..24u64)
-            .rev()
-            .map(|ago| {
-                self.hourly
-                    .iter()
-                    .find(|(h, _)| *h + ago == hour)
-                    .map_or(0, |(_, n)| *n)
-            })
-            .collect()
-    }
 }
 
 impl Daemon {
@@ -95,8 +43,8 @@ impl Daemon {
     /// the doors matter more than the page.
     pub(super) fn start_status_page(&mut self) {
         let cfg = status::ServerConfig {
-            listen: self.config.status.listen,
-            allowed_hosts: self.config.status.allowed_hosts.clone(),
+            listen: self.gk.config().status.listen,
+            allowed_hosts: self.gk.config().status.allowed_hosts.clone(),
         };
         match status::StatusServer::start(&cfg, self.board.clone()) {
             Ok(server) => {
@@ -135,7 +83,7 @@ impl Daemon {
         };
         let (packets, malformed, dropped_queue) = counters;
         let wall = crate::time::unix_secs(self.backends.clock.wall());
-        let stats = self.tracker.stats();
+        let stats = self.gk.tracker().stats();
         let captures: Vec<status::CaptureStatus> = self
             .addresses
             .iter()
@@ -156,12 +104,13 @@ impl Daemon {
             .collect();
         let firewall = self.gate.as_ref().map(|g| status::FirewallStatus {
             backend: g.backend().to_string(),
-            chain: self.config.firewall.chain.clone(),
+            chain: self.gk.config().firewall.chain.clone(),
             healthy: g.healthy(),
             next_flush_unix: g.next_flush().map(|t| t.as_second().max(0) as u64),
         });
         let doors = self
-            .config
+            .gk
+            .config()
             .doors
             .iter()
             .map(|d| {
@@ -196,7 +145,8 @@ impl Daemon {
                     })
                     .collect();
                 let steps = self
-                    .tracker
+                    .gk
+                    .tracker()
                     .doors()
                     .iter()
                     .find(|t| t.name == d.name)
@@ -206,7 +156,7 @@ impl Daemon {
                     actions,
                     steps,
                     open,
-                    last_opened_unix: self.report.last_opened.get(&d.name).copied(),
+                    last_opened_unix: self.gk.history().last_opened(&d.name),
                 }
             })
             .collect();
@@ -243,8 +193,8 @@ impl Daemon {
             captures,
             firewall,
             doors,
-            recent: self.report.recent.iter().cloned().collect(),
-            knocks_per_hour: self.report.per_hour(wall),
+            recent: self.gk.history().recent().cloned().collect(),
+            knocks_per_hour: self.gk.history().per_hour(wall),
             counters: status::Counters {
                 packets,
                 knocks: stats.knocks,
@@ -255,7 +205,7 @@ impl Daemon {
                 evictions: stats.evictions,
                 parse_errors: malformed,
                 dropped_queue,
-                tracked_sources: self.tracker.tracked_sources() as u64,
+                tracked_sources: self.gk.tracker().tracked_sources() as u64,
             },
             relays,
             led,

@@ -10,7 +10,7 @@ use tracing::{debug, error, info, warn};
 use super::events;
 use super::intake::Intake;
 use super::report::Report;
-use super::{Backends, Daemon, DaemonError, Mailbox, Msg, Options, LOG_BURST, LOG_PER_SECOND};
+use super::{Backends, Daemon, DaemonError, Mailbox, Msg, Options};
 use crate::actions::flush::DailyFlush;
 use crate::actions::gate::Gate;
 use crate::actions::outputs::Outputs;
@@ -18,8 +18,7 @@ use crate::actions::sessions::{self, Pending, Sessions};
 use crate::actions::wol;
 use crate::config::Config;
 use crate::doors::Dynamic;
-use crate::engine::limits::{LogLimit, Penalties};
-use crate::engine::Tracker;
+use crate::gatekeeper::{Gatekeeper, Local};
 use crate::net::watch::{LinkWatch, RulesetWatch};
 use crate::status::Board;
 
@@ -126,8 +125,6 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
     }
     events::start(mailbox.clone(), watches)?;
 
-    let doorset = dynamic.doors(&config, crate::time::unix_secs(backends.clock.wall()));
-    let tracker = Tracker::new(doorset.specs, config.daemon.max_sources);
     let has_openings = sessions
         .iter()
         .any(|s| matches!(s.pending, Pending::Close { .. }));
@@ -141,8 +138,6 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
             "firewall chain checks follow nf_tables notifications: {watched}"
         );
     }
-    let (config_penalties, config_max_sources) =
-        (config.daemon.penalties, config.daemon.max_sources);
     // Packets accepted before the restart stay refused.
     let spa_replay = match &journal {
         Some(j) => {
@@ -167,21 +162,24 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
         }
         None => Default::default(),
     };
-    let mut daemon = Daemon {
-        opts,
+    let gk = Gatekeeper::new(
         config,
         dynamic,
-        origin: doorset.origin,
-        next_window: None,
+        spa_replay,
+        Local::Only(HashSet::new()),
+        backends.clock.now(),
+        backends.clock.wall(),
+    );
+    let mut daemon = Daemon {
+        opts,
+        gk,
+        effects: Vec::new(),
         backends,
-        tracker,
         sessions,
         gate,
         journal,
         intake: Rc::new(RefCell::new(Intake::new(now))),
-        local: HashSet::new(),
         addresses: BTreeMap::new(),
-        events: Vec::new(),
         next_slow: now,
         links_watched,
         outputs,
@@ -192,9 +190,6 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
             ..Report::default()
         },
         server: None,
-        penalties: Penalties::new(config_penalties, config_max_sources),
-        log_limit: LogLimit::new(LOG_BURST, LOG_PER_SECOND),
-        spa_replay,
     };
     daemon.read_notices();
     {
@@ -203,25 +198,25 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
             .board
             .on_request(move || mailbox.try_send(Msg::Publish));
     }
-    if daemon.config.status.enabled {
+    if daemon.gk.config().status.enabled {
         daemon.start_status_page();
     }
-    daemon.rebuild_doors(now);
+    let config = daemon.gk.config();
     info!(
-        config = %daemon.config.origin,
-        doors = daemon.config.doors.len(),
+        config = %config.origin,
+        doors = config.doors.len(),
         dry_run = daemon.backends.dry_run,
         "starting up: {} door(s) from {}",
-        daemon.config.doors.len(),
-        daemon.config.origin
+        config.doors.len(),
+        config.origin
     );
     if let Some(gate) = &mut daemon.gate {
         let (removed, restored) = gate.reconcile(&daemon.sessions);
+        let chain = &daemon.gk.config().firewall.chain;
         info!(
             backend = gate.backend(),
-            chain = %daemon.config.firewall.chain,
-            "firewall: chain {} ready ({removed} stale rule(s) removed, {restored} opening(s) restored)",
-            daemon.config.firewall.chain
+            chain = %chain,
+            "firewall: chain {chain} ready ({removed} stale rule(s) removed, {restored} opening(s) restored)",
         );
     }
     // Doors whose time ran out while the daemon was down close before it listens.

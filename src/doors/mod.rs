@@ -17,6 +17,7 @@ pub mod otp;
 pub mod spa;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use tracing::{error, info, warn};
 
@@ -165,11 +166,12 @@ impl Dynamic {
             .min()
     }
 
-    /// A door opened from `origin`: retires what it used (a one-time line, an HMAC window).
-    /// Returns whether the engine's doors must be rebuilt.
-    pub fn used(&mut self, config: &Config, origin: Origin, unix_secs: u64) -> bool {
+    /// A door opened from `origin`: retires what it used (a one-time line, an HMAC window),
+    /// in memory, and returns what must be written down so that a restart keeps it retired
+    /// ([`Used::commit`]; `replay` never writes).
+    pub fn used(&mut self, config: &Config, origin: Origin, unix_secs: u64) -> Used {
         let Some(door) = config.doors.get(origin.door) else {
-            return false;
+            return Used::Nothing;
         };
         let name = &door.name;
         if let (Some(h), Some(w)) = (self.hmac.get_mut(name), origin.window) {
@@ -177,36 +179,68 @@ impl Dynamic {
             // Forget windows that can no longer be accepted.
             let oldest = h.params.counter(unix_secs).saturating_sub(1);
             h.used.retain(|u| *u >= oldest);
-            info!(door = %name, window = w, "{name}: time-based sequence of window {w} used: it cannot open again");
-            return true;
+            return Used::Window {
+                door: name.clone(),
+                window: w,
+            };
         }
         let Some(list) = self.otp.get_mut(name) else {
-            return false;
+            return Used::Nothing;
         };
-        if let Err(e) = list.consume() {
-            error!(door = %name, "{name}: {e}; the used sequence stays retired until restart only");
+        if !list.retire() {
+            return Used::Nothing;
         }
-        let left = list.remaining();
-        if left == 0 {
-            warn!(door = %name, "{name}: no one-time sequences left in {}: door disabled", list.path().display());
-        } else {
-            info!(door = %name, left, "{name}: one-time sequence used, {left} left");
+        Used::OneTime {
+            door: name.clone(),
+            path: list.path().to_path_buf(),
+            text: list.text(),
+            left: list.remaining(),
         }
-        true
     }
+}
 
-    /// Replay: retires in memory only, never writing a one-time list.
-    pub fn used_in_memory(&mut self, config: &Config, origin: Origin, unix_secs: u64) -> bool {
-        let Some(door) = config.doors.get(origin.door) else {
-            return false;
-        };
-        if let (Some(h), Some(w)) = (self.hmac.get_mut(&door.name), origin.window) {
-            h.used.insert(w);
-            let oldest = h.params.counter(unix_secs).saturating_sub(1);
-            h.used.retain(|u| *u >= oldest);
-            return true;
+/// What an opening retired ([`Dynamic::used`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Used {
+    /// Nothing: the door has no one-time list or HMAC secret (or its list is used up).
+    Nothing,
+    /// An HMAC door's window: its sequence cannot open again (kept in memory: the window
+    /// passes before a restart could matter more than a minute).
+    Window { door: String, window: u64 },
+    /// A one-time line, commented out in `text`: the list's new content, for `path`.
+    OneTime {
+        door: String,
+        path: PathBuf,
+        text: String,
+        left: usize,
+    },
+}
+
+impl Used {
+    /// Writes down what was retired (a one-time list, atomically) and logs it. A failed write
+    /// is logged; the sequence stays retired in memory until restart.
+    pub fn commit(&self) {
+        match self {
+            Used::Nothing => {}
+            Used::Window { door, window } => {
+                info!(door = %door, window, "{door}: time-based sequence of window {window} used: it cannot open again");
+            }
+            Used::OneTime {
+                door,
+                path,
+                text,
+                left,
+            } => {
+                if let Err(e) = otp::write(path, text) {
+                    error!(door = %door, "{door}: {e}; the used sequence stays retired until restart only");
+                }
+                if *left == 0 {
+                    warn!(door = %door, "{door}: no one-time sequences left in {}: door disabled", path.display());
+                } else {
+                    info!(door = %door, left, "{door}: one-time sequence used, {left} left");
+                }
+            }
         }
-        self.otp.get_mut(&door.name).is_some_and(|l| l.retire())
     }
 }
 
@@ -251,7 +285,7 @@ mod tests {
             .all(|s| s.name == "totp" && s.sequence.len() == 4));
         assert_eq!(d.next_change(t), Some(1_795_000_020));
         // Window 59_833_333 opens once: then it is disabled; the others are not.
-        assert!(d.used(&c, set.origin[2], t));
+        assert_ne!(d.used(&c, set.origin[2], t), Used::Nothing);
         let set = d.doors(&c, t);
         assert!(set.specs[2].sequence.is_empty());
         assert!(!set.specs[1].sequence.is_empty() && !set.specs[3].sequence.is_empty());
@@ -321,7 +355,7 @@ mod tests {
                     if let Event::Opened { door, .. } = e {
                         let origin = set.origin[door];
                         opened = Some(origin);
-                        if dynamic.used(&c, origin, unix) {
+                        if dynamic.used(&c, origin, unix) != Used::Nothing {
                             *set = dynamic.doors(&c, unix);
                             tracker.set_doors(set.specs.clone(), 100);
                         }

@@ -132,14 +132,16 @@ impl OneTime {
         if !self.retire() {
             return Ok(());
         }
-        let text = self.text();
-        crate::sys::fsutil::write_atomic(&self.path, text.as_bytes()).map_err(|source| {
-            OtpError::Io {
-                path: self.path.clone(),
-                source,
-            }
-        })
+        write(&self.path, &self.text())
     }
+}
+
+/// Writes a one-time list's `text` (as [`OneTime::text`] makes it) to `path`, atomically.
+pub fn write(path: &Path, text: &str) -> Result<(), OtpError> {
+    crate::sys::fsutil::write_atomic(path, text.as_bytes()).map_err(|source| OtpError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The one-time lists of every door that has one, by door name.

@@ -86,33 +86,39 @@ impl Event {
     /// knockd's log line for the event (`SRC: door: Stage N`, `SRC: door: OPEN SESAME`, ...),
     /// with door names from `doors`.
     pub fn describe(&self, doors: &[DoorSpec]) -> String {
-        let name = |door: usize| doors.get(door).map_or("?", |d| d.name.as_str());
+        self.describe_named(doors.get(self.door()).map_or("?", |d| d.name.as_str()))
+    }
+
+    /// The index of the event's door.
+    pub fn door(&self) -> usize {
         match *self {
-            Event::Stage {
-                src, door, stage, ..
-            } => format!("{src}: {}: Stage {stage}", name(door)),
-            Event::Opened { src, door } => format!("{src}: {}: OPEN SESAME", name(door)),
-            Event::Timeout { src, door, stage } => {
-                format!("{src}: {}: sequence timeout (stage {stage})", name(door))
+            Event::Stage { door, .. }
+            | Event::Opened { door, .. }
+            | Event::Timeout { door, .. }
+            | Event::Reset { door, .. } => door,
+        }
+    }
+
+    /// knockd's log line for the event, its door being called `name`.
+    pub fn describe_named(&self, name: &str) -> String {
+        match *self {
+            Event::Stage { src, stage, .. } => format!("{src}: {name}: Stage {stage}"),
+            Event::Opened { src, .. } => format!("{src}: {name}: OPEN SESAME"),
+            Event::Timeout { src, stage, .. } => {
+                format!("{src}: {name}: sequence timeout (stage {stage})")
             }
             Event::Reset {
                 src,
-                door,
                 stage,
                 reason: ResetReason::WrongKnock(k),
-            } => format!(
-                "{src}: {}: reset at stage {stage} by a knock on {k}",
-                name(door)
-            ),
+                ..
+            } => format!("{src}: {name}: reset at stage {stage} by a knock on {k}"),
             Event::Reset {
                 src,
-                door,
                 stage,
                 reason: ResetReason::Evicted,
-            } => format!(
-                "{src}: {}: attempt at stage {stage} evicted (too many sources)",
-                name(door)
-            ),
+                ..
+            } => format!("{src}: {name}: attempt at stage {stage} evicted (too many sources)"),
         }
     }
 }

@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::knock::{Knock, Proto};
+pub use crate::knock::Packet;
+use crate::knock::Proto;
 use crate::net::bpf;
 use crate::net::wire::{self, LinkType};
 use crate::time::Instant;
@@ -47,14 +48,6 @@ const RING_BYTES: i32 = 1 << 20;
 /// The first wait before reopening an interface that cannot be opened; it doubles up to the
 /// capture's `retry_max`.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
-
-/// One captured packet, as the engine needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Packet {
-    Knock(Knock),
-    /// A UDP datagram to an SPA door's port, with its data.
-    Datagram(Knock, Box<[u8]>),
-}
 
 /// A capture opening or closing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,16 +332,6 @@ pub struct SystemInterfaces;
 impl InterfaceSource for SystemInterfaces {
     fn interfaces(&mut self) -> BTreeMap<String, Interface> {
         interfaces()
-    }
-}
-
-/// Tests: interfaces set by hand.
-#[derive(Debug, Clone, Default)]
-pub struct FixedInterfaces(pub std::sync::Arc<std::sync::Mutex<BTreeMap<String, Interface>>>);
-
-impl InterfaceSource for FixedInterfaces {
-    fn interfaces(&mut self) -> BTreeMap<String, Interface> {
-        self.0.lock().expect("interfaces lock").clone()
     }
 }
 

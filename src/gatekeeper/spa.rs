@@ -1,31 +1,34 @@
-//! SPA datagrams ([`crate::doors::spa`]) in the daemon: the door whose keys verify one opens
-//! for the address the request names, after the checks that need the daemon's state: the
-//! replay cache, the source match and the door's `allow` list. A refused datagram is a failed
-//! attempt (rate limits and bans, as a wrong knock); its log line says why, never a key or
-//! the plaintext.
+//! SPA datagrams ([`crate::doors::spa`]) at the gatekeeper: the door whose keys verify one
+//! opens for the address the request names, after the checks that need state: the replay
+//! cache, the source match and the door's `allow` list. A refused datagram is a failed attempt
+//! (rate limits and bans, as a wrong knock); its line says why, never a key or the plaintext.
 
 use std::net::IpAddr;
+use std::time::SystemTime;
 
-use tracing::{error, info, warn};
-
-use super::Daemon;
+use super::{Cue, Effect, Gatekeeper};
 use crate::config::SpaConfig;
 use crate::doors::spa::{self, Request};
 use crate::doors::Origin;
-use crate::knock::{Knock, Proto};
-use crate::knock::{PortRange, Ports};
+use crate::knock::{Knock, PortRange, Ports, Proto};
 use crate::status::ActivityKind;
-use crate::time::Instant;
+use crate::time::{unix_secs, Instant};
 
-impl Daemon {
+impl Gatekeeper {
     /// A UDP datagram to an SPA door's port.
-    pub(super) fn on_datagram(&mut self, knock: &Knock, data: &[u8]) {
-        let now = self.backends.clock.now();
+    pub fn on_datagram(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        knock: &Knock,
+        data: &[u8],
+        out: &mut Vec<Effect>,
+    ) {
         let src = knock.src;
         if self.penalties.is_banned(src, now) || !self.local.contains(&knock.dst) {
             return;
         }
-        let wall = self.unix_now();
+        let unix = unix_secs(wall);
         let mut refused: Option<(usize, String)> = None;
         for i in 0..self.config.doors.len() {
             let d = &self.config.doors[i];
@@ -35,11 +38,11 @@ impl Daemon {
             let Some(keys) = self.dynamic.spa_keys(&d.name) else {
                 continue;
             };
-            match spa::verify(data, keys, wall, c.max_age.as_secs()) {
+            match spa::verify(data, keys, unix, c.max_age.as_secs()) {
                 Ok(request) => {
                     match check(c, src, &request, &self.spa_replay) {
-                        Ok((addr, ports)) => self.spa_open(now, i, src, addr, request, ports),
-                        Err(why) => self.spa_refused(now, src, i, &why),
+                        Ok((addr, ports)) => self.spa_open(unix, i, src, addr, request, ports, out),
+                        Err(why) => self.spa_refused(now, unix, src, i, why, out),
                     }
                     return;
                 }
@@ -50,68 +53,66 @@ impl Daemon {
             }
         }
         if let Some((i, why)) = refused {
-            self.spa_refused(now, src, i, &why);
+            self.spa_refused(now, unix, src, i, why, out);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spa_open(
         &mut self,
-        now: Instant,
+        unix: u64,
         door: usize,
         src: IpAddr,
         addr: IpAddr,
         request: Request,
         ports: Ports,
+        out: &mut Vec<Effect>,
     ) {
-        let wall = self.unix_now();
         let d = &self.config.doors[door];
         let name = d.name.clone();
         let max_age = d.spa.as_ref().map_or(0, |c| c.max_age.as_secs());
         // Kept while the packet could still pass the age check.
-        let until = request.timestamp.max(wall) + max_age + 1;
-        self.spa_replay.insert(request.packet_digest, until, wall);
-        self.save_spa_replay();
+        let until = request.timestamp.max(unix) + max_age + 1;
+        self.spa_replay.insert(request.packet_digest, until, unix);
+        out.push(Effect::SaveReplay);
         let access: Vec<String> = request.access.iter().map(ToString::to_string).collect();
-        info!(%src, door = %name, user = %request.user, "{src}: {name}: SPA request for {} to {addr} (user {})", access.join(","), request.user);
-        info!(src = %addr, door = %name, "{addr}: {name}: OPEN SESAME");
-        self.report
-            .record(wall, addr, &name, ActivityKind::Open, 1, 1);
-        if let Some(o) = &mut self.outputs {
-            o.opened(now);
-        }
-        let origin = Origin { door, window: None };
-        self.open(now, addr, origin, Some(&ports));
-        self.publish(now);
+        self.history
+            .record(unix, addr, &name, ActivityKind::Open, 1, 1);
+        out.push(Effect::SpaAccepted {
+            src,
+            addr,
+            door: name,
+            user: request.user,
+            access: access.join(","),
+        });
+        out.push(Effect::Cue(Cue::Opened));
+        out.push(Effect::Open {
+            origin: Origin { door, window: None },
+            src: addr,
+            requested: Some(ports),
+        });
     }
 
-    fn spa_refused(&mut self, now: Instant, src: IpAddr, door: usize, why: &str) {
+    fn spa_refused(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        src: IpAddr,
+        door: usize,
+        why: String,
+        out: &mut Vec<Effect>,
+    ) {
         let name = self.config.doors[door].name.clone();
+        self.history
+            .record(unix, src, &name, ActivityKind::Reset, 0, 1);
         if self.log_limit.allow(now) {
-            warn!(%src, door = %name, "{src}: {name}: SPA packet refused: {why}");
+            out.push(Effect::SpaRefused {
+                src,
+                door: name,
+                why,
+            });
         }
-        let wall = self.unix_now();
-        self.report
-            .record(wall, src, &name, ActivityKind::Reset, 0, 1);
-        self.penalize(src, now);
-    }
-
-    /// Writes the replay cache to the state directory (atomically), if the daemon keeps state.
-    pub(super) fn save_spa_replay(&mut self) {
-        let Some(dir) = self.journal.as_ref().and_then(|j| j.parent()) else {
-            return;
-        };
-        let path = dir.join(spa::REPLAY_FILE);
-        let result = crate::sys::fsutil::write_atomic(&path, self.spa_replay.to_text().as_bytes());
-        if let Err(e) = &result {
-            error!(
-                "cannot save the SPA replay cache {}: {e}; it is kept in memory",
-                path.display()
-            );
-        }
-        self.report.state_written(
-            spa::REPLAY_FILE,
-            result.err().map(|e| format!("{}: {e}", path.display())),
-        );
+        self.penalize(src, now, out);
     }
 }
 
