@@ -5,8 +5,8 @@
 #    release-builds aarch64 and armv7, prints the sizes, and fails if the stripped armv7 binary
 #    is over its budget (4 MiB: the SD-card appliance);
 # 3. runs each release binary under qemu-user (`check` on the example config);
-# 4. runs the unit tests, the binary's tests and tests/cli.rs for both targets under qemu-user.
-#    The namespace tests (tests/netns.rs, tests/firewall.rs, the iptables backend's) are not run
+# 4. runs the unit tests, the binary's tests and tests/it/cli.rs for both targets under qemu-user.
+#    The namespace tests (tests/it/netns.rs, tests/it/firewall.rs, the iptables backend's) are not run
 #    here: live capture needs packet-socket options qemu-user does not emulate, so they run
 #    natively in scripts/test.sh (and in the image's emulated boot test). Those in the library
 #    print `SKIPPED (KNOCKGATE_TEST_NO_NETNS): ARM run under qemu-user ...`. One unit test is
@@ -48,7 +48,7 @@ for t in "${TARGETS[@]}"; do
         -- check --config examples/knockgate.toml
 done
 
-echo "== ARM: cargo test --lib --bins --test cli under qemu-user (namespace tests: native only)"
+echo "== ARM: cargo test --lib --bins, and tests/it's cli module, under qemu-user (namespace tests: native only)"
 skips=()
 for s in "${QEMU_SKIP[@]}"; do skips+=(--skip "$s"); done
 mkdir -p target
@@ -57,8 +57,12 @@ status=0
 for t in "${TARGETS[@]}"; do
     echo "-- $t"
     set +e
-    bash scripts/cross.sh cargo "$t" test --locked --lib --bins --test cli --no-fail-fast \
+    bash scripts/cross.sh cargo "$t" test --locked --lib --bins --no-fail-fast \
         -- "${skips[@]}" 2>&1 | tee -a target/arm-test.log
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
+    # The integration tests are one binary (tests/it): its cli module, by name.
+    bash scripts/cross.sh cargo "$t" test --locked --test it --no-fail-fast \
+        -- cli:: 2>&1 | tee -a target/arm-test.log
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
     set -e
 done

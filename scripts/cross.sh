@@ -123,7 +123,7 @@ setup() {
 
 # Exports the variables cargo, the pcap crate's build script (pkg-config) and the linker need for
 # TARGET, and the qemu-user runner for `cargo test`/`cargo run`. For tests under qemu it also
-# sets KNOCKGATE_TEST_RUNNER (tests/cli.rs runs the built binary through it: there is no binfmt
+# sets KNOCKGATE_TEST_RUNNER (tests/it/cli.rs runs the built binary through it: there is no binfmt
 # here) and KNOCKGATE_TEST_NO_NETNS (the namespace tests skip, saying this reason: qemu-user
 # does not emulate the packet-socket options live capture needs; they run natively).
 target_env() {

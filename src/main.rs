@@ -21,23 +21,35 @@ use knockgate::{config, daemon};
 const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("knockgate: {}", message(&e));
+            exit_code(&e)
+        }
+    }
+}
+
+/// Runs one command. A command that reports its own problems (several of them, as
+/// `bootfiles` does) returns the code to exit with; any other failure is an error, printed and
+/// mapped to an exit code in one place ([`exit_code`]).
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Run {
             config,
             interface,
             dry_run,
             notices_dir,
-        } => exit(run_daemon(config, interface, dry_run, notices_dir)),
-        Cmd::Check { config } => check(config.as_deref()),
-        Cmd::Knock(args) => exit(knock(args)),
-        Cmd::Otp(args) => exit(otp(&args)),
-        Cmd::ImportKnockd { file } => import(&file),
+        } => run_daemon(config, interface, dry_run, notices_dir)?,
+        Cmd::Check { config } => check(config.as_deref())?,
+        Cmd::Knock(args) => knock(args)?,
+        Cmd::Otp(args) => otp(&args)?,
+        Cmd::ImportKnockd { file } => import(&file)?,
         Cmd::Replay {
             config,
             local,
             capture,
-        } => exit(run_replay(&config, &local, &capture)),
+        } => run_replay(&config, &local, &capture)?,
         Cmd::Firstboot {
             config,
             boot_dir,
@@ -51,8 +63,8 @@ fn main() -> ExitCode {
                 .unwrap_or(&boot_dir[0])
                 .clone(),
             file_name: file,
-        }),
-        Cmd::RemoveChain { config } => remove_chain(config.as_deref()),
+        })?,
+        Cmd::RemoveChain { config } => remove_chain(config.as_deref())?,
         Cmd::Spa(SpaCmd::Keygen {
             key_file,
             hmac_key_file,
@@ -61,7 +73,7 @@ fn main() -> ExitCode {
             server,
             access,
             port,
-        }) => exit(spa_keygen(
+        }) => spa_keygen(
             &knockgate::cli::spa::KeygenOptions {
                 key_file,
                 hmac_key_file,
@@ -71,18 +83,63 @@ fn main() -> ExitCode {
                 port,
             },
             &owner,
-        )),
+        )?,
         Cmd::Bootfiles {
             boot_dir,
             config,
             wpa_conf,
             notices_dir,
-        } => boot_files(&bootfiles::Options {
-            boot_dir,
-            config,
-            wpa_conf,
-            notices_dir,
-        }),
+        } => {
+            return Ok(boot_files(&bootfiles::Options {
+                boot_dir,
+                config,
+                wpa_conf,
+                notices_dir,
+            }))
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The error and its causes, each cause once: a message that already says its cause (as
+/// the config's errors do) is not followed by it again.
+fn message(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+/// The exit code of a failed command: EX_CONFIG when the config (or a file it names: a
+/// one-time list, a secret, a key; a knockd.conf being imported) is what is wrong, 1 for
+/// anything else.
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    use knockgate::cli::firstboot::FirstbootError;
+    use knockgate::cli::replay::ReplayError;
+    use knockgate::daemon::DaemonError;
+    let config = e.chain().any(|c| {
+        c.is::<config::ConfigError>()
+            || c.is::<knockgate::doors::SourceError>()
+            || c.is::<knockd_import::ImportError>()
+            || matches!(c.downcast_ref(), Some(ReplayError::Doors(_)))
+            || matches!(
+                c.downcast_ref(),
+                Some(DaemonError::Config(_) | DaemonError::Doors(_))
+            )
+            || matches!(
+                c.downcast_ref(),
+                Some(FirstbootError::Config(_) | FirstbootError::Sources(_))
+            )
+    });
+    if config {
+        ExitCode::from(EX_CONFIG)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -107,67 +164,24 @@ fn boot_files(opts: &bootfiles::Options) -> ExitCode {
     }
 }
 
-fn first_boot(opts: firstboot::Options) -> ExitCode {
-    let mut rng = match firstboot::OsRng::open() {
-        Ok(r) => r,
-        Err(source) => {
-            let e = firstboot::FirstbootError::Random { source };
-            eprintln!("knockgate: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match firstboot::run(&opts, &mut rng) {
-        Ok(firstboot::Outcome::NothingToDo) => {
-            println!(
-                "nothing to do: no door has `sequence = []` in {}",
-                opts.config.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(firstboot::Outcome::Generated { doors, note }) => {
+fn first_boot(opts: firstboot::Options) -> anyhow::Result<()> {
+    let mut rng =
+        firstboot::OsRng::open().map_err(|source| firstboot::FirstbootError::Random { source })?;
+    match firstboot::run(&opts, &mut rng)? {
+        firstboot::Outcome::NothingToDo => println!(
+            "nothing to do: no door has `sequence = []` in {}",
+            opts.config.display()
+        ),
+        firstboot::Outcome::Generated { doors, note } => {
             for door in doors {
                 println!(
                     "door {door}: knock sequence generated and written to {}",
                     note.display()
                 );
             }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            let config_error = matches!(
-                e,
-                firstboot::FirstbootError::Config(_) | firstboot::FirstbootError::Sources(_)
-            );
-            eprintln!("knockgate: {e}");
-            if config_error {
-                ExitCode::from(EX_CONFIG)
-            } else {
-                ExitCode::FAILURE
-            }
         }
     }
-}
-
-fn exit(result: anyhow::Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("knockgate: {e:#}");
-            let config_error = e.downcast_ref::<config::ConfigError>().is_some()
-                || e.downcast_ref::<knockgate::doors::SourceError>().is_some()
-                || e.downcast_ref::<knockgate::cli::replay::ReplayError>()
-                    .is_some_and(|r| matches!(r, knockgate::cli::replay::ReplayError::Doors(_)))
-                || matches!(
-                    e.downcast_ref::<daemon::DaemonError>(),
-                    Some(daemon::DaemonError::Config(_) | daemon::DaemonError::Doors(_))
-                );
-            if config_error {
-                ExitCode::from(EX_CONFIG)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    Ok(())
 }
 
 /// Logs to stderr (journald) or the config's log file, and also to syslog with `syslog = true`.
@@ -243,24 +257,11 @@ fn run_daemon(
     Ok(())
 }
 
-fn check(path: Option<&Path>) -> ExitCode {
-    let loaded = daemon::load_config(path)
-        .map_err(|e| e.to_string())
-        .and_then(|cfg| {
-            knockgate::doors::Dynamic::load(&cfg)
-                .map(|_| cfg)
-                .map_err(|e| e.to_string())
-        });
-    match loaded {
-        Ok(cfg) => {
-            println!("{}: OK, {} door(s)", cfg.origin, cfg.doors.len());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("knockgate: {e}");
-            ExitCode::from(EX_CONFIG)
-        }
-    }
+fn check(path: Option<&Path>) -> anyhow::Result<()> {
+    let cfg = daemon::load_config(path)?;
+    knockgate::doors::Dynamic::load(&cfg)?;
+    println!("{}: OK, {} door(s)", cfg.origin, cfg.doors.len());
+    Ok(())
 }
 
 fn spa_keygen(opts: &knockgate::cli::spa::KeygenOptions, owner: &str) -> anyhow::Result<()> {
@@ -284,8 +285,7 @@ fn spa_keygen(opts: &knockgate::cli::spa::KeygenOptions, owner: &str) -> anyhow:
     Ok(())
 }
 
-fn remove_chain(path: Option<&Path>) -> ExitCode {
-    use knockgate::actions::firewall::iptables::Iptables;
+fn remove_chain(path: Option<&Path>) -> anyhow::Result<()> {
     use knockgate::config::{Backend, FirewallConfig};
     let path = path.unwrap_or(Path::new(config::DEFAULT_CONFIG_PATH));
     // `sequence = []` is fine here: only [firewall] matters.
@@ -304,21 +304,17 @@ fn remove_chain(path: Option<&Path>) -> ExitCode {
     };
     if fw.backend == Backend::None {
         println!("nothing to do: the config has [firewall] backend = \"none\"");
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
-    match Iptables::new(&fw.chain, fw.jump_position).remove_chain() {
-        Ok(()) => {
-            println!(
-                "chain {} and its INPUT jump removed (IPv4 and IPv6)",
-                fw.chain
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("knockgate: cannot remove chain {}: {e}", fw.chain);
-            ExitCode::FAILURE
-        }
-    }
+    // Through the daemon's own backend for this [firewall].
+    (daemon::Backends::system().firewall)(&fw)
+        .remove_chain()
+        .with_context(|| format!("cannot remove chain {}", fw.chain))?;
+    println!(
+        "chain {} and its INPUT jump removed (IPv4 and IPv6)",
+        fw.chain
+    );
+    Ok(())
 }
 
 fn knock(args: KnockArgs) -> anyhow::Result<()> {
@@ -357,28 +353,17 @@ fn otp(args: &HmacArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn import(file: &Path) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("knockgate: {}: {e}", file.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    match knockd_import::import(&text, &file.display().to_string()) {
-        Ok(toml) => {
-            print!("{toml}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("knockgate: {e}");
-            ExitCode::from(EX_CONFIG)
-        }
-    }
+fn import(file: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
+    print!(
+        "{}",
+        knockd_import::import(&text, &file.display().to_string())?
+    );
+    Ok(())
 }
 
 fn run_replay(config: &Path, local: &[IpAddr], capture: &Path) -> anyhow::Result<()> {
-    let cfg = config::load(config)?;
+    let cfg = daemon::load_config(Some(config))?;
     let stdout = std::io::stdout();
     replay::replay(&cfg, capture, local, &mut stdout.lock())?;
     Ok(())

@@ -325,6 +325,9 @@ mod tests {
         fn flush(&mut self) -> Result<(), crate::actions::firewall::FirewallError> {
             self.0.lock().unwrap().flush()
         }
+        fn remove_chain(&mut self) -> Result<(), crate::actions::firewall::FirewallError> {
+            self.0.lock().unwrap().remove_chain()
+        }
     }
 
     const T0: u64 = 1_795_000_000; // 2026-11-18T11:06:40Z

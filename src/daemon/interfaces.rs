@@ -56,7 +56,7 @@ impl Daemon {
             })
             .collect();
         for (name, list) in &addresses {
-            if self.addresses.get(name) != Some(list) {
+            if self.links.addresses.get(name) != Some(list) {
                 let shown: Vec<String> = list.iter().map(IpAddr::to_string).collect();
                 info!(interface = %name, "{name}: knocks count when sent to [{}]", shown.join(", "));
             }
@@ -65,7 +65,7 @@ impl Daemon {
         let mut local: Vec<IpAddr> = all.iter().copied().collect();
         local.sort();
         self.gk.set_local(Local::Only(all));
-        self.addresses = addresses;
+        self.links.addresses = addresses;
         let config = self.gk.config();
         let mut targets: Vec<IpAddr> = config.doors.iter().filter_map(|d| d.target).collect();
         targets.sort();
@@ -95,7 +95,7 @@ impl Daemon {
                     changes.extend(change.map(|c| (name.clone(), c)));
                 }
                 None => {
-                    let retry_max = if self.links_watched {
+                    let retry_max = if self.links.watched {
                         RETRY_WATCHED
                     } else {
                         RETRY_UNWATCHED

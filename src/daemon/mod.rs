@@ -178,8 +178,6 @@ struct Daemon {
     opts: Options,
     /// What is decided about packets and moments: the config, the doors, bans, history.
     gk: Gatekeeper,
-    /// Effects to execute, reused.
-    effects: Vec<Effect>,
     /// The clock, commands, wake-on-LAN, interfaces, firewall and GPIO (real, or --dry-run's).
     backends: Backends,
     sessions: Sessions,
@@ -189,18 +187,28 @@ struct Daemon {
     /// The captures, their counters, and what was read from them but not handled yet
     /// (shared with the drain that empties the rings while the loop waits for a slow step).
     intake: Rc<RefCell<Intake>>,
-    /// Addresses of the captured interfaces, by interface.
-    addresses: BTreeMap<String, Vec<IpAddr>>,
-    /// The interfaces' next re-read, when netlink cannot announce changes ([`SLOW_EVERY`]).
-    next_slow: Instant,
-    /// Interface changes are announced by netlink (else re-read every [`SLOW_EVERY`]).
-    links_watched: bool,
+    /// The interfaces and their addresses as last read.
+    links: Links,
     /// Relays and the status LED, when configured.
     outputs: Option<Outputs>,
     wake_limit: wol::RateLimit,
-    /// Where the status page reads what the daemon is doing.
-    board: Board,
+    page: Page,
     report: Report,
+}
+
+/// The interfaces and their addresses as last read ([`interfaces`]).
+struct Links {
+    /// Addresses of the captured interfaces, by interface.
+    addresses: BTreeMap<String, Vec<IpAddr>>,
+    /// Interface changes are announced by netlink (else re-read every [`SLOW_EVERY`]).
+    watched: bool,
+    /// The next re-read, when netlink cannot announce changes.
+    next_read: Instant,
+}
+
+/// The status page: where it reads what the daemon is doing, and its server.
+struct Page {
+    board: Board,
     server: Option<status::StatusServer>,
 }
 
@@ -376,14 +384,13 @@ impl Daemon {
 
     /// When the interfaces must be re-read, if netlink does not announce their changes.
     fn slow_at(&self) -> Option<Instant> {
-        (!self.links_watched).then_some(self.next_slow)
+        (!self.links.watched).then_some(self.links.next_read)
     }
 
     fn on_timers(&mut self, now: Instant) {
-        let mut fx = std::mem::take(&mut self.effects);
+        let mut fx = Vec::new();
         self.gk.poll(now, self.backends.clock.wall(), &mut fx);
         self.apply(now, &mut fx);
-        self.effects = fx;
         let due = self.sessions.take_due(now);
         if !due.is_empty() {
             for s in due {
@@ -419,15 +426,16 @@ impl Daemon {
         if self.slow_at().is_some_and(|t| now >= t) {
             self.refresh_interfaces();
         }
-        if now >= self.next_slow {
-            self.next_slow = now + SLOW_EVERY;
+        if now >= self.links.next_read {
+            self.links.next_read = now + SLOW_EVERY;
         }
     }
 
     /// Knocks and SPA datagrams, in arrival order, each decided and its effects executed
     /// before the next.
     fn on_packets(&mut self, now: Instant, packets: &[Packet]) {
-        let mut fx = std::mem::take(&mut self.effects);
+        // Effects of the batch's packets, one packet's at a time (allocated only if any).
+        let mut fx = Vec::new();
         let wall = self.backends.clock.wall();
         for packet in packets {
             self.gk.on_packet(now, wall, packet, &mut fx);
@@ -435,7 +443,6 @@ impl Daemon {
                 self.apply(now, &mut fx);
             }
         }
-        self.effects = fx;
     }
 
     fn on_change(&mut self, iface: &str, change: Change) {
@@ -539,7 +546,7 @@ impl Daemon {
         if let Some(o) = &mut self.outputs {
             o.shutdown();
         }
-        if let Some(server) = self.server.take() {
+        if let Some(server) = self.page.server.take() {
             server.stop();
         }
         let open = self.sessions.take_all();

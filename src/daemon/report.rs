@@ -46,10 +46,10 @@ impl Daemon {
             listen: self.gk.config().status.listen,
             allowed_hosts: self.gk.config().status.allowed_hosts.clone(),
         };
-        match status::StatusServer::start(&cfg, self.board.clone()) {
+        match status::StatusServer::start(&cfg, self.page.board.clone()) {
             Ok(server) => {
                 info!(listen = %server.local_addr(), "status page on http://{}/", server.local_addr());
-                self.server = Some(server);
+                self.page.server = Some(server);
             }
             Err(e) => error!("status page not started: {e}"),
         }
@@ -85,6 +85,7 @@ impl Daemon {
         let wall = crate::time::unix_secs(self.backends.clock.wall());
         let stats = self.gk.tracker().stats();
         let captures: Vec<status::CaptureStatus> = self
+            .links
             .addresses
             .iter()
             .map(|(iface, addrs)| {
@@ -213,6 +214,6 @@ impl Daemon {
             notices: self.report.notices.clone(),
             state,
         };
-        self.board.publish(snapshot);
+        self.page.board.publish(snapshot);
     }
 }

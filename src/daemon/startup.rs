@@ -10,7 +10,7 @@ use tracing::{debug, error, info, warn};
 use super::events;
 use super::intake::Intake;
 use super::report::Report;
-use super::{Backends, Daemon, DaemonError, Mailbox, Msg, Options};
+use super::{Backends, Daemon, DaemonError, Links, Mailbox, Msg, Options, Page};
 use crate::actions::flush::DailyFlush;
 use crate::actions::gate::Gate;
 use crate::actions::outputs::Outputs;
@@ -173,28 +173,32 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
     let mut daemon = Daemon {
         opts,
         gk,
-        effects: Vec::new(),
         backends,
         sessions,
         gate,
         journal,
         intake: Rc::new(RefCell::new(Intake::new(now))),
-        addresses: BTreeMap::new(),
-        next_slow: now,
-        links_watched,
+        links: Links {
+            addresses: BTreeMap::new(),
+            watched: links_watched,
+            next_read: now,
+        },
         outputs,
         wake_limit: wol::RateLimit::default(),
-        board: Board::new(),
+        page: Page {
+            board: Board::new(),
+            server: None,
+        },
         report: Report {
             started: Some(std::time::Instant::now()),
             ..Report::default()
         },
-        server: None,
     };
     daemon.read_notices();
     {
         let mailbox = mailbox.clone();
         daemon
+            .page
             .board
             .on_request(move || mailbox.try_send(Msg::Publish));
     }

@@ -6,10 +6,8 @@
 //! run as root, where Chromium refuses its sandbox), no GPU, and none of the background
 //! networking a first run would do: the only traffic is to the URL given. `--virtual-time-budget`
 //! lets the page's timers run for that long in virtual time (fast, and the same on a slow
-//! machine), and Date.now() advances with it.
-//!
-//! Include it from a test file with `#[path = "common/browser.rs"] mod browser;`, or with
-//! `pub mod browser;` in `tests/common/mod.rs`.
+//! machine), and Date.now() advances with it. Included by `tests/it/main.rs`.
+
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -496,3 +496,22 @@ pub fn has_number(text: &str, port: u16) -> bool {
         !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
     })
 }
+
+/// Makes an SPA door's key files `STEM.key` and `STEM.hmac` in the lab's directory with
+/// `knockgate spa keygen`; returns both keys in base64 (as fwknop's client takes them).
+pub fn spa_keys(lab: &Lab, stem: &str) -> (String, String) {
+    use std::io::Read;
+    let opts = knockgate::cli::spa::KeygenOptions {
+        key_file: lab.path(&format!("{stem}.key")),
+        hmac_key_file: lab.path(&format!("{stem}.hmac")),
+        force: true,
+        server: "gw".into(),
+        access: "tcp/22".into(),
+        port: 62201,
+    };
+    let mut random = std::fs::File::open("/dev/urandom").unwrap().take(1024);
+    knockgate::cli::spa::keygen(&opts, &mut random).unwrap();
+    knockgate::doors::spa::Keys::load(&opts.key_file, &opts.hmac_key_file)
+        .unwrap()
+        .to_base64()
+}

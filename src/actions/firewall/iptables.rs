@@ -339,6 +339,10 @@ impl Firewall for Iptables {
         }
         v4
     }
+
+    fn remove_chain(&mut self) -> Result<(), FirewallError> {
+        Iptables::remove_chain(self)
+    }
 }
 
 #[cfg(test)]

@@ -93,6 +93,9 @@ pub trait Firewall: Send {
     fn remove(&mut self, found: &Found) -> Result<(), FirewallError>;
     /// Empties the chain (both families); the jump stays.
     fn flush(&mut self) -> Result<(), FirewallError>;
+    /// Removes all knockgate made (the chain and its jump, both families): `knockgate
+    /// remove-chain`, which the package runs when it is removed.
+    fn remove_chain(&mut self) -> Result<(), FirewallError>;
     /// Whether `found`, listed from the chain, is the rule `grant` made. By default the same
     /// knocker, door and expiry; a backend that stores them lossily (iptables' comments)
     /// compares what it stored.
@@ -141,6 +144,9 @@ impl Firewall for Noop {
         tracing::info!("(dry run) would flush the chain");
         Ok(())
     }
+    fn remove_chain(&mut self) -> Result<(), FirewallError> {
+        Ok(())
+    }
     fn applies_rules(&self) -> bool {
         false
     }
@@ -155,6 +161,7 @@ pub enum Call {
     List,
     Remove(Found),
     Flush,
+    RemoveChain,
 }
 
 /// A fake for unit tests: keeps the grants in memory and records every call.
@@ -226,6 +233,12 @@ impl Firewall for Recording {
     }
     fn flush(&mut self) -> Result<(), FirewallError> {
         self.calls.push(Call::Flush);
+        self.check()?;
+        self.rules.clear();
+        Ok(())
+    }
+    fn remove_chain(&mut self) -> Result<(), FirewallError> {
+        self.calls.push(Call::RemoveChain);
         self.check()?;
         self.rules.clear();
         Ok(())

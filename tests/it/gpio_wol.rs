@@ -3,13 +3,11 @@
 //! knocks through the real daemon; and the doors with a GPIO that cannot be opened. (The real
 //! GPIO is read back on QEMU's Raspberry Pi 3 by image/test-pi.sh.)
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const LONG: Duration = Duration::from_secs(10);
 

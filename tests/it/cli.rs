@@ -1,14 +1,12 @@
 //! The `knockgate` binary's commands that need no privileges: `check`, `import-knockd`,
 //! `replay` (on capture files written here with libpcap) and the knock client on loopback.
 
-mod common;
-
 use std::fs;
 use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::has_number;
+use crate::common::has_number;
 use etherparse::PacketBuilder;
 
 /// Runs `knockgate ARGS`. Under an emulator (the ARM run under qemu-user, scripts/arm.sh),

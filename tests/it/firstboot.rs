@@ -2,14 +2,12 @@
 //! run on it in a namespace, the door knocked open with Debian's `knock` and the ports read
 //! from the note, and the status page showing the opening but never the sequence.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const LONG: Duration = Duration::from_secs(10);
 

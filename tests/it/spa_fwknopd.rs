@@ -7,18 +7,15 @@
 //! knockgate's from its `OPEN SESAME` and `SPA packet refused` lines (its jump second, after
 //! fwknopd's). The door is configured as fwknopd is (`require_source_match = false`,
 //! `allow = ["tcp/22"]`, 120 s): knockgate's stricter default is tested in
-//! tests/spa_daemon.rs. Needs root, fwknop and fwknopd (scripts/setup.sh); outside CI the
+//! tests/it/spa_daemon.rs. Needs root, fwknop and fwknopd (scripts/setup.sh); outside CI the
 //! test skips and says so.
 
-mod common;
-
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -122,22 +119,6 @@ impl Drop for Fwknopd {
     }
 }
 
-fn keys(lab: &Lab, stem: &str) -> (String, String) {
-    let opts = knockgate::cli::spa::KeygenOptions {
-        key_file: lab.path(&format!("{stem}.key")),
-        hmac_key_file: lab.path(&format!("{stem}.hmac")),
-        force: true,
-        server: "gw".into(),
-        access: "tcp/22".into(),
-        port: 62201,
-    };
-    let mut random = fs::File::open("/dev/urandom").unwrap().take(1024);
-    knockgate::cli::spa::keygen(&opts, &mut random).unwrap();
-    knockgate::doors::spa::Keys::load(&opts.key_file, &opts.hmac_key_file)
-        .unwrap()
-        .to_base64()
-}
-
 /// What is sent in one case.
 enum Packet<'a> {
     /// fwknop builds and sends it (and saves it to `save`).
@@ -155,8 +136,8 @@ fn knockgate_and_fwknopd_give_the_same_verdicts() {
         return;
     }
     let lab = Lab::new();
-    let k = keys(&lab, "spa");
-    let other = keys(&lab, "other");
+    let k = spa_keys(&lab, "spa");
+    let other = spa_keys(&lab, "other");
     let cfg = lab.write_config(
         "knockgate.toml",
         r#"

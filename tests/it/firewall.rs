@@ -3,13 +3,11 @@
 //! traffic, as the image's firewall does. A listener on port 2222 stands for SSH; the tests
 //! connect to it from the knocker's namespace and from a third one.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 
 const LONG: Duration = Duration::from_secs(10);
 /// A change to the chain made behind knockgate's back is repaired within this (iptables-nft

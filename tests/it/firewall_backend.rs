@@ -3,8 +3,6 @@
 //! stays between those namespaces, on addresses they alone hold (10.210.1.0/24, fd00:210::/64).
 //! (Moved here from `src/actions/firewall/iptables.rs`: root-only tests live in `tests/`.)
 
-mod common;
-
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 
@@ -16,9 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// [`common::can_run_netns`], and the iptables these tests drive.
+/// [`crate::common::can_run_netns`], and the iptables these tests drive.
 fn can_run_netns() -> bool {
-    if !common::can_run_netns() {
+    if !crate::common::can_run_netns() {
         return false;
     }
     let works = |program: &str| {
@@ -45,7 +43,7 @@ fn run(argv: &[&str]) -> std::process::Output {
 
 /// Runs a command; must succeed; returns its stdout.
 fn sh(argv: &[&str]) -> String {
-    String::from_utf8_lossy(&common::sh(argv).stdout).into_owned()
+    String::from_utf8_lossy(&crate::common::sh(argv).stdout).into_owned()
 }
 
 /// A network namespace, deleted on drop (even when the test panics).

@@ -4,12 +4,10 @@
 //! lines against replay's `would` lines). Both run `actions::plan::plan`; this checks that the
 //! daemon and replay feed it the same sessions and doors.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LONG: Duration = Duration::from_secs(10);
 

@@ -6,15 +6,12 @@
 //! a log line that says why, and nothing opens. Needs root and fwknop (scripts/setup.sh);
 //! outside CI the tests skip and say so.
 
-mod common;
-
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -31,23 +28,6 @@ fn fwknop_available() -> bool {
         eprintln!("SKIPPED outside CI: {why}");
     }
     ok
-}
-
-/// Writes a key pair (`knockgate spa keygen`'s code) into the lab; returns it in base64.
-fn write_keys(lab: &Lab, stem: &str) -> (String, String) {
-    let opts = knockgate::cli::spa::KeygenOptions {
-        key_file: lab.path(&format!("{stem}.key")),
-        hmac_key_file: lab.path(&format!("{stem}.hmac")),
-        force: true,
-        server: "gw".into(),
-        access: "tcp/22".into(),
-        port: 62201,
-    };
-    let mut random = fs::File::open("/dev/urandom").unwrap().take(1024);
-    knockgate::cli::spa::keygen(&opts, &mut random).unwrap();
-    knockgate::doors::spa::Keys::load(&opts.key_file, &opts.hmac_key_file)
-        .unwrap()
-        .to_base64()
 }
 
 fn config() -> &'static str {
@@ -146,7 +126,7 @@ fn fwknop_opens_an_spa_door_and_every_bad_packet_is_refused() {
         return;
     }
     let lab = Lab::new();
-    let keys = write_keys(&lab, "spa");
+    let keys = spa_keys(&lab, "spa");
     let cfg = lab.write_config("knockgate.toml", config());
     let mut daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
     let client = lab.link(0).client_v4.clone();
@@ -214,7 +194,7 @@ fn fwknop_opens_an_spa_door_and_every_bad_packet_is_refused() {
     refused(&lab, &daemon, 2, "s ago: more than the 60 s allowed");
 
     // Other keys (both): the HMAC fails first.
-    let wrong = write_keys(&lab, "wrong");
+    let wrong = spa_keys(&lab, "wrong");
     fwknop(&lab, &wrong, &["-A", "tcp/22", "-a", &client], &other);
     refused(&lab, &daemon, 3, "HMAC mismatch");
 
@@ -259,7 +239,7 @@ fn fwknop_opens_an_spa_door_and_every_bad_packet_is_refused() {
 
 /// fwknopd's SPA is IPv4 only; knockgate's is not. fwknop's client cannot put an IPv6 address
 /// in a packet, so this one is built by `doors::spa::encode` (the same format, verified
-/// against the client's packets in tests/spa_fwknop.rs) and sent over IPv6 with `nc -6 -u`:
+/// against the client's packets in tests/it/spa_fwknop.rs) and sent over IPv6 with `nc -6 -u`:
 /// it opens 22/tcp for the client's IPv6 address in ip6tables' KNOCKD, `::` meaning the source.
 #[test]
 fn an_spa_packet_over_ipv6_opens_the_ipv6_address() {
@@ -268,7 +248,7 @@ fn an_spa_packet_over_ipv6_opens_the_ipv6_address() {
     }
     use knockgate::doors::spa::{encode, Access, Keys, Message};
     let lab = Lab::new();
-    let b64 = write_keys(&lab, "spa");
+    let b64 = spa_keys(&lab, "spa");
     let keys = Keys::from_base64(&b64.0, &b64.1).unwrap();
     let cfg = lab.write_config("knockgate.toml", config());
     let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);

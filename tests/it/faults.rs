@@ -3,12 +3,10 @@
 //! directory read-only or full, at startup and while running. Detection resumes by itself
 //! within 5 s, errors are clear, and no door is left open past its time.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const LONG: Duration = Duration::from_secs(10);
 /// What the issue allows for detection to resume after a fault.

@@ -3,8 +3,7 @@
 //! headers and methods, size and time bounds, a burst of concurrent requests, and the page in
 //! headless Chromium (skipped with a message when Chromium is missing outside CI).
 
-#[path = "common/browser.rs"]
-mod browser;
+use crate::browser;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

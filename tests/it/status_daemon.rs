@@ -1,9 +1,7 @@
 //! The status page served by the running daemon: in headless Chromium with a door open and a
 //! relay on, and under an HTTP load while knocks are processed.
 
-#[path = "common/browser.rs"]
-mod browser;
-mod common;
+use crate::browser;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const LONG: Duration = Duration::from_secs(10);
 
