@@ -316,6 +316,50 @@ mod tests {
         assert!(v6.is_empty(), "{v6:?}");
     }
 
+    /// What the page and the first-boot note say a door does ([`Door::actions`]) is what its
+    /// plan does, for an IPv4 and an IPv6 knocker.
+    #[test]
+    fn the_doors_described_actions_are_what_the_plan_does() {
+        use crate::config::DoorAction;
+        let s = Sessions::new();
+        for (door, described) in [
+            ("start_command = \"x\"", vec![DoorAction::Command]),
+            // The case the page once got wrong: an IPv6-only "no command" runs nothing.
+            ("start_command_6 = \"\"", vec![]),
+            (
+                "start_command = \"x\"\nstop_command = \"y\"\ncmd_timeout = 5",
+                vec![DoorAction::Command],
+            ),
+            ("start_command_6 = \"z\"", vec![DoorAction::Command]),
+            (
+                "firewall = { ports = [\"22/tcp\"], duration = \"1m\" }\ngpio = { relay = \"garage\", mode = \"on\" }",
+                vec![DoorAction::Firewall, DoorAction::Gpio],
+            ),
+            ("wake_on_lan = { mac = \"00:11:22:33:44:55\" }", vec![DoorAction::WakeOnLan]),
+        ] {
+            let c = config(&format!("[[door]]\nname = \"d\"\nsequence = [1]\n{door}"));
+            assert_eq!(c.doors[0].actions(), described, "{door}");
+            let mut done = Vec::new();
+            for src in [SRC, "2001:db8::1"] {
+                for a in plan_from(&c, src, &s) {
+                    let kind = match a {
+                        Action::Run { .. } | Action::ScheduleStop { .. } => DoorAction::Command,
+                        Action::Open { .. } => DoorAction::Firewall,
+                        Action::Close { .. } => DoorAction::Close,
+                        Action::Relay { .. } => DoorAction::Gpio,
+                        Action::Wake(_) => DoorAction::WakeOnLan,
+                        Action::Retire { .. } => continue,
+                    };
+                    if !done.contains(&kind) {
+                        done.push(kind);
+                    }
+                }
+            }
+            done.sort_by_key(|k| described.iter().position(|d| d == k));
+            assert_eq!(done, described, "{door}");
+        }
+    }
+
     #[test]
     fn closing_relay_and_wake_doors() {
         let s = Sessions::new();

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::actions::firewall::Ports;
-use crate::config::{self, Config, ConfigError, Door, RelayMode};
+use crate::config::{self, Config, ConfigError, Door, DoorAction, RelayMode};
 use crate::doors::{Dynamic, SourceError};
 
 /// Where generated ports come from: wide, above the well-known and most registered service
@@ -392,40 +392,47 @@ fn human(d: Duration) -> String {
 /// What a door does when its sequence is knocked, in words for the note.
 fn effect(door: &Door) -> String {
     let mut parts = Vec::new();
-    if let Some(f) = &door.firewall {
-        parts.push(match f.duration {
-            Some(d) => format!("opens {} to the knocking address for {}", f.ports, human(d)),
-            None => format!(
-                "opens {} to the knocking address until a closing knock or the daily flush",
-                f.ports
-            ),
+    for action in door.actions() {
+        parts.push(match action {
+            DoorAction::Firewall => {
+                let Some(f) = &door.firewall else { continue };
+                match f.duration {
+                    Some(d) => {
+                        format!("opens {} to the knocking address for {}", f.ports, human(d))
+                    }
+                    None => format!(
+                        "opens {} to the knocking address until a closing knock or the daily flush",
+                        f.ports
+                    ),
+                }
+            }
+            DoorAction::Close => {
+                let Some(other) = &door.close else { continue };
+                format!("closes the opening of door \"{other}\" for the knocking address")
+            }
+            // (A stop command needs a start command: config validation says so.)
+            DoorAction::Command => {
+                match door.stop_for(false).is_some() || door.stop_for(true).is_some() {
+                    true => format!(
+                        "runs its start command, and its stop command {} later",
+                        human(door.cmd_timeout)
+                    ),
+                    false => "runs its start command".to_string(),
+                }
+            }
+            DoorAction::Gpio => {
+                let Some(g) = &door.gpio else { continue };
+                match g.mode {
+                    RelayMode::Pulse(d) => {
+                        format!("switches relay \"{}\" on for {}", g.relay, human(d))
+                    }
+                    RelayMode::On => format!("switches relay \"{}\" on", g.relay),
+                    RelayMode::Off => format!("switches relay \"{}\" off", g.relay),
+                    RelayMode::Toggle => format!("toggles relay \"{}\"", g.relay),
+                }
+            }
+            DoorAction::WakeOnLan => "wakes a computer on the LAN (wake-on-LAN)".to_string(),
         });
-    }
-    if let Some(other) = &door.close {
-        parts.push(format!(
-            "closes the opening of door \"{other}\" for the knocking address"
-        ));
-    }
-    if door.start_for(false).is_some() || door.start_for(true).is_some() {
-        parts.push(if door.stop_command.is_some() {
-            format!(
-                "runs its start command, and its stop command {} later",
-                human(door.cmd_timeout)
-            )
-        } else {
-            "runs its start command".to_string()
-        });
-    }
-    if let Some(g) = &door.gpio {
-        parts.push(match g.mode {
-            RelayMode::Pulse(d) => format!("switches relay \"{}\" on for {}", g.relay, human(d)),
-            RelayMode::On => format!("switches relay \"{}\" on", g.relay),
-            RelayMode::Off => format!("switches relay \"{}\" off", g.relay),
-            RelayMode::Toggle => format!("toggles relay \"{}\"", g.relay),
-        });
-    }
-    if door.wake_on_lan.is_some() {
-        parts.push("wakes a computer on the LAN (wake-on-LAN)".to_string());
     }
     if parts.is_empty() {
         parts.push("logs the knock".to_string());

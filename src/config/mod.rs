@@ -351,7 +351,49 @@ pub enum Command6 {
     Set(CommandTemplate),
 }
 
+/// What a door does when it opens, as the status page and the first-boot note name it (one
+/// list for both; [`crate::actions::plan`] is what does it, and a test holds them together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoorAction {
+    Firewall,
+    Close,
+    /// A start or stop command, for IPv4 or IPv6 knockers.
+    Command,
+    Gpio,
+    WakeOnLan,
+}
+
+impl DoorAction {
+    /// The name in the JSON API and on the page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DoorAction::Firewall => "firewall",
+            DoorAction::Close => "close",
+            DoorAction::Command => "command",
+            DoorAction::Gpio => "gpio",
+            DoorAction::WakeOnLan => "wake_on_lan",
+        }
+    }
+}
+
 impl Door {
+    /// What the door does when it opens, in the page's order.
+    pub fn actions(&self) -> Vec<DoorAction> {
+        let commands = [false, true]
+            .into_iter()
+            .any(|v6| self.start_for(v6).is_some() || self.stop_for(v6).is_some());
+        [
+            (self.firewall.is_some(), DoorAction::Firewall),
+            (self.close.is_some(), DoorAction::Close),
+            (commands, DoorAction::Command),
+            (self.gpio.is_some(), DoorAction::Gpio),
+            (self.wake_on_lan.is_some(), DoorAction::WakeOnLan),
+        ]
+        .into_iter()
+        .filter_map(|(on, action)| on.then_some(action))
+        .collect()
+    }
+
     /// The start command for a source of this family, if any.
     pub fn start_for(&self, ipv6: bool) -> Option<&CommandTemplate> {
         Self::pick(&self.start_command, &self.start_command_6, ipv6)

@@ -9,7 +9,6 @@ use tracing::{error, info, warn};
 
 use super::Daemon;
 use crate::actions::sessions::Pending;
-use crate::config;
 use crate::status::{self, Snapshot};
 use crate::time::Instant;
 
@@ -115,22 +114,7 @@ impl Daemon {
             .doors
             .iter()
             .map(|d| {
-                let mut actions = Vec::new();
-                for (on, what) in [
-                    (d.firewall.is_some(), "firewall"),
-                    (d.close.is_some(), "close"),
-                    (
-                        d.start_command.is_some()
-                            || !matches!(d.start_command_6, config::Command6::Inherit),
-                        "command",
-                    ),
-                    (d.gpio.is_some(), "gpio"),
-                    (d.wake_on_lan.is_some(), "wake_on_lan"),
-                ] {
-                    if on {
-                        actions.push(what.to_string());
-                    }
-                }
+                let actions = d.actions().iter().map(|a| a.as_str().to_string()).collect();
                 let open = self
                     .sessions
                     .iter()
