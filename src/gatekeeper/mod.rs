@@ -33,6 +33,7 @@ mod spa;
 mod tests;
 
 pub use history::History;
+pub use spa::SpaRefusal;
 
 /// Per-knock log lines: a burst of this many, then this many per second.
 pub const LOG_BURST: u32 = 50;
@@ -98,7 +99,7 @@ pub enum Effect {
     SpaRefused {
         src: IpAddr,
         door: String,
-        why: String,
+        why: SpaRefusal,
     },
     Cue(Cue),
     /// Config door `origin.door` opens for `src`: execute its plan. `requested`: the ports an
