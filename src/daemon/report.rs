@@ -166,15 +166,12 @@ impl Daemon {
                 error,
             }
         });
-        let healthy = captures.iter().all(|c| c.up)
-            && firewall.as_ref().is_none_or(|f| f.healthy)
-            && gpio.as_ref().is_none_or(|g| g.available)
-            && state.as_ref().is_none_or(|s| s.writable);
-        let snapshot = Snapshot {
+        let mut snapshot = Snapshot {
             version: env!("CARGO_PKG_VERSION").to_string(),
             now_unix: wall,
             uptime_secs: self.report.started.map_or(0, |s| s.elapsed().as_secs()),
-            healthy,
+            // Set below, from the snapshot's parts (status::faults).
+            healthy: false,
             captures,
             firewall,
             doors,
@@ -198,6 +195,7 @@ impl Daemon {
             notices: self.report.notices.clone(),
             state,
         };
+        snapshot.healthy = status::faults(&snapshot).is_empty();
         self.page.board.publish(snapshot);
     }
 }

@@ -224,7 +224,8 @@ mod tests {
         assert_eq!(addr, src);
         let e = check(&c, src, &request("203.0.113.1", &[(false, 22)]), &empty).unwrap_err();
         assert!(
-            e.to_string().contains("asks to open 203.0.113.1 but was sent from 198.51.100.7"),
+            e.to_string()
+                .contains("asks to open 203.0.113.1 but was sent from 198.51.100.7"),
             "{e}"
         );
         // Without source matching, the address inside is opened (fwknopd's way).

@@ -89,39 +89,10 @@ pub fn escape(s: &str) -> String {
 
 /// What is wrong, in words, for the health summary and `/healthz`. Empty when all is well.
 pub fn problems(s: &Snapshot) -> Vec<String> {
-    let mut out = Vec::new();
     if s.now_unix == 0 {
-        out.push("the daemon has not published its status yet".to_string());
-        return out;
+        return vec!["the daemon has not published its status yet".to_string()];
     }
-    for c in s.captures.iter().filter(|c| !c.up) {
-        match &c.error {
-            Some(e) => out.push(format!("capture on {} is down: {e}", c.interface)),
-            None => out.push(format!("capture on {} is down", c.interface)),
-        }
-    }
-    if let Some(f) = &s.firewall {
-        if !f.healthy {
-            out.push(format!(
-                "the firewall ({} chain {}) failed its last command",
-                f.backend, f.chain
-            ));
-        }
-    }
-    if let Some(g) = s.gpio.as_ref().filter(|g| !g.available) {
-        out.push(format!(
-            "relays and LED unavailable ({} GPIO): {}; the doors keep working",
-            g.backend,
-            g.error.as_deref().unwrap_or("unknown error")
-        ));
-    }
-    if let Some(st) = s.state.as_ref().filter(|st| !st.writable) {
-        out.push(format!(
-            "state_dir {} cannot be written ({}): the open doors would not survive a restart",
-            st.dir,
-            st.error.as_deref().unwrap_or("unknown error")
-        ));
-    }
+    let mut out = super::faults(s);
     if s.led.as_ref().is_some_and(|l| l.pattern == "error") {
         out.push("the status LED shows an error".to_string());
     }

@@ -277,6 +277,41 @@ impl Board {
     }
 }
 
+/// What is wrong, read from the snapshot's parts: the one health verdict. The snapshot's
+/// `healthy` is this being empty (the daemon sets it so), and the page, `/healthz` and the
+/// metrics read it, the page and `/healthz` adding what only they know (the LED's pattern, a
+/// snapshot not made yet or stale: [`html::problems`], [`server::health_problems`]).
+pub fn faults(s: &Snapshot) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in s.captures.iter().filter(|c| !c.up) {
+        match &c.error {
+            Some(e) => out.push(format!("capture on {} is down: {e}", c.interface)),
+            None => out.push(format!("capture on {} is down", c.interface)),
+        }
+    }
+    if let Some(f) = s.firewall.as_ref().filter(|f| !f.healthy) {
+        out.push(format!(
+            "the firewall ({} chain {}) failed its last command",
+            f.backend, f.chain
+        ));
+    }
+    if let Some(g) = s.gpio.as_ref().filter(|g| !g.available) {
+        out.push(format!(
+            "relays and LED unavailable ({} GPIO): {}; the doors keep working",
+            g.backend,
+            g.error.as_deref().unwrap_or("unknown error")
+        ));
+    }
+    if let Some(st) = s.state.as_ref().filter(|st| !st.writable) {
+        out.push(format!(
+            "state_dir {} cannot be written ({}): the open doors would not survive a restart",
+            st.dir,
+            st.error.as_deref().unwrap_or("unknown error")
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
