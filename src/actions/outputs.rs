@@ -340,7 +340,7 @@ impl Outputs {
             .collect();
         let led = self.led.as_ref().map(|l| LedStatus {
             pin: l.cfg.pin,
-            pattern: led_pattern(&l.state, now).as_str().to_string(),
+            pattern: led_pattern(&l.state, now),
             available: self.pins.contains_key(&l.cfg.pin),
         });
         let gpio = GpioStatus {

@@ -187,29 +187,8 @@ pub struct LedState {
     pub last_open: Option<Instant>,
 }
 
-/// The LED's patterns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pattern {
-    /// Idle and healthy: a 100 ms flash every 2 s.
-    Heartbeat,
-    /// A knock step was accepted: one 150 ms blink.
-    Stage,
-    /// A door opened: solid for 3 s.
-    Open,
-    /// Something is wrong: 4 blinks a second.
-    Error,
-}
-
-impl Pattern {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Pattern::Heartbeat => "heartbeat",
-            Pattern::Stage => "stage",
-            Pattern::Open => "open",
-            Pattern::Error => "error",
-        }
-    }
-}
+/// The LED's patterns (named in the status snapshot, where the type lives).
+pub use crate::status::LedPattern as Pattern;
 
 const HEARTBEAT: Duration = Duration::from_secs(2);
 const HEARTBEAT_ON: Duration = Duration::from_millis(100);

@@ -122,8 +122,8 @@ impl Daemon {
                     .map(|s| status::OpenSession {
                         src: s.src,
                         kind: match s.pending {
-                            Pending::Close { .. } => "firewall".to_string(),
-                            Pending::Stop { .. } => "command".to_string(),
+                            Pending::Close { .. } => status::SessionKind::Firewall,
+                            Pending::Stop { .. } => status::SessionKind::Command,
                         },
                         opened_unix: s.opened_unix_ms / 1000,
                         expires_unix: s.expires_unix_ms / 1000,

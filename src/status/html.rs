@@ -13,7 +13,7 @@
 
 use std::fmt::Write;
 
-use super::{Activity, ActivityKind, DoorStatus, Snapshot};
+use super::{Activity, ActivityKind, DoorStatus, LedPattern, Snapshot};
 
 /// The page reloads itself this often.
 pub const REFRESH_SECS: u32 = 5;
@@ -93,7 +93,10 @@ pub fn problems(s: &Snapshot) -> Vec<String> {
         return vec!["the daemon has not published its status yet".to_string()];
     }
     let mut out = super::faults(s);
-    if s.led.as_ref().is_some_and(|l| l.pattern == "error") {
+    if s.led
+        .as_ref()
+        .is_some_and(|l| l.pattern == LedPattern::Error)
+    {
         out.push("the status LED shows an error".to_string());
     }
     if !s.healthy && out.is_empty() {
@@ -228,7 +231,7 @@ fn door(h: &mut String, s: &Snapshot, d: &DoorStatus) {
                  <span class=\"left\" data-left=\"{left}\" title=\"until {}\">{}</span></li>",
                 escape(&o.src.to_string()),
                 where_badge(super::is_lan(o.src)),
-                escape(&o.kind),
+                o.kind.as_str(),
                 utc(o.opened_unix),
                 ago(s.now_unix, o.opened_unix),
                 utc(o.expires_unix),
@@ -397,8 +400,12 @@ fn gpio(h: &mut String, s: &Snapshot) {
             h,
             "<p>Status LED (GPIO{}): <span class=\"badge {}\">{}</span></p>",
             led.pin,
-            if led.pattern == "error" { "bad" } else { "ok" },
-            escape(&led.pattern)
+            if led.pattern == LedPattern::Error {
+                "bad"
+            } else {
+                "ok"
+            },
+            led.pattern.as_str()
         );
     }
     h.push_str("</section>\n");
@@ -638,7 +645,7 @@ pub(crate) fn sample() -> Snapshot {
                 steps: 3,
                 open: vec![OpenSession {
                     src: "203.0.113.9".parse().unwrap(),
-                    kind: "firewall".into(),
+                    kind: super::SessionKind::Firewall,
                     opened_unix: now - 19,
                     expires_unix: now + 1781,
                 }],
@@ -694,7 +701,7 @@ pub(crate) fn sample() -> Snapshot {
         }],
         led: Some(LedStatus {
             pin: 27,
-            pattern: "open".into(),
+            pattern: LedPattern::Open,
             available: true,
         }),
         gpio: Some(GpioStatus {
@@ -829,7 +836,7 @@ mod tests {
         assert_eq!(problems(&s), ["capture on wlan<0> is down: No such device"]);
         s.captures[1].error = None;
         s.firewall.as_mut().unwrap().healthy = false;
-        s.led.as_mut().unwrap().pattern = "error".into();
+        s.led.as_mut().unwrap().pattern = LedPattern::Error;
         assert_eq!(
             problems(&s),
             [

@@ -208,7 +208,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
     if let Some(l) = &s.led {
         o.sample(
             "knockgate_led_pattern",
-            &[("pin", &l.pin.to_string()), ("pattern", &l.pattern)],
+            &[("pin", &l.pin.to_string()), ("pattern", l.pattern.as_str())],
             1,
         );
     }

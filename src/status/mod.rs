@@ -90,11 +90,30 @@ pub struct DoorStatus {
     pub last_opened_unix: Option<u64>,
 }
 
+/// What an open session will do at its end (`firewall` or `command` in the JSON API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionKind {
+    /// A firewall opening, closed by the kernel's rule expiry and the daemon.
+    Firewall,
+    /// A stop command, run when the session ends.
+    Command,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Firewall => "firewall",
+            SessionKind::Command => "command",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OpenSession {
     pub src: IpAddr,
     /// `firewall` or `command`.
-    pub kind: String,
+    pub kind: SessionKind,
     pub opened_unix: u64,
     pub expires_unix: u64,
 }
@@ -159,10 +178,42 @@ pub struct RelayStatus {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LedStatus {
     pub pin: u8,
-    /// `heartbeat`, `stage`, `open` or `error`.
-    pub pattern: String,
+    pub pattern: LedPattern,
     /// The pin is claimed and driven.
     pub available: bool,
+}
+
+/// The status LED's patterns (`heartbeat`, `stage`, `open`, `error` in the JSON API).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LedPattern {
+    /// Idle and healthy: a 100 ms flash every 2 s.
+    #[default]
+    Heartbeat,
+    /// A knock step was accepted: one 150 ms blink.
+    Stage,
+    /// A door opened: solid for 3 s.
+    Open,
+    /// Something is wrong: 4 blinks a second.
+    Error,
+}
+
+impl LedPattern {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedPattern::Heartbeat => "heartbeat",
+            LedPattern::Stage => "stage",
+            LedPattern::Open => "open",
+            LedPattern::Error => "error",
+        }
+    }
+}
+
+/// As the JSON API names it.
+impl PartialEq<&str> for LedPattern {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

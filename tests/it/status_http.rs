@@ -58,7 +58,7 @@ fn snapshot(now: u64) -> Snapshot {
             steps: 3,
             open: vec![OpenSession {
                 src: "198.51.100.7".parse().unwrap(),
-                kind: "firewall".into(),
+                kind: knockgate::status::SessionKind::Firewall,
                 opened_unix: now - 60,
                 expires_unix: now + 1740,
             }],
@@ -106,7 +106,7 @@ fn snapshot(now: u64) -> Snapshot {
         }],
         led: Some(LedStatus {
             pin: 27,
-            pattern: "heartbeat".into(),
+            pattern: knockgate::status::LedPattern::Heartbeat,
             available: true,
         }),
         gpio: Some(GpioStatus {
