@@ -52,6 +52,8 @@ struct Replay<'a> {
     gk: Gatekeeper,
     sessions: Sessions,
     flush: Option<DailyFlush>,
+    /// The SPA doors' ports: a UDP datagram to one is an SPA packet.
+    spa_ports: Vec<u16>,
     /// The first packet's time, microseconds since the Unix epoch: monotonic time 0.
     origin: i128,
     summary: Summary,
@@ -111,6 +113,7 @@ pub fn replay(
             );
             Replay {
                 config,
+                spa_ports: gk.spa_ports(),
                 gk,
                 sessions: Sessions::new(),
                 flush: config.firewall.daily_flush.map(DailyFlush::local),
@@ -127,7 +130,7 @@ pub fn replay(
         // packet, anything else parsed a knock.
         let parsed = match wire::parse_with_payload(link, packet.data) {
             Ok((knock, data))
-                if knock.proto == Proto::Udp && r.gk.spa_ports().contains(&knock.dst_port) =>
+                if knock.proto == Proto::Udp && r.spa_ports.contains(&knock.dst_port) =>
             {
                 Packet::Datagram(knock, data.into())
             }
