@@ -6,6 +6,9 @@
 #   image/build.sh [--out DIR] [--deb PATH] [--keep-rootfs] [--rootfs-cache DIR] [--test-tools]
 #                  [--kernel PACKAGE=VERSION] [--replay-check BIN]
 #   image/build.sh --deps-only     only install the host tools and register qemu-aarch64
+#   image/build.sh --rootfs-only --rootfs-cache DIR
+#                                  only the root file system, into the cache (CI builds it
+#                                  beside the tests; the card's build then starts from it)
 #
 # Output, in DIR (default image/out):
 #   knockgate-rpi-arm64.img      the SD card: MBR, FAT32 boot partition (KGBOOT), ext4 root
@@ -47,6 +50,7 @@ KEEP_ROOTFS=no
 TEST_TOOLS=no
 CACHE=
 DEPS_ONLY=no
+ROOTFS_ONLY=no
 REPLAY_REF=
 SUITE=trixie
 MIRROR=http://deb.debian.org/debian
@@ -75,12 +79,14 @@ while [ $# -gt 0 ]; do
         --test-tools) TEST_TOOLS=yes; shift ;;
         --rootfs-cache) CACHE=$(realpath -m "${2:?}"); shift 2 ;;
         --deps-only) DEPS_ONLY=yes; shift ;;
+        --rootfs-only) ROOTFS_ONLY=yes; shift ;;
         --kernel) KERNEL=${2:?}; shift 2 ;;
         --replay-check) REPLAY_REF=$(realpath "${2:?}"); shift 2 ;;
         -h | --help) usage ;;
         *) echo "build.sh: unknown argument $1" >&2; usage ;;
     esac
 done
+[ "$ROOTFS_ONLY" = no ] || [ -n "$CACHE" ] || { echo "build.sh: --rootfs-only needs --rootfs-cache DIR" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "build.sh: run as root (mmdebstrap --mode=root, file ownership)" >&2; exit 1; }
 
 log() { echo "build.sh: $*" >&2; }
@@ -116,14 +122,14 @@ fi
 arch-test arm64 >/dev/null || { echo "build.sh: arm64 binaries do not run here (binfmt_misc + qemu-user-static)" >&2; exit 1; }
 [ "$DEPS_ONLY" = no ] || exit 0
 
-if [ -z "$DEB" ]; then
+if [ -z "$DEB" ] && [ "$ROOTFS_ONLY" = no ]; then
     version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
     DEB=$ROOT/target/deb/knockgate_$version-1_arm64.deb
     step "knockgate's arm64 package (scripts/deb.sh; the build is up to date if scripts/arm.sh ran)"
     bash scripts/cross.sh setup >/dev/null
     bash scripts/deb.sh arm64
 fi
-[ "$(dpkg-deb -f "$DEB" Architecture 2>/dev/null)" = arm64 ] ||
+[ "$ROOTFS_ONLY" = yes ] || [ "$(dpkg-deb -f "$DEB" Architecture 2>/dev/null)" = arm64 ] ||
     { echo "build.sh: no arm64 knockgate package at $DEB" >&2; exit 1; }
 
 mkdir -p "$OUT"
@@ -234,6 +240,11 @@ mmdebstrap --arch=arm64 --variant=minbase --mode=root --format=directory --quiet
 if [ -n "$cached" ]; then
     tar -C "$ROOTFS" --numeric-owner -cpf "$cached.tmp" . && mv "$cached.tmp" "$cached"
 fi
+fi
+if [ "$ROOTFS_ONLY" = yes ]; then
+    step "root file system cached: $cached"
+    rm -rf "$WORK"
+    exit 0
 fi
 
 step "kernel modules and firmware"

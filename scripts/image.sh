@@ -33,10 +33,13 @@ case $phase in
         [ -x target/debug/knockgate ] || cargo build --locked --quiet
         # IMAGE_DEB: a package already built (.ci/run builds the card beside test-deb.sh, which
         # rebuilds the amd64 package; the card's build then leaves scripts/deb.sh alone).
-        deb_arg=()
-        [ -z "${IMAGE_DEB:-}" ] || deb_arg=(--deb "$IMAGE_DEB")
+        # IMAGE_ROOTFS_CACHE: where .ci/run had the root file system built beside the tests
+        # (image/build.sh --rootfs-only); missing or stale, the build makes its own.
+        args=()
+        [ -z "${IMAGE_DEB:-}" ] || args+=(--deb "$IMAGE_DEB")
+        [ -z "${IMAGE_ROOTFS_CACHE:-}" ] || args+=(--rootfs-cache "$IMAGE_ROOTFS_CACHE")
         bash image/build.sh --out target/image --test-tools --replay-check target/debug/knockgate \
-            "${deb_arg[@]}"
+            "${args[@]}"
         echo "image.sh: built in $((SECONDS - start)) s; the card's package versions ($IMG.manifest):"
         sed 's/^/manifest: /' "$IMG.manifest"
         # Would the card boot on the boards it is for? Read from its device trees, kernel,
