@@ -25,7 +25,7 @@ fn snapshot() -> Snapshot {
             steps: 3,
             open: vec![OpenSession {
                 src: "203.0.113.9".parse().unwrap(),
-                kind: "firewall".into(),
+                kind: knockgate::status::SessionKind::Firewall,
                 opened_unix: NOW - 19,
                 expires_unix: NOW + 1781,
             }],
