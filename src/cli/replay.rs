@@ -47,8 +47,8 @@ pub struct Summary {
 }
 
 /// The replay's world: the gatekeeper, the open doors it would keep, the capture's clock.
-struct Replay<'a> {
-    config: &'a Config,
+struct Replay {
+    /// Holds the config too: the doors' plans are read from it.
     gk: Gatekeeper,
     sessions: Sessions,
     flush: Option<DailyFlush>,
@@ -83,7 +83,7 @@ pub fn replay(
         Local::Only(local.iter().copied().collect())
     };
     let summary = Summary::default();
-    let mut replay: Option<Replay<'_>> = None;
+    let mut replay: Option<Replay> = None;
     let mut fx = Vec::new();
     let mut now = Instant::ZERO;
     loop {
@@ -112,7 +112,6 @@ pub fn replay(
                 wall,
             );
             Replay {
-                config,
                 spa_ports: gk.spa_ports(),
                 gk,
                 sessions: Sessions::new(),
@@ -173,7 +172,7 @@ fn stamp(t: Instant) -> String {
     format!("[{:>6}.{:03}s]", us / 1_000_000, (us % 1_000_000) / 1000)
 }
 
-impl Replay<'_> {
+impl Replay {
     /// The capture's wall-clock time at monotonic time `t`.
     fn wall(&self, t: Instant) -> SystemTime {
         wall_at(self.origin, t.as_micros())
@@ -269,11 +268,13 @@ impl Replay<'_> {
             until_flush: flush::until(self.flush.as_ref(), wall),
         };
         self.summary.opens += 1;
-        let Some(d) = self.config.doors.get(origin.door) else {
+        let Some(d) = self.gk.config().doors.get(origin.door) else {
             return Ok(());
         };
-        let name = d.name.as_str();
-        for action in plan::plan(d, origin, src, requested, &self.sessions, &now) {
+        let actions = plan::plan(d, origin, src, requested, &self.sessions, &now);
+        let name = d.name.clone();
+        let name = name.as_str();
+        for action in actions {
             match &action {
                 Action::Run { .. } => writeln!(out, "{at} {name}: would {action}")?,
                 _ => writeln!(out, "{at} {src}: {name}: would {action}")?,
