@@ -307,7 +307,8 @@ fn remove_chain(path: Option<&Path>) -> anyhow::Result<()> {
         return Ok(());
     }
     // Through the daemon's own backend for this [firewall].
-    (daemon::Backends::system().firewall)(&fw)
+    let backends = daemon::Backends::system();
+    (backends.firewall)(&fw, &backends.steps)
         .remove_chain()
         .with_context(|| format!("cannot remove chain {}", fw.chain))?;
     println!(

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::actions::firewall::Grant;
+use crate::sys::busy::Steps;
 use crate::time::Instant;
 
 /// What happens when a session ends.
@@ -299,9 +300,9 @@ pub fn parse_journal(bytes: &[u8]) -> Result<Journal, serde_json::Error> {
 /// Writes the journal atomically and durably: a temporary file in the same directory, fsync,
 /// rename over the old one, fsync of the directory. A power cut leaves the old or the new
 /// journal, never a mix.
-pub fn save(path: &Path, journal: &Journal) -> Result<(), JournalError> {
+pub fn save(path: &Path, journal: &Journal, steps: &Steps) -> Result<(), JournalError> {
     let text = serde_json::to_vec_pretty(journal).expect("a journal serializes");
-    crate::sys::fsutil::write_atomic(path, &text).map_err(|source| JournalError::Io {
+    crate::sys::fsutil::write_atomic(path, &text, steps).map_err(|source| JournalError::Io {
         path: path.to_path_buf(),
         source,
     })
@@ -407,7 +408,7 @@ mod tests {
         let mut s = Sessions::new();
         open(&mut s, 0, "ssh", 2, 60, stop("%x"));
         open(&mut s, 0, "web", 3, 10, close(10));
-        save(&path, &s.to_journal()).unwrap();
+        save(&path, &s.to_journal(), &Steps::here()).unwrap();
         let j = load(&path).unwrap();
         assert_eq!(j.sessions.len(), 2);
         assert_eq!(j.sessions[1].pending, close(10));
@@ -454,7 +455,12 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/journal");
         fs::create_dir_all(&dir).unwrap();
         let mut s = Sessions::new();
-        save(&dir.join("seed-empty.json"), &s.to_journal()).unwrap();
+        save(
+            &dir.join("seed-empty.json"),
+            &s.to_journal(),
+            &Steps::here(),
+        )
+        .unwrap();
         open(&mut s, 0, "openSSH", 2, 30, stop("logger"));
         let v6: IpAddr = "2001:db8::5".parse().unwrap();
         s.open(
@@ -490,7 +496,12 @@ mod tests {
                 },
             },
         );
-        save(&dir.join("seed-three-sessions.json"), &s.to_journal()).unwrap();
+        save(
+            &dir.join("seed-three-sessions.json"),
+            &s.to_journal(),
+            &Steps::here(),
+        )
+        .unwrap();
         for name in ["seed-empty.json", "seed-three-sessions.json"] {
             let j = parse_journal(&fs::read(dir.join(name)).unwrap()).unwrap();
             assert!(j.sessions.len() <= 3);
@@ -501,7 +512,7 @@ mod tests {
     fn save_into_missing_directory_fails_cleanly() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nope").join(JOURNAL_FILE);
-        let err = save(&path, &Sessions::new().to_journal()).unwrap_err();
+        let err = save(&path, &Sessions::new().to_journal(), &Steps::here()).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
     }
 }

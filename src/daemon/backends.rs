@@ -10,10 +10,12 @@ use crate::actions::firewall::{iptables::Iptables, Firewall, Noop};
 use crate::actions::wol::{self, Wake};
 use crate::config::{Backend, FirewallConfig, GpioBackend};
 use crate::net::capture::{InterfaceSource, SystemInterfaces};
+use crate::sys::busy::Steps;
 use crate::time::{Clock, SystemClock};
 
-/// Makes the firewall backend for a `[firewall]` table.
-pub type FirewallFactory = Box<dyn Fn(&FirewallConfig) -> Box<dyn Firewall> + Send>;
+/// Makes the firewall backend for a `[firewall]` table, its commands run through the given
+/// slow-step runner.
+pub type FirewallFactory = Box<dyn Fn(&FirewallConfig, &Steps) -> Box<dyn Firewall> + Send>;
 
 pub struct Backends {
     pub clock: Box<dyn Clock>,
@@ -25,6 +27,10 @@ pub struct Backends {
     pub gpio: Option<GpioBackend>,
     /// Whether the journal of open doors and the pid file are written.
     pub persist: bool,
+    /// How slow steps (firewall commands, state written to the SD card) are waited for: on
+    /// the calling thread until the daemon's loop gives the backends its runner, which empties
+    /// the capture rings meanwhile.
+    pub steps: Steps,
     /// Says what kind of run this is, for the start-up log line.
     pub dry_run: bool,
 }
@@ -38,14 +44,17 @@ impl Backends {
             commands: Box::new(command::Processes),
             wake: Box::new(wol::Broadcast),
             interfaces: Box::new(SystemInterfaces),
-            firewall: Box::new(|f: &FirewallConfig| -> Box<dyn Firewall> {
+            firewall: Box::new(|f: &FirewallConfig, steps: &Steps| -> Box<dyn Firewall> {
                 match f.backend {
                     Backend::None => Box::new(Noop),
-                    _ => Box::new(Iptables::new(&f.chain, f.jump_position)),
+                    _ => {
+                        Box::new(Iptables::new(&f.chain, f.jump_position).with_steps(steps.clone()))
+                    }
                 }
             }),
             gpio: None,
             persist: true,
+            steps: Steps::here(),
             dry_run: false,
         }
     }
@@ -56,7 +65,9 @@ impl Backends {
         Backends {
             commands: Box::new(command::DryRun),
             wake: Box::new(wol::DryRun),
-            firewall: Box::new(|_: &FirewallConfig| -> Box<dyn Firewall> { Box::new(Noop) }),
+            firewall: Box::new(|_: &FirewallConfig, _: &Steps| -> Box<dyn Firewall> {
+                Box::new(Noop)
+            }),
             gpio: Some(GpioBackend::Simulated),
             persist: false,
             dry_run: true,

@@ -67,7 +67,7 @@ impl Daemon {
                         self.publish(now);
                     }
                 }
-                Effect::Retired(used) => used.commit(),
+                Effect::Retired(used) => used.commit(&self.backends.steps),
                 Effect::Refilter => self.refresh_interfaces(),
                 Effect::SaveReplay => self.save_spa_replay(),
             }
@@ -112,7 +112,7 @@ impl Daemon {
                     self.gk.retire(now, wall, origin, &mut fx);
                     for e in fx {
                         match e {
-                            Effect::Retired(used) => used.commit(),
+                            Effect::Retired(used) => used.commit(&self.backends.steps),
                             other => after.push(other),
                         }
                     }

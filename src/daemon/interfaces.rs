@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use tracing::{debug, info};
@@ -36,13 +37,17 @@ impl Daemon {
             }
         };
         let intake = self.intake.clone();
-        intake.borrow_mut().captures.retain(|name, _| {
-            let keep = wanted.contains(name);
-            if !keep {
-                info!(interface = %name, "no longer listening on {name}");
-            }
-            keep
-        });
+        intake
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .captures
+            .retain(|name, _| {
+                let keep = wanted.contains(name);
+                if !keep {
+                    info!(interface = %name, "no longer listening on {name}");
+                }
+                keep
+            });
         let addresses: BTreeMap<String, Vec<IpAddr>> = wanted
             .iter()
             .map(|n| {
@@ -83,7 +88,7 @@ impl Daemon {
         };
         let now = self.backends.clock.now();
         let mut changes = Vec::new();
-        let mut intake = intake.borrow_mut();
+        let mut intake = intake.lock().unwrap_or_else(PoisonError::into_inner);
         let intake = &mut *intake;
         for name in &wanted {
             match intake.captures.get_mut(name) {

@@ -17,14 +17,12 @@
 //! plan through the backends, [`interfaces`] follows the interfaces and their addresses, and
 //! [`report`] builds the status page's snapshot when a page asks.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -186,7 +184,7 @@ struct Daemon {
     journal: Option<PathBuf>,
     /// The captures, their counters, and what was read from them but not handled yet
     /// (shared with the drain that empties the rings while the loop waits for a slow step).
-    intake: Rc<RefCell<Intake>>,
+    intake: Arc<Mutex<Intake>>,
     /// The interfaces and their addresses as last read.
     links: Links,
     /// Relays and the status LED, when configured.
@@ -213,9 +211,13 @@ struct Page {
 }
 
 impl Daemon {
+    /// The captures and their backlog. The loop's slow steps lock it too, to drain the rings
+    /// while they run; they run on the loop's thread and never while the loop holds it.
+    fn intake(&self) -> MutexGuard<'_, Intake> {
+        self.intake.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn main_loop(&mut self, rx: Receiver<Msg>, bell: &EventFd) {
-        // While the loop waits for iptables or an fsync, the rings are emptied into the intake.
-        let _drain = crate::sys::busy::install(self.intake.clone());
         // The packets of one batch, reused: no allocation per packet or per block.
         let mut packets: Vec<Packet> = Vec::with_capacity(BATCH);
         // Captures left with packets (a full batch was read): read again without waiting,
@@ -223,7 +225,7 @@ impl Daemon {
         let mut again: Vec<Arc<str>> = Vec::new();
         loop {
             let now = self.backends.clock.now();
-            self.intake.borrow_mut().now = now;
+            self.intake().now = now;
             self.on_timers(now);
             if self.open_due_captures(now) {
                 // A new or returning interface may have brought addresses.
@@ -232,8 +234,7 @@ impl Daemon {
             // What was taken in while the timers ran iptables.
             self.on_backlog(&mut packets);
             let retry = self
-                .intake
-                .borrow()
+                .intake()
                 .captures
                 .values()
                 .filter_map(Capture::retry_at)
@@ -275,7 +276,7 @@ impl Daemon {
             }
             self.on_backlog(&mut packets);
             for name in ready {
-                let n = self.intake.borrow_mut().read(&name, BATCH);
+                let n = self.intake().read(&name, BATCH);
                 if n >= BATCH {
                     again.push(name);
                 }
@@ -290,7 +291,7 @@ impl Daemon {
         let mut changes = Vec::new();
         loop {
             packets.clear();
-            if !self.intake.borrow_mut().take(BATCH, packets, &mut changes) {
+            if !self.intake().take(BATCH, packets, &mut changes) {
                 return;
             }
             let now = self.backends.clock.now();
@@ -304,7 +305,7 @@ impl Daemon {
     /// Sleeps in `poll(2)` until mail, packets in a ring, or `timeout`. Returns the captures
     /// whose ring has something (or an error) to read, none if interrupted; empties the bell.
     fn wait(&self, bell: &EventFd, timeout: Duration) -> Vec<Arc<str>> {
-        let intake = self.intake.borrow();
+        let intake = self.intake();
         let open: Vec<&Capture> = intake.captures.values().filter(|c| c.is_open()).collect();
         let mut fds = Vec::with_capacity(open.len() + 1);
         fds.push(PollFd::new(bell.as_fd(), PollFlags::POLLIN));
@@ -348,7 +349,7 @@ impl Daemon {
                     debug!("interface notifications were lost: re-reading everything");
                 }
                 let now = self.backends.clock.now();
-                for c in self.intake.borrow_mut().captures.values_mut() {
+                for c in self.intake().captures.values_mut() {
                     c.nudge(now);
                 }
                 self.refresh_interfaces();
@@ -370,7 +371,7 @@ impl Daemon {
     /// Opens the captures whose retry time has come. Returns whether one opened.
     fn open_due_captures(&mut self, now: Instant) -> bool {
         let mut changes = Vec::new();
-        for (name, c) in &mut self.intake.borrow_mut().captures {
+        for (name, c) in &mut self.intake().captures {
             if let Some(change) = c.open_if_due(now) {
                 changes.push((name.clone(), change));
             }
@@ -462,7 +463,7 @@ impl Daemon {
 
     fn save_journal(&mut self) {
         if let Some(path) = &self.journal {
-            let result = sessions::save(path, &self.sessions.to_journal());
+            let result = sessions::save(path, &self.sessions.to_journal(), &self.backends.steps);
             if let Err(e) = &result {
                 error!("cannot save open doors: {e}; they stay scheduled in memory");
             }
@@ -479,7 +480,7 @@ impl Daemon {
         };
         let path = dir.join(crate::doors::spa::REPLAY_FILE);
         let text = self.gk.spa_replay().to_text();
-        let result = crate::sys::fsutil::write_atomic(&path, text.as_bytes());
+        let result = crate::sys::fsutil::write_atomic(&path, text.as_bytes(), &self.backends.steps);
         if let Err(e) = &result {
             error!(
                 "cannot save the SPA replay cache {}: {e}; it is kept in memory",
@@ -542,7 +543,7 @@ impl Daemon {
     }
 
     fn shutdown(&mut self) {
-        self.intake.borrow_mut().captures.clear();
+        self.intake().captures.clear();
         if let Some(o) = &mut self.outputs {
             o.shutdown();
         }

@@ -68,7 +68,7 @@ impl Daemon {
     /// Builds what the status page shows and publishes it.
     pub(super) fn publish(&mut self, now: Instant) {
         let counters = {
-            let mut intake = self.intake.borrow_mut();
+            let mut intake = self.intake();
             let intake = &mut *intake;
             for c in intake.captures.values_mut() {
                 c.count_drops(&intake.counters);

@@ -1,9 +1,8 @@
 //! Starting the daemon: the journal of open doors restored, the pid file, the GPIO, the drop
 //! to the unprivileged user, the signal thread, the firewall chain reconciled, then the loop.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use tracing::{debug, error, info, warn};
 
@@ -21,6 +20,7 @@ use crate::doors::Dynamic;
 use crate::gatekeeper::{Gatekeeper, Local};
 use crate::net::watch::{LinkWatch, RulesetWatch};
 use crate::status::Board;
+use crate::sys::busy::Steps;
 
 /// Runs the daemon until SIGTERM or SIGINT, on the system's backends (or `--dry-run`'s).
 pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
@@ -33,9 +33,13 @@ pub fn run(opts: Options, config: Config) -> Result<(), DaemonError> {
 }
 
 /// Runs the daemon on these backends until SIGTERM or SIGINT.
-pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(), DaemonError> {
+pub fn run_with(opts: Options, config: Config, mut backends: Backends) -> Result<(), DaemonError> {
     let dynamic = Dynamic::load(&config)?;
     let now = backends.clock.now();
+    // The captures and what was read from them; the backends' slow steps empty the rings into
+    // it while they run.
+    let intake = Arc::new(Mutex::new(Intake::new(now)));
+    backends.steps = Steps::draining(intake.clone());
     let (mailbox, rx) = Mailbox::new().map_err(DaemonError::Thread)?;
 
     let journal = if !backends.persist {
@@ -75,7 +79,7 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
     };
     if let Some(path) = &journal {
         // Proves the directory is writable before anything depends on it.
-        sessions::save(path, &sessions.to_journal()).map_err(|e| match e {
+        sessions::save(path, &sessions.to_journal(), &backends.steps).map_err(|e| match e {
             sessions::JournalError::Io { path, source } => DaemonError::StateDir { path, source },
             other => DaemonError::StateDir {
                 path: path.clone(),
@@ -177,7 +181,7 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
         sessions,
         gate,
         journal,
-        intake: Rc::new(RefCell::new(Intake::new(now))),
+        intake,
         links: Links {
             addresses: BTreeMap::new(),
             watched: links_watched,
@@ -235,5 +239,8 @@ pub fn run_with(opts: Options, config: Config, backends: Backends) -> Result<(),
 /// The firewall doors' gate, on the backend the config asks for (the no-op one for a dry run).
 pub(super) fn make_gate(config: &Config, backends: &Backends) -> Gate {
     let f = &config.firewall;
-    Gate::new((backends.firewall)(f), f.daily_flush.map(DailyFlush::local))
+    Gate::new(
+        (backends.firewall)(f, &backends.steps),
+        f.daily_flush.map(DailyFlush::local),
+    )
 }

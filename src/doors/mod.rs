@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::engine::DoorSpec;
+use crate::sys::busy::Steps;
 use hmacseq::{Params, Secret, SecretError};
 use otp::OtpError;
 
@@ -218,8 +219,9 @@ pub enum Used {
 
 impl Used {
     /// Writes down what was retired (a one-time list, atomically) and logs it. A failed write
-    /// is logged; the sequence stays retired in memory until restart.
-    pub fn commit(&self) {
+    /// is logged; the sequence stays retired in memory until restart. The write is a slow step
+    /// run through `steps`.
+    pub fn commit(&self, steps: &Steps) {
         match self {
             Used::Nothing => {}
             Used::Window { door, window } => {
@@ -231,7 +233,7 @@ impl Used {
                 text,
                 left,
             } => {
-                if let Err(e) = otp::write(path, text) {
+                if let Err(e) = otp::write(path, text, steps) {
                     error!(door = %door, "{door}: {e}; the used sequence stays retired until restart only");
                 }
                 if *left == 0 {

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{Config, Door};
 use crate::engine::DoorSpec;
 use crate::knock::KnockSpec;
+use crate::sys::busy::Steps;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OtpError {
@@ -132,13 +133,13 @@ impl OneTime {
         if !self.retire() {
             return Ok(());
         }
-        write(&self.path, &self.text())
+        write(&self.path, &self.text(), &Steps::here())
     }
 }
 
 /// Writes a one-time list's `text` (as [`OneTime::text`] makes it) to `path`, atomically.
-pub fn write(path: &Path, text: &str) -> Result<(), OtpError> {
-    crate::sys::fsutil::write_atomic(path, text.as_bytes()).map_err(|source| OtpError::Io {
+pub fn write(path: &Path, text: &str, steps: &Steps) -> Result<(), OtpError> {
+    crate::sys::fsutil::write_atomic(path, text.as_bytes(), steps).map_err(|source| OtpError::Io {
         path: path.to_path_buf(),
         source,
     })

@@ -7,92 +7,102 @@
 //! fills its four blocks in 40 ms and the kernel drops the rest: a knock sent while another
 //! door opens would be lost.
 //!
-//! [`wait`] runs such a step on a short-lived helper thread while the calling thread keeps
-//! emptying the rings into memory through the [`Drain`] that the loop [`install`]ed; the loop
-//! handles those packets, in arrival order, once the step has returned. Nothing else changes
-//! while the step runs (the drain only reads packets), so the loop's state stays its own. With
-//! no drain installed (the command-line tools, the startup before the loop, tests), or if no
-//! thread can be started, the step runs on the calling thread, as before.
+//! A [`Steps`] runs such a step. The daemon makes one over its capture intake
+//! ([`Steps::draining`]) and hands it to the backends that have slow steps (the firewall, the
+//! journal and state writers): each step then runs on a short-lived helper thread while the
+//! calling thread keeps emptying the rings into memory through the [`Drain`]; the loop handles
+//! those packets, in arrival order, once the step has returned. Nothing else changes while the
+//! step runs (the drain only reads packets), so the loop's state stays its own. The command-line
+//! tools, the startup before the loop and the tests use [`Steps::here`]: the step runs on the
+//! calling thread. So does a draining runner that cannot start a thread.
 
-use std::cell::RefCell;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::rc::Rc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 /// What the calling thread does while a slow step runs.
-pub trait Drain {
+pub trait Drain: Send {
     /// Waits until `done` is readable (the step has returned: true) or until something it
     /// drains is ready, which it then takes in (false). Must not wait on anything it cannot
     /// take in, or the wait would spin.
     fn drain_until(&mut self, done: BorrowedFd<'_>) -> bool;
 }
 
-thread_local! {
-    static DRAIN: RefCell<Option<Rc<RefCell<dyn Drain>>>> = const { RefCell::new(None) };
+/// Runs slow steps, with or without a drain beside them. Cheap to clone: the backends each
+/// hold one.
+#[derive(Clone, Default)]
+pub struct Steps {
+    drain: Option<Arc<Mutex<dyn Drain>>>,
 }
 
-/// Installed for the calling thread until the guard is dropped.
-pub struct Installed(());
-
-impl Drop for Installed {
-    fn drop(&mut self) {
-        DRAIN.with(|d| *d.borrow_mut() = None);
+impl std::fmt::Debug for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.drain.is_some() {
+            "Steps(draining)"
+        } else {
+            "Steps(here)"
+        })
     }
 }
 
-/// Makes [`wait`] on this thread run `drain` while a step runs.
-#[must_use = "the drain is removed when the guard is dropped"]
-pub fn install(drain: Rc<RefCell<dyn Drain>>) -> Installed {
-    DRAIN.with(|d| *d.borrow_mut() = Some(drain));
-    Installed(())
-}
+impl Steps {
+    /// Steps run on the calling thread, nothing drained.
+    pub fn here() -> Steps {
+        Steps { drain: None }
+    }
 
-/// Runs `step`; with a drain installed on this thread, on a helper thread while the drain runs
-/// here until the step returns.
-pub fn wait<T: Send>(step: impl FnOnce() -> T + Send) -> T {
-    let Some(drain) = DRAIN.with(|d| d.borrow().clone()) else {
-        return step();
-    };
-    let Ok(done) = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK) else {
-        return step();
-    };
-    let slot = Mutex::new(Some(step));
-    let take = || slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-    std::thread::scope(|scope| {
-        let helper = std::thread::Builder::new()
-            .name("knockgate-step".into())
-            .spawn_scoped(scope, || {
-                let result = take().map(|step| step());
-                let _ = done.write(1);
-                result
-            });
-        let Ok(helper) = helper else {
-            // No thread: run it here (the rings wait, as they would have without this).
-            return take().map(|step| step());
+    /// Steps run on a helper thread while `drain` runs on the calling thread.
+    pub fn draining(drain: Arc<Mutex<dyn Drain>>) -> Steps {
+        Steps { drain: Some(drain) }
+    }
+
+    /// Runs `step`; when draining, on a helper thread while the drain runs here until the step
+    /// returns.
+    pub fn run<T: Send>(&self, step: impl FnOnce() -> T + Send) -> T {
+        let Some(drain) = &self.drain else {
+            return step();
         };
-        loop {
-            let finished = match drain.try_borrow_mut() {
-                Ok(mut d) => d.drain_until(done.as_fd()),
-                // The drain is in use further up this thread's stack: just wait.
-                Err(_) => {
-                    let mut fds = [PollFd::new(done.as_fd(), PollFlags::POLLIN)];
-                    let _ = poll(&mut fds, PollTimeout::NONE);
-                    fds[0].any().unwrap_or(false)
-                }
+        let Ok(done) = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK) else {
+            return step();
+        };
+        let slot = Mutex::new(Some(step));
+        let take = || slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+        std::thread::scope(|scope| {
+            let helper = std::thread::Builder::new()
+                .name("knockgate-step".into())
+                .spawn_scoped(scope, || {
+                    let result = take().map(|step| step());
+                    let _ = done.write(1);
+                    result
+                });
+            let Ok(helper) = helper else {
+                // No thread: run it here (the rings wait, as they would have without this).
+                return take().map(|step| step());
             };
-            if finished {
-                break;
+            loop {
+                let finished = match drain.try_lock() {
+                    Ok(mut d) => d.drain_until(done.as_fd()),
+                    Err(TryLockError::Poisoned(p)) => p.into_inner().drain_until(done.as_fd()),
+                    // The drain is in use further up this thread's stack: just wait.
+                    Err(TryLockError::WouldBlock) => {
+                        let mut fds = [PollFd::new(done.as_fd(), PollFlags::POLLIN)];
+                        let _ = poll(&mut fds, PollTimeout::NONE);
+                        fds[0].any().unwrap_or(false)
+                    }
+                };
+                if finished {
+                    break;
+                }
             }
-        }
-        match helper.join() {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
-    .unwrap_or_else(|| unreachable!("the step is taken exactly once"))
+            match helper.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+        .unwrap_or_else(|| unreachable!("the step is taken exactly once"))
+    }
 }
 
 #[cfg(test)]
@@ -126,19 +136,19 @@ mod tests {
     #[test]
     fn without_a_drain_the_step_runs_here() {
         let here = std::thread::current().id();
-        assert_eq!(wait(|| std::thread::current().id()), here);
+        assert_eq!(Steps::here().run(|| std::thread::current().id()), here);
     }
 
     #[test]
     fn the_drain_takes_in_what_arrives_while_the_step_runs() {
         let (read, write) = nix::unistd::pipe().expect("pipe");
-        let drain = Rc::new(RefCell::new(PipeDrain {
+        let drain = Arc::new(Mutex::new(PipeDrain {
             read,
             taken: Vec::new(),
         }));
-        let guard = install(drain.clone());
+        let steps = Steps::draining(drain.clone());
         let here = std::thread::current().id();
-        let (ran_on, value) = wait(move || {
+        let (ran_on, value) = steps.run(move || {
             for b in b"knock" {
                 nix::unistd::write(&write, &[*b]).expect("write");
                 std::thread::sleep(Duration::from_millis(5));
@@ -147,21 +157,19 @@ mod tests {
         });
         assert_ne!(ran_on, here);
         assert_eq!(value, 42);
-        assert_eq!(drain.borrow().taken, b"knock");
-        drop(guard);
-        assert_eq!(wait(|| std::thread::current().id()), here);
+        assert_eq!(drain.lock().unwrap().taken, b"knock");
     }
 
     #[test]
     fn a_drain_in_use_is_not_reentered() {
         let (read, _write) = nix::unistd::pipe().expect("pipe");
-        let drain = Rc::new(RefCell::new(PipeDrain {
+        let drain = Arc::new(Mutex::new(PipeDrain {
             read,
             taken: Vec::new(),
         }));
-        let _guard = install(drain.clone());
-        let held = drain.borrow_mut();
-        assert_eq!(wait(|| 7), 7);
+        let steps = Steps::draining(drain.clone());
+        let held = drain.lock().unwrap();
+        assert_eq!(steps.run(|| 7), 7);
         drop(held);
     }
 }

@@ -4,21 +4,25 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
+use super::busy::Steps;
+
 /// Replaces `path` with `bytes` atomically and durably: a temporary file in the same directory
 /// (keeping the old file's permissions), fsync, rename over the old file, fsync of the
-/// directory. A power cut leaves the old content or the new, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    replace(path, bytes, false)
+/// directory. A power cut leaves the old content or the new, never a mix. The write and its
+/// fsyncs are a slow step on an SD card: they run through `steps` (in the daemon, the capture
+/// rings are emptied meanwhile).
+pub fn write_atomic(path: &Path, bytes: &[u8], steps: &Steps) -> io::Result<()> {
+    replace(path, bytes, false, steps)
 }
 
 /// [`write_atomic`] for a file that others own or read, such as the config rewritten by
 /// `knockgate firstboot`: the new file also gets the old one's owner and group, and the
 /// temporary file is private (mode 600) until it has the old file's mode.
 pub fn write_atomic_keep_owner(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    replace(path, bytes, true)
+    replace(path, bytes, true, &Steps::here())
 }
 
-fn replace(path: &Path, bytes: &[u8], keep_owner: bool) -> io::Result<()> {
+fn replace(path: &Path, bytes: &[u8], keep_owner: bool, steps: &Steps) -> io::Result<()> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -29,8 +33,7 @@ fn replace(path: &Path, bytes: &[u8], keep_owner: bool) -> io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.knockgate-tmp"));
-    // In the daemon, the capture rings are emptied while the SD card syncs.
-    let result = super::busy::wait(|| {
+    let result = steps.run(|| {
         let mut f = if keep_owner {
             fs::OpenOptions::new()
                 .write(true)
@@ -69,14 +72,14 @@ mod tests {
         let path = dir.path().join("state");
         fs::write(&path, b"old").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        write_atomic(&path, b"new").unwrap();
+        write_atomic(&path, b"new", &Steps::here()).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-        assert!(write_atomic(&dir.path().join("missing/state"), b"x").is_err());
+        assert!(write_atomic(&dir.path().join("missing/state"), b"x", &Steps::here()).is_err());
     }
 
     #[test]

@@ -32,6 +32,8 @@ use std::process::{Command, Output, Stdio};
 
 use tracing::{info, warn};
 
+use crate::sys::busy::Steps;
+
 use super::rules::{comment, jumps, parse_comment, parse_rules, plan_jumps, rule_args, Family};
 use super::{Firewall, FirewallError, Found, Grant, Repairs};
 
@@ -49,6 +51,8 @@ pub struct Iptables {
     v6: String,
     /// The IPv6 failure last logged, until IPv6 works again (so it is logged once).
     v6_problem: Option<String>,
+    /// How a command is waited for (in the daemon, with the capture rings emptied meanwhile).
+    steps: Steps,
 }
 
 impl Iptables {
@@ -62,7 +66,15 @@ impl Iptables {
             v4: "iptables".into(),
             v6: "ip6tables".into(),
             v6_problem: None,
+            steps: Steps::here(),
         }
+    }
+
+    /// Runs every command through `steps` (the daemon's, which empties the capture rings
+    /// while iptables runs).
+    pub fn with_steps(mut self, steps: Steps) -> Iptables {
+        self.steps = steps;
+        self
     }
 
     /// Runs every command inside network namespace `ns` (`ip netns exec NS ...`).
@@ -104,17 +116,18 @@ impl Iptables {
     /// Runs a command and returns its argv and output, whatever its exit status.
     fn exec(&self, family: Family, args: &[&str]) -> Result<(Vec<String>, Output), FirewallError> {
         let argv = self.argv(family, args);
-        // In the daemon, the capture rings are emptied while iptables runs.
-        let out = crate::sys::busy::wait(|| {
-            Command::new(&argv[0])
-                .args(&argv[1..])
-                .stdin(Stdio::null())
-                .output()
-        })
-        .map_err(|source| FirewallError::Spawn {
-            program: argv[0].clone(),
-            source,
-        })?;
+        let out = self
+            .steps
+            .run(|| {
+                Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .stdin(Stdio::null())
+                    .output()
+            })
+            .map_err(|source| FirewallError::Spawn {
+                program: argv[0].clone(),
+                source,
+            })?;
         Ok((argv, out))
     }
 
