@@ -308,13 +308,51 @@ fn remove_chain(path: Option<&Path>) -> anyhow::Result<()> {
     }
     // Through the daemon's own backend for this [firewall].
     let backends = daemon::Backends::system();
+    let what = match fw.backend {
+        Backend::Nftables => format!(
+            "knockgate's sets and rules in {} (the rest of that table as it was)",
+            fw.nft_chain
+        ),
+        _ => format!("chain {} and its INPUT jump (IPv4 and IPv6)", fw.chain),
+    };
     (backends.firewall)(&fw, &backends.steps)
         .remove_chain()
-        .with_context(|| format!("cannot remove chain {}", fw.chain))?;
-    println!(
-        "chain {} and its INPUT jump removed (IPv4 and IPv6)",
-        fw.chain
-    );
+        .with_context(|| format!("cannot remove {what}"))?;
+    println!("removed {what}");
+    // What the other backend left, if the config changed backends since: removed too, when
+    // it is there (looked at first without changing anything; a missing iptables or nft is
+    // nothing to remove).
+    use knockgate::actions::firewall::{iptables::Iptables, nft::Nft};
+    match fw.backend {
+        Backend::Nftables => {
+            let old = Iptables::new(&fw.chain, 1);
+            if old.has_chain() {
+                old.remove_chain()
+                    .with_context(|| format!("cannot remove the old chain {}", fw.chain))?;
+                println!(
+                    "removed the chain {} of the iptables backend used before",
+                    fw.chain
+                );
+            }
+        }
+        _ => {
+            let mut old = Nft::new(&fw.nft_chain, 1);
+            if old.has_anything() {
+                knockgate::actions::firewall::Firewall::remove_chain(&mut old).with_context(
+                    || {
+                        format!(
+                            "cannot remove knockgate's sets and rules in {}",
+                            fw.nft_chain
+                        )
+                    },
+                )?;
+                println!(
+                    "removed knockgate's sets and rules in {} of the nftables backend used before",
+                    fw.nft_chain
+                );
+            }
+        }
+    }
     Ok(())
 }
 

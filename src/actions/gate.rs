@@ -74,7 +74,7 @@ impl Gate {
 
     /// The nf_tables table to watch for changes, if the backend has one (see
     /// [`Firewall::notifying_table`]).
-    pub fn notifying_table(&mut self) -> Option<&'static str> {
+    pub fn notifying_table(&mut self) -> Option<String> {
         self.fw.notifying_table()
     }
 
@@ -229,7 +229,7 @@ impl Gate {
         }
         let mut restored = 0;
         for g in grants {
-            if !found.iter().any(|f| self.fw.is_rule_of(f, g)) {
+            if !self.fw.is_open_for(&found, g) {
                 warn!(src = %g.src, door = %g.door, "firewall: the opening of {} for {} was removed from outside: restoring it until its expiry", g.door, g.src);
                 if note(&mut self.healthy, "open", self.fw.open(g)).is_some() {
                     restored += 1;

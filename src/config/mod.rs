@@ -190,8 +190,57 @@ impl Config {
 pub enum Backend {
     /// iptables and ip6tables (nft or legacy, whichever `iptables` is).
     Iptables,
+    /// nftables: knockgate's sets and rules in the owner's chain (`nft_chain`).
+    Nftables,
     /// No firewall changes at all (as `--dry-run` does).
     None,
+}
+
+/// An nftables address family that has an input hook and holds knockgate's sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NftFamily {
+    /// IPv4 and IPv6 (`table inet ...`).
+    Inet,
+    /// IPv4 only.
+    Ip,
+    /// IPv6 only.
+    Ip6,
+}
+
+impl NftFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NftFamily::Inet => "inet",
+            NftFamily::Ip => "ip",
+            NftFamily::Ip6 => "ip6",
+        }
+    }
+}
+
+/// `[firewall] nft_chain`: the owner's base chain where the drop is (`inet filter input`,
+/// the chain of Debian's stock `/etc/nftables.conf`), into which the nftables backend puts
+/// its rules; its sets go into the same table (a rule can only name a set of its own table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftChain {
+    pub family: NftFamily,
+    pub table: String,
+    pub chain: String,
+}
+
+impl Default for NftChain {
+    fn default() -> Self {
+        NftChain {
+            family: NftFamily::Inet,
+            table: "filter".into(),
+            chain: "input".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for NftChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.family.as_str(), self.table, self.chain)
+    }
 }
 
 /// A local wall-clock time of day.
@@ -212,6 +261,19 @@ pub struct FirewallConfig {
     pub jump_position: u32,
     /// Local time at which the chain is flushed every day, or None (`"off"`).
     pub daily_flush: Option<LocalTime>,
+    /// The nftables backend's chain (default `inet filter input`).
+    pub nft_chain: NftChain,
+}
+
+impl FirewallConfig {
+    /// The nf_tables table whose change notifications concern the doors: `filter` (where
+    /// iptables-nft keeps the chain) or the nftables backend's table.
+    pub fn watched_table(&self) -> &str {
+        match self.backend {
+            Backend::Nftables => &self.nft_chain.table,
+            _ => "filter",
+        }
+    }
 }
 
 impl Default for FirewallConfig {
@@ -221,6 +283,7 @@ impl Default for FirewallConfig {
             chain: DEFAULT_CHAIN.to_string(),
             jump_position: 1,
             daily_flush: Some(DEFAULT_DAILY_FLUSH),
+            nft_chain: NftChain::default(),
         }
     }
 }
@@ -969,7 +1032,11 @@ one_time_sequences = "/etc/knockgate/otp"
         ("door = [{ name = \"a\", sequence = [1] },\n  { name = \"b\", squence = [1] }]", Some(2), Some("door[b].squence"), "did you mean `sequence`?"),
         ("[[door]]\nname = \"a\"\nsequence = [1]\nSequence = [2]", Some(4), Some("door[a].Sequence"), "did you mean `sequence`?"),
         // [firewall] and firewall doors.
-        ("[firewall]\nbackend = \"nft\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.backend"), "expected \"iptables\" or \"none\""),
+        ("[firewall]\nbackend = \"nft\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.backend"), "expected \"iptables\", \"nftables\" or \"none\""),
+        ("[firewall]\nbackend = \"nftables\"\nnft_chain = \"inet filter\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(3), Some("firewall.nft_chain"), "expected FAMILY TABLE CHAIN"),
+        ("[firewall]\nnft_chain = \"bridge filter input\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.nft_chain"), "expected inet, ip or ip6"),
+        ("[firewall]\nnft_chain = \"inet fil;ter input\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.nft_chain"), "not a usable table name"),
+        ("[firewall]\nnft_chain = \"inet filter 9input\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.nft_chain"), "not a usable chain name"),
         ("[firewall]\nchain = \"INPUT\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.chain"), "not a built-in chain"),
         ("[firewall]\nchain = \"my chain\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.chain"), "letters, digits"),
         ("[firewall]\njump_position = 0\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.jump_position"), "from 1"),
@@ -1097,7 +1164,19 @@ close = "ssh"
                     minute: 30,
                     second: 15
                 }),
+                nft_chain: NftChain::default(),
             }
+        );
+        let n = ok("[firewall]\nbackend = \"nftables\"\nnft_chain = \"ip6  fw  in_put\"\n[[door]]\nname = \"a\"\nsequence = [1]\n");
+        assert_eq!(n.firewall.backend, Backend::Nftables);
+        assert_eq!(n.firewall.nft_chain.to_string(), "ip6 fw in_put");
+        assert_eq!(n.firewall.watched_table(), "fw");
+        assert_eq!(
+            ok("[[door]]\nname = \"a\"\nsequence = [1]\n")
+                .firewall
+                .nft_chain
+                .to_string(),
+            "inet filter input"
         );
         assert_eq!(
             c.doors[0].firewall,

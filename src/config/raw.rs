@@ -35,6 +35,7 @@ pub(super) struct RawFirewall {
     pub(super) chain: Option<Spanned<Text>>,
     pub(super) jump_position: Option<Spanned<Int>>,
     pub(super) daily_flush: Option<Spanned<Text>>,
+    pub(super) nft_chain: Option<Spanned<Text>>,
 }
 
 /// `[status]`.

@@ -355,12 +355,13 @@ impl Cx<'_> {
             let s = v.get_ref().as_str();
             f.backend = match s {
                 "iptables" => Backend::Iptables,
+                "nftables" => Backend::Nftables,
                 "none" => Backend::None,
                 other => {
                     return Err(self.err(
                         v,
                         "firewall.backend",
-                        format!("unknown backend `{other}`: expected \"iptables\" or \"none\""),
+                        format!("unknown backend `{other}`: expected \"iptables\", \"nftables\" or \"none\""),
                     ))
                 }
             };
@@ -389,6 +390,10 @@ impl Cx<'_> {
                 "expected a whole number from 1 (first rule of INPUT) to 1000",
             )?;
             f.jump_position = u32::try_from(n).expect("in range");
+        }
+        if let Some(v) = &raw.nft_chain {
+            f.nft_chain = parse_nft_chain(v.get_ref().as_str())
+                .map_err(|m| self.err(v, "firewall.nft_chain", m))?;
         }
         if let Some(v) = &raw.daily_flush {
             let s = v.get_ref().as_str();
@@ -600,4 +605,42 @@ impl Cx<'_> {
             .map(Command6::Set)
             .map_err(|m| self.err(v, key, m))
     }
+}
+
+/// `inet filter input`: an address family with an input hook (`inet`, `ip`, `ip6`), a table
+/// and a chain, each name as nft takes it unquoted.
+fn parse_nft_chain(text: &str) -> Result<super::NftChain, String> {
+    use super::NftFamily;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let [family, table, chain] = words[..] else {
+        return Err(format!(
+            "`{text}` is not a chain: expected FAMILY TABLE CHAIN, as in \"inet filter input\""
+        ));
+    };
+    let family = match family {
+        "inet" => NftFamily::Inet,
+        "ip" => NftFamily::Ip,
+        "ip6" => NftFamily::Ip6,
+        other => {
+            return Err(format!(
+                "`{other}` is not a family knockgate can use: expected inet, ip or ip6"
+            ))
+        }
+    };
+    let name_ok = |n: &str| {
+        n.len() <= 64
+            && n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    };
+    for (what, name) in [("table", table), ("chain", chain)] {
+        if !name_ok(name) {
+            return Err(format!("`{name}` is not a usable {what} name: expected up to 64 letters, digits, `_`, `-` or `.`, starting with a letter or `_`"));
+        }
+    }
+    Ok(super::NftChain {
+        family,
+        table: table.to_string(),
+        chain: chain.to_string(),
+    })
 }

@@ -6,7 +6,7 @@
 //! backends, on the gatekeeper ([`crate::gatekeeper`]); the backends themselves are tested real.
 
 use crate::actions::command::{self, Commands};
-use crate::actions::firewall::{iptables::Iptables, Firewall, Noop};
+use crate::actions::firewall::{iptables::Iptables, nft::Nft, Firewall, Noop};
 use crate::actions::wol::{self, Wake};
 use crate::config::{Backend, FirewallConfig, GpioBackend};
 use crate::net::capture::{InterfaceSource, SystemInterfaces};
@@ -47,7 +47,10 @@ impl Backends {
             firewall: Box::new(|f: &FirewallConfig, steps: &Steps| -> Box<dyn Firewall> {
                 match f.backend {
                     Backend::None => Box::new(Noop),
-                    _ => {
+                    Backend::Nftables => {
+                        Box::new(Nft::new(&f.nft_chain, f.jump_position).with_steps(steps.clone()))
+                    }
+                    Backend::Iptables => {
                         Box::new(Iptables::new(&f.chain, f.jump_position).with_steps(steps.clone()))
                     }
                 }

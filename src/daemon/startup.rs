@@ -105,7 +105,7 @@ pub fn run_with(opts: Options, config: Config, mut backends: Backends) -> Result
                 warn!("cannot follow interface changes through netlink ({e}): re-reading them every {}s", super::SLOW_EVERY.as_secs());
             })
             .ok(),
-        ruleset: RulesetWatch::open("filter")
+        ruleset: RulesetWatch::open(config.firewall.watched_table())
             .map_err(|e| debug!("no nf_tables notifications ({e}): the chain is checked periodically"))
             .ok(),
     };
@@ -135,7 +135,8 @@ pub fn run_with(opts: Options, config: Config, mut backends: Backends) -> Result
     let mut gate = (config.uses_firewall() || has_openings).then(|| make_gate(&config, &backends));
     if let Some(g) = &mut gate {
         // Checks follow the kernel's announcements where it makes them (iptables-nft).
-        let watched = ruleset_watched && g.notifying_table() == Some("filter");
+        let watched = ruleset_watched
+            && g.notifying_table().as_deref() == Some(config.firewall.watched_table());
         g.set_watched(watched);
         debug!(
             watched,

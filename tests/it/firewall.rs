@@ -1,7 +1,10 @@
-//! Firewall doors end to end: the real daemon manages the real `KNOCKD` chain (iptables and
-//! ip6tables) in a gateway namespace whose base policy drops everything but established
-//! traffic, as the image's firewall does. A listener on port 2222 stands for SSH; the tests
-//! connect to it from the knocker's namespace and from a third one.
+//! Firewall doors end to end: the real daemon manages the real firewall in a gateway
+//! namespace whose base policy drops everything but established traffic. The door tests run
+//! once per backend ([`Fw`]): the `KNOCKD` chain (iptables and ip6tables) behind an INPUT
+//! policy of DROP, as the image's firewall has it, and the nftables sets and rules in the
+//! owner's `inet filter input` chain (policy drop) loaded with `nft -f`, as a Pi owner's
+//! `/etc/nftables.conf` has it. A listener on port 2222 stands for SSH; the tests connect to
+//! it from the knocker's namespace and from a third one.
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
@@ -14,6 +17,167 @@ const LONG: Duration = Duration::from_secs(10);
 /// announces it; the check waits 150 ms for the burst to end, then takes a few `iptables`
 /// runs).
 const REPAIR: Duration = Duration::from_secs(1);
+
+/// The firewall backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fw {
+    Iptables,
+    Nftables,
+}
+
+/// Generates one `#[test]` per backend, in a module named after the test body.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn iptables() {
+                super::$name(super::Fw::Iptables);
+            }
+            #[test]
+            fn nftables() {
+                super::$name(super::Fw::Nftables);
+            }
+        }
+    )*};
+}
+
+both_backends!(
+    door_opens_for_the_knocker_only_and_closes_after_its_duration,
+    closing_sequence_closes_the_door,
+    ten_knocks_leave_exactly_one_rule,
+    external_flush_and_deleted_jump_are_repaired,
+    daily_flush_at_a_configured_time_closes_every_door,
+    twenty_sigkills_around_open_and_close_never_leave_a_door_open_late,
+    kernel_closes_the_door_when_the_daemon_is_dead,
+);
+
+/// A Pi owner's `/etc/nftables.conf`, as the nftables backend expects to find it: Debian's
+/// stock table and chain, policy drop, loopback, replies and ICMPv6 accepted.
+pub const OWNER_RULESET: &str = "flush ruleset
+table inet filter {
+    chain input {
+        type filter hook input priority filter; policy drop;
+        iif lo accept
+        ct state established,related accept
+        meta l4proto ipv6-icmp accept
+    }
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+    }
+    chain output {
+        type filter hook output priority filter;
+    }
+}
+";
+
+/// The gateway's base firewall for `fw`: [`lock_down`], or the owner's ruleset loaded with
+/// `nft -f`.
+fn lock_down_for(lab: &Lab, fw: Fw) {
+    match fw {
+        Fw::Iptables => lock_down(&lab.gw),
+        Fw::Nftables => load_owner_ruleset(lab),
+    }
+}
+
+/// `nft -f` of [`OWNER_RULESET`] in the gateway (again: as an owner's reload does).
+fn load_owner_ruleset(lab: &Lab) {
+    let file = lab.path("nftables.conf");
+    std::fs::write(&file, OWNER_RULESET).expect("write ruleset");
+    lab.gw.ok(&["nft", "-f", file.to_str().expect("utf-8")]);
+}
+
+/// The `[firewall]` lines that choose `fw`.
+fn backend_line(fw: Fw) -> &'static str {
+    match fw {
+        Fw::Iptables => "",
+        Fw::Nftables => "backend = \"nftables\"",
+    }
+}
+
+/// What knockgate holds open for a family (4 or 6): the chain's rules, or the set's elements
+/// (`ADDR . tcp . 2222 ... comment "knockgate:openSSH:UNTIL"`, one line each).
+fn openings(gw: &Netns, fw: Fw, family: u8) -> Vec<String> {
+    match fw {
+        Fw::Iptables => chain(gw, if family == 4 { "iptables" } else { "ip6tables" }),
+        Fw::Nftables => {
+            let set = if family == 4 {
+                "knockgate_allow4"
+            } else {
+                "knockgate_allow6"
+            };
+            let out = gw.run(&["nft", "-j", "list", "set", "inet", "filter", set]);
+            if !out.status.success() {
+                return Vec::new();
+            }
+            let doc: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("nft -j prints JSON");
+            doc["nftables"]
+                .as_array()
+                .expect("nftables array")
+                .iter()
+                .filter_map(|o| o.get("set"))
+                .flat_map(|set| set["elem"].as_array().cloned().unwrap_or_default())
+                .map(|e| {
+                    let e = &e["elem"];
+                    let val: Vec<String> = e["val"]["concat"]
+                        .as_array()
+                        .expect("a concatenation")
+                        .iter()
+                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                        .collect();
+                    format!(
+                        "{} comment \"{}\"",
+                        val.join(" . "),
+                        e["comment"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        }
+    }
+}
+
+/// knockgate's rules in the gateway's input chain: the jumps to `KNOCKD` from INPUT (IPv4),
+/// or the rules commented `knockgate` in `inet filter input` (one per set).
+fn our_rules(gw: &Netns, fw: Fw) -> usize {
+    match fw {
+        Fw::Iptables => jumps(gw, "iptables"),
+        Fw::Nftables => nft_rules(gw).iter().filter(|(_, ours)| *ours).count(),
+    }
+}
+
+/// The handles of `inet filter input`'s rules in order, each with whether it is knockgate's.
+fn nft_rules(gw: &Netns) -> Vec<(u64, bool)> {
+    let out = gw.ok(&["nft", "-j", "list", "chain", "inet", "filter", "input"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    doc["nftables"]
+        .as_array()
+        .expect("nftables array")
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .map(|r| {
+            (
+                r["handle"].as_u64().expect("handle"),
+                r["comment"] == "knockgate",
+            )
+        })
+        .collect()
+}
+
+/// Whether knockgate's rules come first in the input chain, as configured (one jump first in
+/// INPUT; the two set rules first in `inet filter input`).
+fn ours_first(gw: &Netns, fw: Fw) -> bool {
+    match fw {
+        Fw::Iptables => {
+            jumps(gw, "iptables") == 1 && first_input_rule(gw, "iptables") == "-A INPUT -j KNOCKD"
+        }
+        Fw::Nftables => {
+            let rules = nft_rules(gw);
+            rules.len() >= 2
+                && rules[..2].iter().all(|(_, ours)| *ours)
+                && rules[2..].iter().all(|(_, ours)| !*ours)
+        }
+    }
+}
 
 /// The base firewall of the gateway: loopback, established/related and ICMPv6 (neighbour
 /// discovery) accepted, everything else dropped.
@@ -164,23 +328,31 @@ fn first_input_rule(gw: &Netns, ipt: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn door_opens_for_the_knocker_only_and_closes_after_its_duration() {
+fn door_opens_for_the_knocker_only_and_closes_after_its_duration(fw: Fw) {
     if !can_run_netns() {
         return;
     }
     let mut lab = Lab::new();
     lab.add_client();
-    lock_down(&lab.gw);
+    lock_down_for(&lab, fw);
     let _listener = Listener::start(&lab.gw);
-    let cfg = lab.write_config("knockgate.toml", &config("4s", "daily_flush = \"off\""));
+    let cfg = lab.write_config(
+        "knockgate.toml",
+        &config(
+            "4s",
+            &format!("daily_flush = \"off\"\n{}", backend_line(fw)),
+        ),
+    );
     let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
     let (knocker, other) = (lab.client(0), lab.client(1));
     let gw4 = lab.link(0).gw_v4.clone();
     let gw6 = lab.link(0).gw_v6.clone();
-    // The chain exists, jumped to from the first rule of INPUT, other rules untouched.
-    assert_eq!(first_input_rule(&lab.gw, "iptables"), "-A INPUT -j KNOCKD");
-    assert_eq!(first_input_rule(&lab.gw, "ip6tables"), "-A INPUT -j KNOCKD");
+    // The chain exists, jumped to from the first rule of INPUT (or the set rules first in
+    // the owner's chain), other rules untouched.
+    assert!(ours_first(&lab.gw, fw));
+    if fw == Fw::Iptables {
+        assert_eq!(first_input_rule(&lab.gw, "ip6tables"), "-A INPUT -j KNOCKD");
+    }
     assert!(!connects(knocker, &gw4), "open before any knock");
 
     knock(&lab, 0, &["7000", "8000", "9000"]);
@@ -207,8 +379,8 @@ fn door_opens_for_the_knocker_only_and_closes_after_its_duration() {
     );
     wait_connects(knocker, &gw6, false, LONG);
     daemon.wait_log("openSSH: closed 2222/tcp (time is up)", LONG);
-    assert!(chain(&lab.gw, "iptables").is_empty());
-    assert!(chain(&lab.gw, "ip6tables").is_empty());
+    assert!(openings(&lab.gw, fw, 4).is_empty());
+    assert!(openings(&lab.gw, fw, 6).is_empty());
 }
 
 /// A locked-down gateway with the listener and the daemon, and the knocker let in: the
@@ -220,11 +392,12 @@ struct Opened {
     gw4: String,
 }
 
-fn knocked_open(duration: &str, firewall: &str) -> Opened {
+fn knocked_open(duration: &str, firewall: &str, fw: Fw) -> Opened {
     let lab = Lab::new();
-    lock_down(&lab.gw);
+    lock_down_for(&lab, fw);
     let listener = Listener::start(&lab.gw);
-    let cfg = lab.write_config("knockgate.toml", &config(duration, firewall));
+    let firewall = format!("{firewall}\n{}", backend_line(fw));
+    let cfg = lab.write_config("knockgate.toml", &config(duration, &firewall));
     let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
     let gw4 = lab.link(0).gw_v4.clone();
     knock(&lab, 0, &["7000", "8000", "9000"]);
@@ -237,8 +410,7 @@ fn knocked_open(duration: &str, firewall: &str) -> Opened {
     }
 }
 
-#[test]
-fn closing_sequence_closes_the_door() {
+fn closing_sequence_closes_the_door(fw: Fw) {
     if !can_run_netns() {
         return;
     }
@@ -248,21 +420,20 @@ fn closing_sequence_closes_the_door() {
         _listener,
         daemon,
         gw4,
-    } = knocked_open("1h", "");
+    } = knocked_open("1h", "", fw);
     knock(&lab, 0, &["9100", "8100", "7100"]);
     wait_connects(lab.client(0), &gw4, false, LONG);
     daemon.wait_log("openSSH: closed 2222/tcp (closed by closeSSH)", LONG);
-    assert!(chain(&lab.gw, "iptables").is_empty());
+    assert!(openings(&lab.gw, fw, 4).is_empty());
 }
 
-#[test]
-fn ten_knocks_leave_exactly_one_rule() {
+fn ten_knocks_leave_exactly_one_rule(fw: Fw) {
     if !can_run_netns() {
         return;
     }
     let lab = Lab::new();
-    lock_down(&lab.gw);
-    let cfg = lab.write_config("knockgate.toml", &config("1h", ""));
+    lock_down_for(&lab, fw);
+    let cfg = lab.write_config("knockgate.toml", &config("1h", backend_line(fw)));
     let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
     for i in 0..10 {
         knock(&lab, 0, &["7000", "8000", "9000"]);
@@ -281,10 +452,13 @@ fn ten_knocks_leave_exactly_one_rule() {
         "{}",
         daemon.log_text()
     );
-    let rules = chain(&lab.gw, "iptables");
+    let rules = openings(&lab.gw, fw, 4);
     assert_eq!(rules.len(), 1, "{rules:#?}");
     assert!(rules[0].contains(&lab.link(0).client_v4), "{rules:?}");
-    assert_eq!(jumps(&lab.gw, "iptables"), 1);
+    assert!(ours_first(&lab.gw, fw));
+    // The one rule is the last extension's: it expires an hour after the last knock.
+    let until = rule_expiries(&lab.gw, fw)[0];
+    assert!(until + 5 >= unix_now() + 3600, "{rules:?}");
 }
 
 /// While the loop waits for a slow `iptables` (a Pi's iptables-nft, a held xtables lock), the
@@ -370,8 +544,7 @@ fn knocks_arriving_while_iptables_is_slow_are_not_lost() {
     assert!(v4.iter().any(|r| r.contains(&link.client_v4)), "{v4:?}");
 }
 
-#[test]
-fn external_flush_and_deleted_jump_are_repaired() {
+fn external_flush_and_deleted_jump_are_repaired(fw: Fw) {
     if !can_run_netns() {
         return;
     }
@@ -381,7 +554,10 @@ fn external_flush_and_deleted_jump_are_repaired() {
         _listener,
         daemon,
         gw4,
-    } = knocked_open("1h", "");
+    } = knocked_open("1h", "", fw);
+    if fw == Fw::Nftables {
+        return nft_changes_from_outside_are_repaired(&lab, &daemon, &gw4);
+    }
 
     // The cron.daily recipe, or an admin, flushes the chain behind knockgate's back. With
     // iptables-nft the kernel announces it and the chain is repaired within 1 s (issue 15).
@@ -411,6 +587,63 @@ fn external_flush_and_deleted_jump_are_repaired() {
     });
 }
 
+/// [`external_flush_and_deleted_jump_are_repaired`] on nftables: the set flushed, a rule of
+/// knockgate's deleted and another added, then the owner's whole ruleset reloaded (`nft -f`
+/// with `flush ruleset`, which takes knockgate's sets and rules with it).
+fn nft_changes_from_outside_are_repaired(lab: &Lab, daemon: &Daemon, gw4: &str) {
+    let client = lab.link(0).client_v4.clone();
+    let held = || {
+        openings(&lab.gw, Fw::Nftables, 4)
+            .iter()
+            .any(|e| e.contains(&client))
+    };
+    lab.gw
+        .ok(&["nft", "flush", "set", "inet", "filter", "knockgate_allow4"]);
+    within(REPAIR, "the element is put back", held);
+    wait_connects(lab.client(0), gw4, true, LONG);
+    daemon.wait_log("was removed from outside", LONG);
+
+    let first = nft_rules(&lab.gw)[0].0.to_string();
+    lab.gw.ok(&[
+        "nft", "delete", "rule", "inet", "filter", "input", "handle", &first,
+    ]);
+    within(REPAIR, "the rule is put back", || {
+        ours_first(&lab.gw, Fw::Nftables)
+    });
+    wait_connects(lab.client(0), gw4, true, LONG);
+    lab.gw.ok(&[
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        "filter",
+        "input",
+        "ip",
+        "saddr",
+        ".",
+        "meta",
+        "l4proto",
+        ".",
+        "th",
+        "dport",
+        "@knockgate_allow4",
+        "accept",
+        "comment",
+        "knockgate",
+    ]);
+    within(REPAIR, "the extra rule is removed", || {
+        ours_first(&lab.gw, Fw::Nftables) && our_rules(&lab.gw, Fw::Nftables) == 2
+    });
+
+    // The owner edits /etc/nftables.conf and reloads it: everything of knockgate's is gone
+    // for a moment, and back with the open door.
+    load_owner_ruleset(lab);
+    within(REPAIR * 2, "sets, rules and the opening are back", || {
+        ours_first(&lab.gw, Fw::Nftables) && held()
+    });
+    wait_connects(lab.client(0), gw4, true, LONG);
+}
+
 fn local_time_in(secs: u64) -> String {
     let t = jiff::Zoned::now()
         .checked_add(jiff::SignedDuration::from_secs(secs as i64))
@@ -418,18 +651,20 @@ fn local_time_in(secs: u64) -> String {
     t.strftime("%H:%M:%S").to_string()
 }
 
-#[test]
-fn daily_flush_at_a_configured_time_closes_every_door() {
+fn daily_flush_at_a_configured_time_closes_every_door(fw: Fw) {
     if !can_run_netns() {
         return;
     }
     let lab = Lab::new();
-    lock_down(&lab.gw);
+    lock_down_for(&lab, fw);
     let _listener = Listener::start(&lab.gw);
     let at = local_time_in(8);
     let cfg = lab.write_config(
         "knockgate.toml",
-        &config("1h", &format!("daily_flush = \"{at}\"")),
+        &config(
+            "1h",
+            &format!("daily_flush = \"{at}\"\n{}", backend_line(fw)),
+        ),
     );
     let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
     let gw4 = lab.link(0).gw_v4.clone();
@@ -440,22 +675,27 @@ fn daily_flush_at_a_configured_time_closes_every_door() {
         Duration::from_secs(20),
     );
     wait_connects(lab.client(0), &gw4, false, LONG);
-    assert!(chain(&lab.gw, "iptables").is_empty());
-    assert_eq!(jumps(&lab.gw, "iptables"), 1, "the jump survives the flush");
+    assert!(openings(&lab.gw, fw, 4).is_empty());
+    assert!(ours_first(&lab.gw, fw), "the jump survives the flush");
     let journal = read(&lab.path("state/sessions.json"));
     assert!(journal.contains("\"sessions\": []"), "{journal}");
 }
 
-/// The comment's expiry of every knockgate rule in the chain.
-fn rule_expiries(gw: &Netns, ipt: &str) -> Vec<u64> {
-    chain(gw, ipt)
+/// The comment's expiry of every knockgate rule in the chain (or element in the set), IPv4.
+fn rule_expiries(gw: &Netns, fw: Fw) -> Vec<u64> {
+    openings(gw, fw, 4)
         .iter()
-        .filter_map(|r| {
-            let c = r.split("knockgate:").nth(1)?;
-            let until = c
-                .split(|ch: char| !ch.is_ascii_digit() && ch != ':')
-                .next()?;
-            until.rsplit(':').next()?.parse().ok()
+        .map(|r| {
+            // `... "knockgate:openSSH:1763726430" ...`: the comment up to its quote.
+            let comment = r
+                .split("knockgate:")
+                .nth(1)
+                .and_then(|c| c.split('"').next())
+                .unwrap_or_else(|| panic!("no knockgate comment in {r}"));
+            let until = comment.rsplit(':').next().unwrap_or_default();
+            until
+                .parse()
+                .unwrap_or_else(|_| panic!("no expiry in the comment of {r}"))
         })
         .collect()
 }
@@ -467,14 +707,19 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-#[test]
-fn twenty_sigkills_around_open_and_close_never_leave_a_door_open_late() {
+fn twenty_sigkills_around_open_and_close_never_leave_a_door_open_late(fw: Fw) {
     if !can_run_netns() {
         return;
     }
     let lab = Lab::new();
-    lock_down(&lab.gw);
-    let cfg = lab.write_config("knockgate.toml", &config("2s", "daily_flush = \"off\""));
+    lock_down_for(&lab, fw);
+    let cfg = lab.write_config(
+        "knockgate.toml",
+        &config(
+            "2s",
+            &format!("daily_flush = \"off\"\n{}", backend_line(fw)),
+        ),
+    );
     let journal = lab.path("state/sessions.json");
     let mut seed = u64::from(std::process::id()) | 1;
     eprintln!("seed {seed}");
@@ -489,19 +734,19 @@ fn twenty_sigkills_around_open_and_close_never_leave_a_door_open_late() {
         // Started and reconciled: nothing in the chain is past its expiry, the chain equals
         // the journal, one jump, no duplicates.
         let now = unix_now();
-        let expiries = rule_expiries(&lab.gw, "iptables");
+        let expiries = rule_expiries(&lab.gw, fw);
         assert!(
             expiries.iter().all(|u| *u + 1 >= now),
             "cycle {cycle}: expired rule left: {expiries:?} at {now}"
         );
-        let rules = chain(&lab.gw, "iptables");
+        let rules = openings(&lab.gw, fw, 4);
         let unique: BTreeSet<&String> = rules.iter().collect();
         assert_eq!(
             unique.len(),
             rules.len(),
             "cycle {cycle}: duplicate rules {rules:#?}"
         );
-        assert_eq!(jumps(&lab.gw, "iptables"), 1, "cycle {cycle}");
+        assert!(ours_first(&lab.gw, fw), "cycle {cycle}");
         let text = read(&journal);
         let in_journal = text.matches("\"kind\": \"close\"").count();
         assert_eq!(
@@ -515,20 +760,21 @@ fn twenty_sigkills_around_open_and_close_never_leave_a_door_open_late() {
         daemon.signal("KILL");
         daemon.wait_exit(LONG);
     }
-    // The last opening still closes on time with no daemon running: the kernel's datestop.
-    // Then a restart cleans it up.
+    // The last opening still closes on time with no daemon running: the kernel's datestop
+    // (or the element's timeout). Then a restart cleans it up.
     std::thread::sleep(Duration::from_secs(3));
     let _daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
     assert!(
-        chain(&lab.gw, "iptables").is_empty(),
+        openings(&lab.gw, fw, 4).is_empty(),
         "{:#?}",
-        chain(&lab.gw, "iptables")
+        openings(&lab.gw, fw, 4)
     );
     assert!(!read(&journal).contains("\"kind\": \"close\""));
 }
 
-#[test]
-fn kernel_datestop_closes_the_door_when_the_daemon_is_dead() {
+/// iptables: the rule stays but its `--datestop` stops it matching; nftables: the kernel
+/// removes the element at its timeout.
+fn kernel_closes_the_door_when_the_daemon_is_dead(fw: Fw) {
     if !can_run_netns() {
         return;
     }
@@ -537,17 +783,22 @@ fn kernel_datestop_closes_the_door_when_the_daemon_is_dead() {
         _listener,
         mut daemon,
         gw4,
-    } = knocked_open("3s", "daily_flush = \"off\"");
+    } = knocked_open("3s", "daily_flush = \"off\"", fw);
     daemon.signal("KILL");
     daemon.wait_exit(LONG);
-    // The rule is still there, but stops matching at its expiry.
-    assert_eq!(chain(&lab.gw, "iptables").len(), 1);
+    assert_eq!(openings(&lab.gw, fw, 4).len(), 1);
     wait_connects(lab.client(0), &gw4, false, LONG);
-    assert_eq!(
-        chain(&lab.gw, "iptables").len(),
-        1,
-        "the daemon is dead: nobody removed it"
-    );
+    match fw {
+        Fw::Iptables => assert_eq!(
+            chain(&lab.gw, "iptables").len(),
+            1,
+            "the daemon is dead: nobody removed it"
+        ),
+        Fw::Nftables => assert!(
+            openings(&lab.gw, fw, 4).is_empty(),
+            "the kernel removes the element at its timeout"
+        ),
+    }
 }
 
 #[test]
@@ -671,4 +922,111 @@ fn runs_unprivileged_with_only_the_capabilities_it_needs() {
         "{}",
         daemon.own_log()
     );
+}
+
+/// Why the nftables backend exists. On a host whose firewall is an nftables ruleset (`inet
+/// filter input`, policy drop), the iptables backend's accept in `KNOCKD` (iptables-nft's `ip
+/// filter` table) is final for that table's chain only, and the owner's chain still drops the
+/// knocker: the door opens and nothing gets in. The nftables backend's accept is a rule of the
+/// owner's chain: the knocker gets in while the door is open and is shut out at its time,
+/// here with the daemon SIGKILLed meanwhile (the kernel removes the element).
+#[test]
+fn on_an_nftables_ruleset_only_the_nftables_backend_lets_the_knocker_in() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    load_owner_ruleset(&lab);
+    let _listener = Listener::start(&lab.gw);
+    let gw4 = lab.link(0).gw_v4.clone();
+    let client = lab.link(0).client_v4.clone();
+
+    let cfg = lab.write_config("iptables.toml", &config("1h", "daily_flush = \"off\""));
+    let mut daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    knock(&lab, 0, &["7000", "8000", "9000"]);
+    within(LONG, "a rule for the knocker in KNOCKD", || {
+        chain(&lab.gw, "iptables")
+            .iter()
+            .any(|r| r.contains(&client))
+    });
+    for _ in 0..3 {
+        assert!(
+            !connects(lab.client(0), &gw4),
+            "the owner's nftables chain let the iptables backend's knocker in"
+        );
+    }
+    daemon.signal("TERM");
+    daemon.wait_exit(LONG);
+
+    let cfg = lab.write_config(
+        "nftables.toml",
+        &config("4s", "daily_flush = \"off\"\nbackend = \"nftables\""),
+    );
+    let mut daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    assert!(!connects(lab.client(0), &gw4), "open before the knock");
+    knock(&lab, 0, &["7000", "8000", "9000"]);
+    wait_connects(lab.client(0), &gw4, true, LONG);
+    let opened = Instant::now();
+    daemon.signal("KILL");
+    daemon.wait_exit(LONG);
+    assert!(
+        connects(lab.client(0), &gw4),
+        "the door closed with the daemon"
+    );
+    wait_connects(lab.client(0), &gw4, false, LONG);
+    assert!(
+        opened.elapsed() >= Duration::from_secs(3),
+        "closed early: {:?}",
+        opened.elapsed()
+    );
+    assert!(openings(&lab.gw, Fw::Nftables, 4).is_empty());
+}
+
+/// What `apt remove` runs (the package's prerm): `knockgate remove-chain` leaves the owner's
+/// nftables ruleset exactly as it was before knockgate started, open doors and all, even after
+/// a SIGKILL left them in place; with the config switched back to iptables since, it still
+/// finds and removes what the nftables backend left.
+#[test]
+fn remove_chain_leaves_the_owners_nftables_ruleset_exactly_as_it_was() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    load_owner_ruleset(&lab);
+    let ruleset =
+        || String::from_utf8_lossy(&lab.gw.ok(&["nft", "list", "ruleset"]).stdout).into_owned();
+    let before = ruleset();
+    let _listener = Listener::start(&lab.gw);
+    let gw4 = lab.link(0).gw_v4.clone();
+    let nft_cfg = lab.write_config(
+        "knockgate.toml",
+        &config("1h", "daily_flush = \"off\"\nbackend = \"nftables\""),
+    );
+    for (cycle, remove_with) in [
+        ("nftables", nft_cfg.clone()),
+        (
+            "iptables",
+            lab.write_config("iptables.toml", &config("1h", "")),
+        ),
+    ] {
+        let mut daemon = lab.start_daemon(&nft_cfg, &[], &["kgw0"]);
+        knock(&lab, 0, &["7000", "8000", "9000"]);
+        wait_connects(lab.client(0), &gw4, true, LONG);
+        daemon.signal("KILL");
+        daemon.wait_exit(LONG);
+        assert_ne!(ruleset(), before);
+        let out = lab.gw.ok(&[
+            knockgate(),
+            "remove-chain",
+            "--config",
+            remove_with.to_str().expect("utf-8"),
+        ]);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains("knockgate's sets and rules in inet filter input"),
+            "{cycle}: {said}"
+        );
+        assert_eq!(ruleset(), before, "{cycle}: {said}");
+        assert!(!connects(lab.client(0), &gw4), "{cycle}: still open");
+    }
 }

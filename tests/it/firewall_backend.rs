@@ -1,14 +1,17 @@
-//! The iptables backend against the real iptables, each test in network namespaces of its own
-//! (`kgfw-<pid>-<n>`, deleted on drop, which also deletes their veths and rules). Test traffic
-//! stays between those namespaces, on addresses they alone hold (10.210.1.0/24, fd00:210::/64).
-//! (Moved here from `src/actions/firewall/iptables.rs`: root-only tests live in `tests/`.)
+//! The firewall backends against the real iptables and the real nft, each test in network
+//! namespaces of its own (`kgfw-<pid>-<n>`, deleted on drop, which also deletes their veths,
+//! rules and tables). Test traffic stays between those namespaces, on addresses they alone
+//! hold (10.210.1.0/24, fd00:210::/64). The iptables tests come first, the nftables ones
+//! (`nft_*`) after the lab both use.
 
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 
 use knockgate::actions::firewall::iptables::Iptables;
+use knockgate::actions::firewall::nft::Nft;
 use knockgate::actions::firewall::rules::{datestop, rule_args, Family};
 use knockgate::actions::firewall::{Firewall, FirewallError, Grant, PortRange, Ports, Repairs};
+use knockgate::config::{NftChain, NftFamily};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -80,6 +83,30 @@ impl Ns {
 
     fn fw(&self) -> Iptables {
         Iptables::new("KNOCKD", 1).in_netns(&self.name)
+    }
+
+    /// `nft ARGS` in the namespace; must succeed; returns stdout.
+    fn nft(&self, args: &[&str]) -> String {
+        let mut argv = vec!["ip", "netns", "exec", &self.name, "nft"];
+        argv.extend_from_slice(args);
+        sh(&argv)
+    }
+
+    /// `nft -f` of `ruleset` in the namespace.
+    fn nft_f(&self, ruleset: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft -f");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), ruleset.as_bytes())
+            .expect("write ruleset");
+        assert!(child.wait().expect("nft -f").success(), "nft -f {ruleset}");
+    }
+
+    /// The nftables backend on `inet filter input` in the namespace.
+    fn nft_fw(&self) -> Nft {
+        Nft::new(&NftChain::default(), 1).in_netns(&self.name)
     }
 }
 
@@ -491,6 +518,15 @@ struct Lab {
     client: Ns,
 }
 
+/// The gateway's base firewall in a [`Lab`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Base {
+    /// iptables: INPUT policy DROP, replies and ICMPv6 accepted.
+    Iptables,
+    /// nftables: the owner's ruleset [`OWNER`] (the same, in `inet filter input`).
+    Nftables,
+}
+
 const GW4: &str = "10.210.1.1";
 const CLIENT4: &str = "10.210.1.2";
 const GW6: &str = "fd00:210::1";
@@ -498,6 +534,10 @@ const CLIENT6: &str = "fd00:210::2";
 
 impl Lab {
     fn new() -> Lab {
+        Lab::with(Base::Iptables)
+    }
+
+    fn with(base: Base) -> Lab {
         let gw = Ns::new();
         let client = Ns::new();
         sh(&[
@@ -564,6 +604,10 @@ impl Lab {
                 );
                 std::thread::sleep(Duration::from_millis(100));
             }
+        }
+        if base == Base::Nftables {
+            lab.gw.nft_f(OWNER);
+            return lab;
         }
         for family in BOTH {
             lab.gw.ipt(
@@ -662,5 +706,429 @@ fn a_grant_already_expired_lets_nothing_through() {
         };
         fw.open(&live).unwrap();
         assert!(lab.connects(gw), "{gw} not reachable with {live:?} open");
+    }
+}
+
+// --- nftables ---------------------------------------------------------------------------
+
+/// A Pi owner's `/etc/nftables.conf`: Debian's stock table and chain with policy drop, and a
+/// few rules of their own (and a set, which knockgate must leave alone).
+const OWNER: &str = "flush ruleset
+table inet filter {
+    set blocked { type ipv4_addr; elements = { 198.51.100.66 } }
+    chain input {
+        type filter hook input priority filter; policy drop;
+        iif lo accept
+        ct state established,related accept
+        meta l4proto ipv6-icmp accept
+        ip saddr @blocked drop
+        tcp dport 8080 accept
+    }
+    chain output { type filter hook output priority filter; }
+}
+";
+
+/// The elements of knockgate's set `set` as `nft list set` prints them, one per line
+/// (`ADDR . tcp . 22 timeout ... comment "knockgate:DOOR:UNTIL"`).
+fn nft_elements(ns: &Ns, set: &str) -> Vec<String> {
+    let out = run(&[
+        "ip", "netns", "exec", &ns.name, "nft", "-j", "list", "set", "inet", "filter", set,
+    ]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    doc["nftables"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|o| o.get("set"))
+        .flat_map(|s| s["elem"].as_array().cloned().unwrap_or_default())
+        .map(|e| {
+            let e = &e["elem"];
+            let val: Vec<String> = e["val"]["concat"]
+                .as_array()
+                .expect("concat")
+                .iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Object(r) => {
+                        format!("{}-{}", r["range"][0], r["range"][1])
+                    }
+                    other => other.to_string(),
+                })
+                .collect();
+            format!(
+                "{} {}",
+                val.join(" . "),
+                e["comment"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// The comments of `inet filter input`'s rules, in order ("" for none).
+fn nft_chain_comments(ns: &Ns) -> Vec<String> {
+    let doc: serde_json::Value =
+        serde_json::from_str(&ns.nft(&["-j", "list", "chain", "inet", "filter", "input"]))
+            .expect("JSON");
+    doc["nftables"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .map(|r| r["comment"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// `nft list ruleset`.
+fn ruleset(ns: &Ns) -> String {
+    ns.nft(&["list", "ruleset"])
+}
+
+#[test]
+fn nft_ensure_adds_sets_and_rules_once_and_leaves_the_owners_alone() {
+    if !can_run_netns() {
+        return;
+    }
+    let ns = Ns::new();
+    ns.nft_f(OWNER);
+    let before = ruleset(&ns);
+    let mut fw = ns.nft_fw();
+    assert_eq!(
+        fw.ensure().unwrap(),
+        Repairs {
+            chain_created: true,
+            jumps_fixed: 1
+        }
+    );
+    assert_eq!(fw.ensure().unwrap(), Repairs::default());
+    let comments = nft_chain_comments(&ns);
+    assert_eq!(comments[..2], ["knockgate", "knockgate"], "{comments:?}");
+    assert!(comments[2..].iter().all(String::is_empty), "{comments:?}");
+    let after = ruleset(&ns);
+    assert!(after.contains("set knockgate_allow4 {"), "{after}");
+    assert!(
+        after.contains(
+            "ip6 saddr . meta l4proto . th dport @knockgate_allow6 accept comment \"knockgate\""
+        ),
+        "{after}"
+    );
+    // The owner's rules and set untouched: removing ours gives exactly the owner's ruleset.
+    // remove_chain: exactly the owner's ruleset again, twice fine.
+    fw.remove_chain().unwrap();
+    assert_eq!(ruleset(&ns), before);
+    fw.remove_chain().unwrap();
+    assert_eq!(ruleset(&ns), before);
+    // Position 3: after the owner's first two rules.
+    let mut third = Nft::new(&NftChain::default(), 3).in_netns(&ns.name);
+    third.ensure().unwrap();
+    let comments = nft_chain_comments(&ns);
+    assert_eq!(
+        comments[..4],
+        ["", "", "knockgate", "knockgate"],
+        "{comments:?}"
+    );
+    // Another position moves them; past the end puts them last.
+    let mut last = Nft::new(&NftChain::default(), 50).in_netns(&ns.name);
+    assert_eq!(
+        last.ensure().unwrap(),
+        Repairs {
+            chain_created: false,
+            jumps_fixed: 2
+        }
+    );
+    let comments = nft_chain_comments(&ns);
+    assert_eq!(
+        comments[comments.len() - 2..],
+        ["knockgate", "knockgate"],
+        "{comments:?}"
+    );
+    assert_eq!(last.ensure().unwrap(), Repairs::default());
+}
+
+#[test]
+fn nft_ensure_repairs_deleted_duplicated_rules_and_deleted_sets() {
+    if !can_run_netns() {
+        return;
+    }
+    let ns = Ns::new();
+    ns.nft_f(OWNER);
+    let mut fw = ns.nft_fw();
+    fw.ensure().unwrap();
+    let good = ruleset(&ns);
+    let check = |fw: &mut Nft, chain_created: bool| {
+        let r = fw.ensure().unwrap();
+        assert_eq!(r.chain_created, chain_created);
+        assert!(r.jumps_fixed > 0 || chain_created, "{r:?}");
+        assert_eq!(fw.ensure().unwrap(), Repairs::default());
+        assert_eq!(nft_chain_comments(&ns)[..2], ["knockgate", "knockgate"]);
+        assert_eq!(
+            nft_chain_comments(&ns)
+                .iter()
+                .filter(|c| *c == "knockgate")
+                .count(),
+            2
+        );
+    };
+    // A rule of ours deleted.
+    let handles = ns.nft(&["-a", "list", "chain", "inet", "filter", "input"]);
+    let first = handles
+        .lines()
+        .find(|l| l.contains("comment \"knockgate\""))
+        .and_then(|l| l.rsplit("handle ").next())
+        .expect("a handle")
+        .trim()
+        .to_string();
+    ns.nft(&[
+        "delete", "rule", "inet", "filter", "input", "handle", &first,
+    ]);
+    check(&mut fw, false);
+    // Duplicated at the end.
+    ns.nft(&[
+        "add",
+        "rule",
+        "inet",
+        "filter",
+        "input",
+        "ip",
+        "saddr",
+        ".",
+        "meta",
+        "l4proto",
+        ".",
+        "th",
+        "dport",
+        "@knockgate_allow4",
+        "accept",
+        "comment",
+        "knockgate",
+    ]);
+    check(&mut fw, false);
+    // The whole ruleset reloaded by the owner (`flush ruleset` first): all recreated.
+    ns.nft_f(OWNER);
+    let r = fw.ensure().unwrap();
+    assert!(r.chain_created && r.jumps_fixed > 0, "{r:?}");
+    assert_eq!(ruleset(&ns), good);
+}
+
+#[test]
+fn nft_missing_chain_says_which_and_a_family_holds_only_its_addresses() {
+    if !can_run_netns() {
+        return;
+    }
+    let ns = Ns::new();
+    let mut fw = ns.nft_fw();
+    let e = fw.ensure().unwrap_err().to_string();
+    assert!(
+        e.contains("inet filter input ([firewall] nft_chain) does not exist"),
+        "{e}"
+    );
+    // Nothing created behind the owner's back.
+    assert_eq!(ruleset(&ns), "");
+    assert_eq!(fw.list().unwrap(), Vec::new());
+    fw.flush().unwrap();
+    fw.remove_chain().unwrap();
+    // An `ip` chain: IPv4 sets only; an IPv6 grant says why it cannot be held.
+    ns.nft_f("table ip fw {\n chain in { type filter hook input priority 0; policy drop; }\n}\n");
+    let target = NftChain {
+        family: NftFamily::Ip,
+        table: "fw".into(),
+        chain: "in".into(),
+    };
+    let mut v4only = Nft::new(&target, 1).in_netns(&ns.name);
+    v4only.ensure().unwrap();
+    let text = ruleset(&ns);
+    assert!(
+        text.contains("set knockgate_allow4") && !text.contains("knockgate_allow6"),
+        "{text}"
+    );
+    v4only
+        .open(&grant("d", "192.0.2.1", &["22"], now() + 60))
+        .unwrap();
+    let e = v4only
+        .open(&grant("d", "2001:db8::1", &["22"], now() + 60))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ip fw in cannot hold an opening for 2001:db8::1"),
+        "{e}"
+    );
+    assert_eq!(v4only.list().unwrap().len(), 1);
+    // The program itself missing: in the namespace, `ip netns exec` says so (not taken for
+    // a missing set); on the host, it cannot start.
+    let mut none = ns.nft_fw().with_program("nft-not-installed");
+    match none.list() {
+        Err(FirewallError::Command { stderr, .. }) => {
+            assert!(stderr.contains("nft-not-installed"), "{stderr}")
+        }
+        other => panic!("expected a command error, got {other:?}"),
+    }
+    let mut host = Nft::new(&NftChain::default(), 1).with_program("nft-not-installed");
+    match host.ensure() {
+        Err(FirewallError::Spawn { program, .. }) => assert_eq!(program, "nft-not-installed"),
+        other => panic!("expected a spawn error, got {other:?}"),
+    }
+}
+
+#[test]
+fn nft_open_extend_share_and_close() {
+    if !can_run_netns() {
+        return;
+    }
+    let ns = Ns::new();
+    ns.nft_f(OWNER);
+    let mut fw = ns.nft_fw();
+    fw.ensure().unwrap();
+    let t = now();
+    let ssh = grant(
+        "openSSH",
+        "192.0.2.7",
+        &["22", "5060-5069/udp", "5065/udp"],
+        t + 600,
+    );
+    for _ in 0..5 {
+        fw.open(&ssh).unwrap();
+    }
+    let set4 = |ns: &Ns| {
+        let mut e = nft_elements(ns, "knockgate_allow4");
+        e.sort();
+        e
+    };
+    assert_eq!(
+        set4(&ns),
+        [
+            format!("192.0.2.7 . tcp . 22 knockgate:openSSH:{}", t + 600),
+            format!("192.0.2.7 . udp . 5060-5069 knockgate:openSSH:{}", t + 600),
+        ]
+    );
+    // Extended (the gate opens the new grant, then closes the old one): the new expiry stays.
+    let longer = Grant {
+        until: t + 900,
+        ..ssh.clone()
+    };
+    fw.open(&longer).unwrap();
+    fw.close(&ssh).unwrap();
+    assert_eq!(
+        set4(&ns),
+        [
+            format!("192.0.2.7 . tcp . 22 knockgate:openSSH:{}", t + 900),
+            format!("192.0.2.7 . udp . 5060-5069 knockgate:openSSH:{}", t + 900),
+        ]
+    );
+    // Another door for the same port: the longer opening holds the element; closing the
+    // shorter door keeps it, closing the longer one removes it (the gate's check then puts
+    // back what the other door still needs: is_open_for says it is missing).
+    let short = grant("web", "192.0.2.7", &["22"], t + 100);
+    fw.open(&short).unwrap();
+    assert!(
+        set4(&ns)[0].ends_with(&format!("openSSH:{}", t + 900)),
+        "{:?}",
+        set4(&ns)
+    );
+    let found = fw.list().unwrap();
+    assert!(fw.is_open_for(&found, &short));
+    fw.close(&short).unwrap();
+    assert_eq!(set4(&ns).len(), 2);
+    fw.open(&short).unwrap();
+    fw.close(&longer).unwrap();
+    assert!(set4(&ns).is_empty(), "{:?}", set4(&ns));
+    let found = fw.list().unwrap();
+    assert!(!fw.is_open_for(&found, &short));
+    fw.open(&short).unwrap();
+    assert_eq!(
+        set4(&ns),
+        [format!("192.0.2.7 . tcp . 22 knockgate:web:{}", t + 100)]
+    );
+    // IPv6 and all ports; list, then remove each; foreign elements stay.
+    let all6 = Grant {
+        door: "all".into(),
+        src: "2001:db8::7".parse().unwrap(),
+        ports: Ports::All,
+        until: t + 60,
+    };
+    fw.open(&all6).unwrap();
+    ns.nft(&[
+        "add",
+        "element",
+        "inet",
+        "filter",
+        "knockgate_allow6",
+        "{ 2001:db8::50 . tcp . 80 timeout 1h }",
+    ]);
+    assert_eq!(
+        nft_elements(&ns, "knockgate_allow6"),
+        [
+            format!("2001:db8::7 . 0-255 . 0-65535 knockgate:all:{}", t + 60),
+            "2001:db8::50 . tcp . 80 ".to_string()
+        ]
+    );
+    let found = fw.list().unwrap();
+    let summary: Vec<(&str, String, u64)> = found
+        .iter()
+        .map(|f| (f.door.as_str(), f.src.to_string(), f.until))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("web", "192.0.2.7".into(), t + 100),
+            ("all", "2001:db8::7".into(), t + 60)
+        ]
+    );
+    for f in &found {
+        fw.remove(f).unwrap();
+    }
+    assert_eq!(fw.list().unwrap(), Vec::new());
+    assert_eq!(
+        nft_elements(&ns, "knockgate_allow6"),
+        ["2001:db8::50 . tcp . 80 "]
+    );
+    // Flush empties the sets, the rules stay.
+    fw.open(&short).unwrap();
+    fw.flush().unwrap();
+    assert!(set4(&ns).is_empty() && nft_elements(&ns, "knockgate_allow6").is_empty());
+    assert_eq!(fw.ensure().unwrap(), Repairs::default());
+}
+
+#[test]
+fn nft_traffic_passes_only_while_the_element_is_there_and_the_kernel_ends_it() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::with(Base::Nftables);
+    let mut fw = lab.gw.nft_fw();
+    fw.ensure().unwrap();
+    for (gw, client) in [(GW4, CLIENT4), (GW6, CLIENT6)] {
+        assert!(!lab.connects(gw), "{gw} reachable before any grant");
+        let other = grant("ssh", client, &["2223", "2222/udp"], now() + 600);
+        fw.open(&other).unwrap();
+        assert!(!lab.connects(gw), "{gw} reachable through {other:?}");
+        fw.close(&other).unwrap();
+        let door = grant("ssh", client, &["2222"], now() + 600);
+        fw.open(&door).unwrap();
+        assert!(lab.connects(gw), "{gw} not reachable with {door:?} open");
+        fw.close(&door).unwrap();
+        assert!(!lab.connects(gw), "{gw} reachable after close");
+        // All ports, for 3 s: in, then out by the kernel alone (nobody calls close).
+        let all = Grant {
+            door: "all".into(),
+            src: client.parse().unwrap(),
+            ports: Ports::All,
+            until: now() + 3,
+        };
+        fw.open(&all).unwrap();
+        assert!(lab.connects(gw), "{gw} not reachable with all ports open");
+        let start = Instant::now();
+        while lab.connects(gw) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{gw}: the element never expired"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            fw.list().unwrap().is_empty(),
+            "the kernel removed the element"
+        );
     }
 }

@@ -232,6 +232,14 @@ impl Iptables {
     /// Removes the chain and its INPUT jump in IPv4 and IPv6 (every door closed). IPv6 is
     /// skipped when `ip6tables` cannot be run or its table cannot be read at all (no IPv6 in
     /// the kernel); any other failure is returned.
+    /// Whether the chain exists in either family (`-S CHAIN`, which changes nothing, not even
+    /// with iptables-nft on a host without its tables).
+    pub fn has_chain(&self) -> bool {
+        [Family::V4, Family::V6]
+            .into_iter()
+            .any(|f| self.run(f, &["-S", &self.chain]).is_ok())
+    }
+
     pub fn remove_chain(&self) -> Result<(), FirewallError> {
         self.remove_family(Family::V4)?;
         if self.run(Family::V6, &["-S", "INPUT"]).is_err() {
@@ -277,9 +285,9 @@ impl Firewall for Iptables {
     }
     /// `filter` when `iptables -V` says it is the nf_tables variant (Debian's and Raspberry Pi
     /// OS's default); iptables-legacy changes are invisible to nf_tables notifications.
-    fn notifying_table(&mut self) -> Option<&'static str> {
+    fn notifying_table(&mut self) -> Option<String> {
         let version = self.run(Family::V4, &["-V"]).ok()?;
-        version.contains("nf_tables").then_some("filter")
+        version.contains("nf_tables").then(|| "filter".to_string())
     }
 
     fn ensure(&mut self) -> Result<Repairs, FirewallError> {

@@ -16,6 +16,7 @@
 //!   daemon is dead.
 
 pub mod iptables;
+pub mod nft;
 pub mod rules;
 
 use std::net::IpAddr;
@@ -102,6 +103,12 @@ pub trait Firewall: Send {
     fn is_rule_of(&self, found: &Found, grant: &Grant) -> bool {
         found.src == grant.src && found.door == grant.door && found.until == grant.until
     }
+    /// Whether `grant` is in force among the `found` rules (else the check restores it). By
+    /// default, when one of them is its rule; a backend whose rules a grant can share (the
+    /// nftables sets) answers for every port of it.
+    fn is_open_for(&self, found: &[Found], grant: &Grant) -> bool {
+        found.iter().any(|f| self.is_rule_of(f, grant))
+    }
     /// Whether opening and closing change a real firewall (the no-op backend only logs
     /// what it would do, and the gate then says nothing more).
     fn applies_rules(&self) -> bool {
@@ -110,7 +117,7 @@ pub trait Firewall: Send {
     /// The nf_tables table whose change notifications announce a change to the chain
     /// (`filter` with iptables-nft). None: the kernel cannot tell (iptables-legacy, or no real
     /// firewall), and the gate checks the chain periodically instead.
-    fn notifying_table(&mut self) -> Option<&'static str> {
+    fn notifying_table(&mut self) -> Option<String> {
         None
     }
 }
