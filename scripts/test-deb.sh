@@ -9,15 +9,18 @@
 # that touches the firewall, so the host's is never changed; apt reaches Debian's mirror
 # (the dependencies) from the host's network. Steps, each checked by what it leaves behind:
 #   1. `dpkg -i` (fails: dependencies missing) + `apt-get -f install`: Depends is exactly
-#      iptables, libc6, libpcap0.8; the binary, the unit, the conffile (root:knockgate 640),
+#      iptables, libc6, libpcap0.8 (Suggests: nftables); the binary, the unit, the conffile (root:knockgate 640),
 #      the man pages and completions are in place; the system user exists (nologin);
 #   2. the first start as the unit runs it: `firstboot` writes the note in /etc/knockgate (no
 #      boot partition here; mode 600), `check` passes as the knockgate user, and the daemon
 #      (in the namespace, a veth to a client namespace) opens SSH for a client that knocks the
 #      sequence written in the note: a rule for the client's address in KNOCKD;
 #   3. upgrade to VERSION-2 with the config edited: the edit and the state directory kept;
+#      3b. with an owner's nftables ruleset and `backend = "nftables"`, a knock adds the
+#      client's element to knockgate's set (the daemon is then SIGKILLed, the door left open);
 #   4. `apt-get remove`: the chain and its jump gone, INPUT's other rules and policy as they
-#      were, the config kept;
+#      were, knockgate's sets and rules gone and the owner's nftables ruleset as it was, the
+#      config kept;
 #   5. `dpkg --purge`: /etc/knockgate and /var/lib/knockgate gone.
 # Meanwhile, side by side (each mostly one core: dpkg and apt under qemu-user), the arm64 and
 # armhf packages (target/deb/knockgate_VERSION-1_ARCH.deb; built with scripts/deb.sh if
@@ -167,6 +170,7 @@ DEBIAN_FRONTEND=noninteractive in_root apt-get -f install -y -qq >"$work/apt-f.l
     fail "knockgate is not installed"
 depends=$(dpkg-deb -f "$v1" Depends | tr ',' '\n' | sed 's/ *(.*//; s/^ *//' | sort | tr '\n' ' ')
 [ "$depends" = "iptables libc6 libpcap0.8 " ] || fail "Depends: $depends"
+[ "$(dpkg-deb -f "$v1" Suggests)" = nftables ] || fail "Suggests: $(dpkg-deb -f "$v1" Suggests)"
 added=$(comm -13 <(echo "$before") <(in_root dpkg-query -W -f="\${Package}\n" | sort) | tr '\n' ' ')
 log "   installed: $added"
 for f in /usr/sbin/knockgate /usr/lib/systemd/system/knockgate.service \
@@ -239,6 +243,35 @@ DEBIAN_FRONTEND=noninteractive in_ns dpkg -i "/tmp/$(basename "$v2")" >"$work/up
 [ "$(cat "$root/etc/knockgate/knockgate.toml")" = "$edited" ] || fail "the edited config was not kept"
 [ "$(ls -A "$root/var/lib/knockgate")" = "$state_before" ] || fail "the state directory changed"
 
+# --- 3b. the nftables backend ------------------------------------------------------------
+log "3b. the nftables backend on an owner's nftables ruleset: a knock adds an element"
+DEBIAN_FRONTEND=noninteractive in_root apt-get install -y -qq --no-install-recommends nftables \
+    >"$work/nftables.log" 2>&1 || { cat "$work/nftables.log" >&2; fail "apt-get install nftables"; }
+nft_ns() { ip netns exec "$ns" chroot "$root" nft "$@"; }
+printf '%s\n' 'table inet filter {' \
+    ' chain input { type filter hook input priority filter; policy drop; iif lo accept; ct state established,related accept; }' \
+    '}' | ip netns exec "$ns" chroot "$root" nft -f -
+owner_before=$(nft_ns list ruleset)
+sed -i 's/^backend = "iptables"$/backend = "nftables"/' "$root/etc/knockgate/knockgate.toml"
+grep -q '^backend = "nftables"$' "$root/etc/knockgate/knockgate.toml" || fail "no backend line to edit"
+ip netns exec "$ns" chroot "$root" knockgate run >"$work/run-nft.log" 2>&1 &
+daemon_pid=$!
+for _ in $(seq 1 50); do
+    nft_ns list set inet filter knockgate_allow4 >/dev/null 2>&1 && break
+    sleep 0.2
+done
+sleep 1
+ip netns exec "$client" "$ROOT_DIR/target/release/knockgate" knock 10.77.0.1 "${ports[@]}"
+for _ in $(seq 1 50); do
+    nft_ns list set inet filter knockgate_allow4 2>/dev/null | grep -q '10.77.0.2 . tcp . 22 ' && break
+    sleep 0.1
+done
+nft_ns list set inet filter knockgate_allow4 | grep -q '10.77.0.2 . tcp . 22 ' ||
+    { cat "$work/run-nft.log" >&2; fail "the knock added no element: $(nft_ns list ruleset)"; }
+kill -KILL "$daemon_pid"
+wait "$daemon_pid" 2>/dev/null || true
+daemon_pid=
+
 # --- 4. remove ---------------------------------------------------------------------------
 log "4. apt-get remove: the chain and its jump go, nothing else"
 ipt -S KNOCKD >/dev/null || fail "the chain is gone before the removal"
@@ -250,6 +283,11 @@ for family in iptables ip6tables; do
     fi
 done
 [ "$(ipt -S INPUT)" = "$input_before" ] || fail "INPUT changed: $(ipt -S INPUT)"
+# The owner's nftables ruleset as it was before knockgate's sets and rules (and the open
+# door a SIGKILL left in them) went in; iptables-nft's own tables set aside.
+owner_after=$(ip netns exec "$ns" nft list table inet filter)
+[ "$owner_after" = "$(sed -n '/^table inet filter {/,/^}/p' <<<"$owner_before")" ] ||
+    fail "the owner's nftables ruleset changed: $owner_after"
 [ ! -e "$root/usr/sbin/knockgate" ] || fail "the binary is still there"
 [ -f "$root/etc/knockgate/knockgate.toml" ] || fail "remove deleted the config"
 

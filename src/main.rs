@@ -261,6 +261,21 @@ fn check(path: Option<&Path>) -> anyhow::Result<()> {
     let cfg = daemon::load_config(path)?;
     knockgate::doors::Dynamic::load(&cfg)?;
     println!("{}: OK, {} door(s)", cfg.origin, cfg.doors.len());
+    if cfg.uses_firewall() {
+        use knockgate::config::Backend;
+        let f = &cfg.firewall;
+        match f.backend {
+            Backend::Iptables => println!(
+                "firewall: iptables, chain {} jumped to from INPUT rule {}",
+                f.chain, f.jump_position
+            ),
+            Backend::Nftables => println!(
+                "firewall: nftables, sets knockgate_allow4/6 and their rules at {} of {}",
+                f.jump_position, f.nft_chain
+            ),
+            Backend::None => println!("firewall: none (doors only logged)"),
+        }
+    }
     Ok(())
 }
 

@@ -205,7 +205,7 @@ impl Gate {
         if repairs.any() {
             warn!(
                 ?repairs,
-                "firewall: the chain or its jump from INPUT was missing or duplicated: repaired"
+                "firewall: knockgate's chain (or sets) or their rules in the input chain were missing, duplicated or misplaced: repaired"
             );
         }
         let Some(found) = note(&mut self.healthy, "list", self.fw.list()) else {

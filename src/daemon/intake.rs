@@ -149,13 +149,20 @@ mod tests {
         })
     }
 
+    fn gone() -> crate::net::capture::CaptureError {
+        crate::net::capture::CaptureError::Stopped {
+            iface: "eth0".into(),
+            reason: "gone".into(),
+        }
+    }
+
     #[test]
     fn a_change_comes_after_the_packets_read_before_it() {
         let mut intake = Intake::new(Instant::ZERO);
         intake.backlog.extend([knock(1), knock(2)]);
         intake
             .changes
-            .push(("eth0".into(), Change::Down("gone".into()), 2));
+            .push(("eth0".into(), Change::Down(gone()), 2));
         intake.backlog.push_back(knock(3));
         let (mut out, mut changes) = (Vec::new(), Vec::new());
         assert!(intake.take(1, &mut out, &mut changes));
@@ -164,7 +171,7 @@ mod tests {
         out.clear();
         assert!(intake.take(1, &mut out, &mut changes));
         assert_eq!(out, [knock(2)]);
-        assert_eq!(changes, [("eth0".into(), Change::Down("gone".into()))]);
+        assert_eq!(changes, [("eth0".into(), Change::Down(gone()))]);
         out.clear();
         assert!(intake.take(8, &mut out, &mut changes));
         assert_eq!(out, [knock(3)]);

@@ -456,7 +456,7 @@ impl Daemon {
                 warn!(interface = %iface, "{error}; retrying");
                 self.report
                     .captures
-                    .insert(iface.to_string(), (false, Some(error)));
+                    .insert(iface.to_string(), (false, Some(error.to_string())));
             }
         }
     }

@@ -221,11 +221,16 @@ pub fn run_with(opts: Options, config: Config, mut backends: Backends) -> Result
     );
     if let Some(gate) = &mut daemon.gate {
         let (removed, restored) = gate.reconcile(&daemon.sessions);
-        let chain = &daemon.gk.config().firewall.chain;
+        let f = &daemon.gk.config().firewall;
+        let what = match f.backend {
+            crate::config::Backend::Nftables => {
+                format!("sets knockgate_allow4/6 in {}", f.nft_chain)
+            }
+            _ => format!("chain {}", f.chain),
+        };
         info!(
             backend = gate.backend(),
-            chain = %chain,
-            "firewall: chain {chain} ready ({removed} stale rule(s) removed, {restored} opening(s) restored)",
+            "firewall: {what} ready ({removed} stale rule(s) removed, {restored} opening(s) restored)",
         );
     }
     // Doors whose time ran out while the daemon was down close before it listens.

@@ -54,7 +54,28 @@ const FIRST_RETRY: Duration = Duration::from_millis(200);
 pub enum Change {
     Up(LinkType),
     /// Closed, with the reason; reported once per distinct reason while it stays closed.
-    Down(String),
+    Down(CaptureError),
+}
+
+/// Why a capture is not open (libpcap's own message kept as its reason).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CaptureError {
+    /// libpcap could not open the interface (gone, down, no permission).
+    #[error("cannot capture on {iface}: {reason}")]
+    Open { iface: String, reason: String },
+    /// A link layer the wire parser does not read.
+    #[error("{iface}: unsupported link type {dlt}")]
+    LinkType { iface: String, dlt: i32 },
+    /// The kernel refused the capture filter.
+    #[error("{iface}: cannot apply filter `{filter}`: {reason}")]
+    Filter {
+        iface: String,
+        filter: String,
+        reason: String,
+    },
+    /// Reading failed on an open capture (the interface went away).
+    #[error("capture on {iface} stopped: {reason}")]
+    Stopped { iface: String, reason: String },
 }
 
 /// Counters of every capture.
@@ -102,7 +123,7 @@ enum State {
     Closed {
         retry_at: Instant,
         backoff: Duration,
-        error: Option<String>,
+        error: Option<CaptureError>,
     },
 }
 
@@ -182,7 +203,7 @@ impl Capture {
             Err(e) => {
                 *retry_at = now + *backoff;
                 *backoff = (*backoff * 2).min(self.retry_max);
-                if error.as_deref() == Some(e.as_str()) {
+                if error.as_ref() == Some(&e) {
                     return None;
                 }
                 *error = Some(e.clone());
@@ -242,7 +263,10 @@ impl Capture {
                 Err(pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) => break,
                 Err(e) => {
                     counters.packets.fetch_add(n as u64, Ordering::Relaxed);
-                    let error = format!("capture on {} stopped: {e}", self.iface);
+                    let error = CaptureError::Stopped {
+                        iface: self.iface.to_string(),
+                        reason: e.to_string(),
+                    };
                     return (n, Some(self.close(error, now)));
                 }
             }
@@ -265,7 +289,7 @@ impl Capture {
         }
     }
 
-    fn close(&mut self, error: String, now: Instant) -> Change {
+    fn close(&mut self, error: CaptureError, now: Instant) -> Change {
         self.state = State::Closed {
             retry_at: now + FIRST_RETRY,
             backoff: FIRST_RETRY * 2,
@@ -276,7 +300,7 @@ impl Capture {
 }
 
 /// Opens `iface`, non-blocking, with `filter` applied.
-fn open(iface: &str, filter: &FilterSpec) -> Result<Open, String> {
+fn open(iface: &str, filter: &FilterSpec) -> Result<Open, CaptureError> {
     let mut cap = pcap::Capture::from_device(iface)
         .and_then(|c| {
             c.promisc(false)
@@ -286,10 +310,15 @@ fn open(iface: &str, filter: &FilterSpec) -> Result<Open, String> {
                 .open()
         })
         .and_then(|c| c.setnonblock())
-        .map_err(|e| format!("cannot capture on {iface}: {e}"))?;
+        .map_err(|e| CaptureError::Open {
+            iface: iface.to_string(),
+            reason: e.to_string(),
+        })?;
     let dlt = cap.get_datalink().0;
-    let link =
-        LinkType::from_dlt(dlt).ok_or_else(|| format!("{iface}: unsupported link type {dlt}"))?;
+    let link = LinkType::from_dlt(dlt).ok_or_else(|| CaptureError::LinkType {
+        iface: iface.to_string(),
+        dlt,
+    })?;
     apply(iface, &mut cap, link, filter)?;
     Ok(Open {
         cap,
@@ -303,10 +332,13 @@ fn apply(
     cap: &mut pcap::Capture<pcap::Active>,
     link: LinkType,
     filter: &FilterSpec,
-) -> Result<(), String> {
+) -> Result<(), CaptureError> {
     let expr = filter.render(link);
-    cap.filter(&expr, true)
-        .map_err(|e| format!("{iface}: cannot apply filter `{expr}`: {e}"))?;
+    cap.filter(&expr, true).map_err(|e| CaptureError::Filter {
+        iface: iface.to_string(),
+        filter: expr.clone(),
+        reason: e.to_string(),
+    })?;
     tracing::debug!(interface = %iface, filter = %expr, "capture filter applied");
     Ok(())
 }

@@ -53,6 +53,22 @@ fn check_accepts_a_good_config_and_the_example() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/knockgate.toml");
     let out = knockgate(&["check", "--config", example.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The firewall backend it will use, named.
+    let nft = dir.path().join("nft.toml");
+    fs::write(
+        &nft,
+        "[firewall]\nbackend = \"nftables\"\nnft_chain = \"inet fw in\"\n[[door]]\nname = \"a\"\nsequence = [1000, 2000]\nfirewall = { ports = [\"22\"] }\n",
+    )
+    .unwrap();
+    let out = knockgate(&["check", "--config", nft.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(
+            "firewall: nftables, sets knockgate_allow4/6 and their rules at 1 of inet fw in"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]

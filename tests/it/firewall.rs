@@ -49,6 +49,10 @@ both_backends!(
     daily_flush_at_a_configured_time_closes_every_door,
     twenty_sigkills_around_open_and_close_never_leave_a_door_open_late,
     kernel_closes_the_door_when_the_daemon_is_dead,
+    runs_unprivileged_with_only_the_capabilities_it_needs,
+    knocks_arriving_while_the_firewall_is_slow_are_not_lost,
+    dry_run_touches_no_firewall,
+    established_connection_survives_the_close,
 );
 
 /// A Pi owner's `/etc/nftables.conf`, as the nftables backend expects to find it: Debian's
@@ -461,37 +465,52 @@ fn ten_knocks_leave_exactly_one_rule(fw: Fw) {
     assert!(until + 5 >= unix_now() + 3600, "{rules:?}");
 }
 
-/// While the loop waits for a slow `iptables` (a Pi's iptables-nft, a held xtables lock), the
-/// capture rings keep being emptied: knocks that arrive meanwhile are handled once it returns,
-/// none is dropped. Here every opening's `iptables -A KNOCKD` takes 2 s, and during it the
-/// same client sends noise every 15 ms and knocks the sequence over IPv6 (another source, so
-/// another opening): more 10 ms ring blocks than the ring has.
-#[test]
-fn knocks_arriving_while_iptables_is_slow_are_not_lost() {
+/// While the loop waits for a slow `iptables` or `nft` (a Pi's iptables-nft, a held xtables
+/// lock), the capture rings keep being emptied: knocks that arrive meanwhile are handled once
+/// it returns, none is dropped. Here every opening's `iptables -A KNOCKD` (or `nft -j -f -`
+/// adding an element) takes 2 s, and during it the same client sends noise every 15 ms and
+/// knocks the sequence over IPv6 (another source, so another opening): more 10 ms ring blocks
+/// than the ring has.
+fn knocks_arriving_while_the_firewall_is_slow_are_not_lost(fw: Fw) {
     if !can_run_netns() {
         return;
     }
     let lab = Lab::new();
-    lock_down(&lab.gw);
+    lock_down_for(&lab, fw);
     let bin = lab.path("slow-bin");
     std::fs::create_dir(&bin).expect("mkdir");
-    let real = String::from_utf8(sh(&["sh", "-c", "command -v iptables"]).stdout).expect("utf-8");
-    let wrapper = bin.join("iptables");
-    std::fs::write(
-        &wrapper,
-        format!(
+    let program = match fw {
+        Fw::Iptables => "iptables",
+        Fw::Nftables => "nft",
+    };
+    let real = String::from_utf8(sh(&["sh", "-c", &format!("command -v {program}")]).stdout)
+        .expect("utf-8");
+    let wrapper = bin.join(program);
+    let script = match fw {
+        Fw::Iptables => format!(
             "#!/bin/sh\ncase \" $* \" in *\" -A KNOCKD \"*) sleep 2 ;; esac\nexec {} \"$@\"\n",
             real.trim()
         ),
-    )
-    .expect("write wrapper");
+        // The JSON comes on stdin: read it, sleep if it adds an element, hand it on.
+        Fw::Nftables => format!(
+            "#!/bin/sh\ncase \" $* \" in *\" -f - \"*)\n  input=$(cat)\n  case $input in *'{{\"add\":{{\"element\"'*) sleep 2 ;; esac\n  printf '%s' \"$input\" | exec {real} \"$@\" ;;\nesac\nexec {real} \"$@\"\n",
+            real = real.trim()
+        ),
+    };
+    std::fs::write(&wrapper, script).expect("write wrapper");
     sh(&["chmod", "755", wrapper.to_str().expect("utf-8")]);
     let path = format!(
         "{}:{}",
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let cfg = lab.write_config("knockgate.toml", &config("1h", "daily_flush = \"off\""));
+    let cfg = lab.write_config(
+        "knockgate.toml",
+        &config(
+            "1h",
+            &format!("daily_flush = \"off\"\n{}", backend_line(fw)),
+        ),
+    );
     let daemon = Daemon::start_env(
         &lab.gw,
         &cfg,
@@ -525,13 +544,13 @@ fn knocks_arriving_while_iptables_is_slow_are_not_lost() {
     ]);
     assert!(noise.wait().expect("noise").success());
     // Still inside the slow run (else this test would prove nothing).
-    let v4 = chain(&lab.gw, "iptables");
+    let v4 = openings(&lab.gw, fw, 4);
     assert!(
         !v4.iter().any(|r| r.contains(&link.client_v4)),
-        "the slow iptables run ended before the knocks were sent: {v4:?}"
+        "the slow firewall run ended before the knocks were sent: {v4:?}"
     );
     let opened_v6 = || {
-        chain(&lab.gw, "ip6tables")
+        openings(&lab.gw, fw, 6)
             .iter()
             .any(|r| r.contains(&link.client_v6))
     };
@@ -540,7 +559,7 @@ fn knocks_arriving_while_iptables_is_slow_are_not_lost() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(opened_v6(), "IPv6 not opened:\n{}", daemon.log_text());
-    let v4 = chain(&lab.gw, "iptables");
+    let v4 = openings(&lab.gw, fw, 4);
     assert!(v4.iter().any(|r| r.contains(&link.client_v4)), "{v4:?}");
 }
 
@@ -801,16 +820,22 @@ fn kernel_closes_the_door_when_the_daemon_is_dead(fw: Fw) {
     }
 }
 
-#[test]
-fn dry_run_touches_no_firewall() {
+fn dry_run_touches_no_firewall(fw: Fw) {
     if !can_run_netns() {
         return;
     }
     let lab = Lab::new();
-    let cfg = lab.write_config("knockgate.toml", &config("1h", ""));
+    if fw == Fw::Nftables {
+        load_owner_ruleset(&lab);
+    }
+    let ruleset =
+        || String::from_utf8_lossy(&lab.gw.ok(&["nft", "list", "ruleset"]).stdout).into_owned();
+    let before = ruleset();
+    let cfg = lab.write_config("knockgate.toml", &config("1h", backend_line(fw)));
     let daemon = lab.start_daemon(&cfg, &["--dry-run"], &["kgw0"]);
     knock(&lab, 0, &["7000", "8000", "9000"]);
     daemon.wait_log("openSSH: (dry run) would open 2222/tcp", LONG);
+    assert_eq!(ruleset(), before, "dry run changed the ruleset");
     let out = Command::new("ip")
         .args([
             "netns",
@@ -826,14 +851,13 @@ fn dry_run_touches_no_firewall() {
     assert!(!out.status.success(), "dry run created the chain");
 }
 
-#[test]
-fn established_connection_survives_the_close() {
+fn established_connection_survives_the_close(fw: Fw) {
     if !can_run_netns() {
         return;
     }
     use std::io::Write;
     let lab = Lab::new();
-    lock_down(&lab.gw);
+    lock_down_for(&lab, fw);
     // A listener that records what it receives.
     let received = lab.path("received");
     let mut server = lab
@@ -843,7 +867,7 @@ fn established_connection_survives_the_close() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let cfg = lab.write_config("knockgate.toml", &config("1h", ""));
+    let cfg = lab.write_config("knockgate.toml", &config("1h", backend_line(fw)));
     let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
     let gw4 = lab.link(0).gw_v4.clone();
     knock(&lab, 0, &["7000", "8000", "9000"]);
@@ -880,8 +904,7 @@ fn proc_status(pid: u32, field: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn runs_unprivileged_with_only_the_capabilities_it_needs() {
+fn runs_unprivileged_with_only_the_capabilities_it_needs(fw: Fw) {
     if !can_run_netns() {
         return;
     }
@@ -889,9 +912,9 @@ fn runs_unprivileged_with_only_the_capabilities_it_needs() {
     let lab = Lab::new();
     // `nobody` must reach the lab's files (the door command writes one).
     std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    lock_down(&lab.gw);
+    lock_down_for(&lab, fw);
     let _listener = Listener::start(&lab.gw);
-    let config = config("1h", "").replace("[daemon]\n", "[daemon]\nuser = \"nobody\"\n")
+    let config = config("1h", backend_line(fw)).replace("[daemon]\n", "[daemon]\nuser = \"nobody\"\n")
         + "\n[[door]]\nname = \"cmd\"\nsequence = [\"7300\", \"8300\"]\nstart_command = \"sh -c 'echo %IP% $(id -u) >> @DIR@/opened'\"\n";
     let cfg = lab.write_config("knockgate.toml", &config);
     let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
@@ -905,7 +928,7 @@ fn runs_unprivileged_with_only_the_capabilities_it_needs() {
     assert_eq!(proc_status(pid, "CapEff"), "0000000000003000");
     assert_eq!(proc_status(pid, "CapPrm"), "0000000000003000");
     assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
-    // It still does its job: the firewall through iptables (ambient capability), a command
+    // It still does its job: the firewall through iptables or nft (ambient capability), a command
     // (as nobody), the journal (its state directory was handed over).
     let gw4 = lab.link(0).gw_v4.clone();
     knock(&lab, 0, &["7000", "8000", "9000"]);
