@@ -3,7 +3,8 @@
 # libpcap (capture), iptables, iproute2 (namespaces), and the knock clients the tests use
 # (Debian's knock from the knockd package, nmap, netcat-openbsd, fwknop's client and server for
 # SPA; the server only as the tests' reference, not enabled), and headless Chromium with a font
-# for the status page's browser test. Idempotent.
+# for the status page's browser test, nftables (the nftables backend's tests) and mosquitto
+# with its clients (the MQTT tests start their own broker in a namespace). Idempotent.
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
@@ -12,7 +13,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(libpcap-dev pkg-config iptables iproute2 knockd nmap netcat-openbsd procps tcpdump
-    fwknop-client fwknop-server chromium fonts-dejavu-core)
+    fwknop-client fwknop-server chromium fonts-dejavu-core nftables mosquitto mosquitto-clients)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

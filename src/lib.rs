@@ -17,6 +17,7 @@ pub mod doors;
 pub mod engine;
 pub mod gatekeeper;
 pub mod knock;
+pub mod mqtt;
 pub mod net;
 pub mod status;
 pub mod sys;

@@ -63,7 +63,37 @@ pub struct Config {
     pub firewall: FirewallConfig,
     pub status: StatusConfig,
     pub gpio: GpioConfig,
+    /// `[mqtt]`: Home Assistant over MQTT, when the table is there.
+    pub mqtt: Option<MqttConfig>,
     pub doors: Vec<Door>,
+}
+
+/// The default port of `mqtt://` and of `mqtts://`.
+pub const MQTT_PORT: u16 = 1883;
+pub const MQTTS_PORT: u16 = 8883;
+/// The CA bundle an `mqtts://` broker is checked against without `ca_file` (Debian's
+/// ca-certificates).
+pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// `[mqtt]`: the broker and the topics (Home Assistant's MQTT discovery).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttConfig {
+    /// Over TLS (`mqtts://`).
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Default: `knockgate-<hostname>`.
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    /// The password, alone in a file (mode 600).
+    pub password_file: Option<std::path::PathBuf>,
+    /// The CA certificates (PEM) the broker's certificate is checked against (`mqtts://`).
+    pub ca_file: Option<std::path::PathBuf>,
+    pub keep_alive: Duration,
+    /// Default: `knockgate/<hostname>`.
+    pub base_topic: Option<String>,
+    /// Home Assistant's discovery prefix (default `homeassistant`).
+    pub discovery_prefix: String,
 }
 
 /// Where the status page listens by default: loopback only. Set `[status] listen` to a LAN
@@ -1034,6 +1064,13 @@ one_time_sequences = "/etc/knockgate/otp"
         // [firewall] and firewall doors.
         ("[firewall]\nbackend = \"nft\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.backend"), "expected \"iptables\", \"nftables\" or \"none\""),
         ("[firewall]\nbackend = \"nftables\"\nnft_chain = \"inet filter\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(3), Some("firewall.nft_chain"), "expected FAMILY TABLE CHAIN"),
+        ("[mqtt]\nbroker = \"http://ha.local\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("mqtt.broker"), "expected mqtt://HOST[:PORT]"),
+        ("[mqtt]\nbroker = \"mqtt://ha.local:99999\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("mqtt.broker"), "not a port"),
+        ("[mqtt]\nbroker = \"mqtt://\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("mqtt.broker"), "names no host"),
+        ("[mqtt]\nusername = \"gate\"\n[[door]]\nname = \"a\"\nsequence = [1]", None, Some("mqtt.broker"), "needs the broker"),
+        ("[mqtt]\nbroker = \"mqtt://h\"\nbase_topic = \"home/+/gate\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(3), Some("mqtt.base_topic"), "no wildcards"),
+        ("[mqtt]\nbroker = \"mqtt://h\"\nkeep_alive = \"1s\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(3), Some("mqtt.keep_alive"), "expected 5s"),
+        ("[mqtt]\nbroker = \"mqtt://h\"\npasword_file = \"/x\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(3), Some("mqtt.pasword_file"), "did you mean `password_file`"),
         ("[firewall]\nnft_chain = \"bridge filter input\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.nft_chain"), "expected inet, ip or ip6"),
         ("[firewall]\nnft_chain = \"inet fil;ter input\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.nft_chain"), "not a usable table name"),
         ("[firewall]\nnft_chain = \"inet filter 9input\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.nft_chain"), "not a usable chain name"),
@@ -1167,6 +1204,18 @@ close = "ssh"
                 nft_chain: NftChain::default(),
             }
         );
+        let m =
+            ok("[mqtt]\nbroker = \"mqtts://[fd00::1]\"\n[[door]]\nname = \"a\"\nsequence = [1]\n")
+                .mqtt
+                .unwrap();
+        assert_eq!(
+            (m.tls, m.host.as_str(), m.port, m.keep_alive.as_secs()),
+            (true, "fd00::1", 8883, 60)
+        );
+        assert_eq!(m.discovery_prefix, "homeassistant");
+        let m = ok("[mqtt]\nbroker = \"mqtt://ha.lan:1884\"\nbase_topic = \"/home/gate/\"\n[[door]]\nname = \"a\"\nsequence = [1]\n").mqtt.unwrap();
+        assert_eq!((m.tls, m.host.as_str(), m.port), (false, "ha.lan", 1884));
+        assert_eq!(m.base_topic.as_deref(), Some("home/gate"));
         let n = ok("[firewall]\nbackend = \"nftables\"\nnft_chain = \"ip6  fw  in_put\"\n[[door]]\nname = \"a\"\nsequence = [1]\n");
         assert_eq!(n.firewall.backend, Backend::Nftables);
         assert_eq!(n.firewall.nft_chain.to_string(), "ip6 fw in_put");

@@ -23,6 +23,7 @@ pub(super) struct RawConfig {
     #[serde(default, deserialize_with = "relay_tables")]
     pub(super) relay: Vec<Spanned<RawRelay>>,
     pub(super) led: Option<Spanned<RawLed>>,
+    pub(super) mqtt: Option<Spanned<RawMqtt>>,
     #[serde(default, deserialize_with = "door_tables")]
     pub(super) door: Vec<Spanned<RawDoor>>,
 }
@@ -36,6 +37,20 @@ pub(super) struct RawFirewall {
     pub(super) jump_position: Option<Spanned<Int>>,
     pub(super) daily_flush: Option<Spanned<Text>>,
     pub(super) nft_chain: Option<Spanned<Text>>,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table, written [mqtt]")]
+pub(super) struct RawMqtt {
+    pub(super) broker: Option<Spanned<Text>>,
+    pub(super) client_id: Option<Spanned<Text>>,
+    pub(super) username: Option<Spanned<Text>>,
+    pub(super) password_file: Option<Spanned<PathText>>,
+    pub(super) ca_file: Option<Spanned<PathText>>,
+    pub(super) keep_alive: Option<Spanned<Seconds>>,
+    pub(super) base_topic: Option<Spanned<Text>>,
+    pub(super) discovery_prefix: Option<Spanned<Text>>,
 }
 
 /// `[status]`.

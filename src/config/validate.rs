@@ -144,12 +144,17 @@ impl Cx<'_> {
                 }
             }
         }
+        let mqtt = match &raw.mqtt {
+            Some(m) => Some(self.mqtt(m.get_ref())?),
+            None => None,
+        };
         Ok(Config {
             origin: self.origin.to_string(),
             daemon,
             firewall,
             status,
             gpio,
+            mqtt,
             doors,
         })
     }
@@ -179,6 +184,138 @@ impl Cx<'_> {
             "expected a BCM GPIO number from 0 to 27 (the GPIO number, not the header pin)",
         )?;
         Ok(u8::try_from(n).expect("in range"))
+    }
+
+    pub(super) fn mqtt(&self, raw: &RawMqtt) -> Result<super::MqttConfig, ConfigError> {
+        let Some(v) = &raw.broker else {
+            return Err(ConfigError {
+                file: self.origin.to_string(),
+                line: None,
+                key: Some("mqtt.broker".into()),
+                message: "[mqtt] needs the broker: broker = \"mqtt://homeassistant.local:1883\""
+                    .into(),
+            });
+        };
+        let s = v.get_ref().as_str().trim();
+        let (tls, rest) = if let Some(r) = s.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("mqtt://") {
+            (false, r)
+        } else {
+            return Err(self.err(
+                v,
+                "mqtt.broker",
+                format!(
+                    "`{s}` is not a broker: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+                ),
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let default = if tls {
+            super::MQTTS_PORT
+        } else {
+            super::MQTT_PORT
+        };
+        // `[v6]:port`, `[v6]`, `host:port`, `host` (a bare IPv6 address has several colons).
+        let (host, port) = match rest.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            Some((h, "")) => (h, None),
+            Some((h, p)) => (h, Some(p.strip_prefix(':').unwrap_or(p))),
+            None => match rest.split_once(':') {
+                Some((h, p)) if !p.contains(':') => (h, Some(p)),
+                _ => (rest, None),
+            },
+        };
+        let port = match port {
+            None => default,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    return Err(self.err(
+                        v,
+                        "mqtt.broker",
+                        format!("`{p}` is not a port (1 to 65535)"),
+                    ))
+                }
+            },
+        };
+        if host.is_empty() || host.contains(['/', '@', ' ', '?', '#']) {
+            return Err(self.err(
+                v,
+                "mqtt.broker",
+                format!("`{s}` names no host: expected e.g. mqtt://192.168.1.10:1883"),
+            ));
+        }
+        let topic = |v: &Spanned<Text>, key: &str| -> Result<String, ConfigError> {
+            let t = v.get_ref().as_str().trim_matches('/');
+            if t.is_empty() || t.contains(['+', '#', '\0']) || t.contains("//") {
+                return Err(self.err(
+                    v,
+                    key,
+                    format!("`{t}` is not a topic: no wildcards (+, #), no empty levels"),
+                ));
+            }
+            Ok(t.to_string())
+        };
+        let word = |v: &Spanned<Text>, key: &str| -> Result<String, ConfigError> {
+            let t = v.get_ref().as_str();
+            if t.is_empty() || t.len() > 64 || t.contains(char::is_whitespace) {
+                return Err(self.err(
+                    v,
+                    key,
+                    format!("`{t}` is not usable: 1 to 64 characters, no spaces"),
+                ));
+            }
+            Ok(t.to_string())
+        };
+        let keep_alive = match &raw.keep_alive {
+            Some(k) => {
+                let d = self.timeout(k, "mqtt.keep_alive")?;
+                if !(Duration::from_secs(5)..=Duration::from_secs(65535)).contains(&d) {
+                    return Err(self.err(
+                        k,
+                        "mqtt.keep_alive",
+                        "expected 5s to 18h (MQTT's limit is 65535 seconds)",
+                    ));
+                }
+                d
+            }
+            None => Duration::from_secs(60),
+        };
+        Ok(super::MqttConfig {
+            tls,
+            host: host.to_string(),
+            port,
+            client_id: raw
+                .client_id
+                .as_ref()
+                .map(|v| word(v, "mqtt.client_id"))
+                .transpose()?,
+            username: raw
+                .username
+                .as_ref()
+                .map(|v| word(v, "mqtt.username"))
+                .transpose()?,
+            password_file: raw
+                .password_file
+                .as_ref()
+                .map(|v| self.path(v, "mqtt.password_file"))
+                .transpose()?,
+            ca_file: raw
+                .ca_file
+                .as_ref()
+                .map(|v| self.path(v, "mqtt.ca_file"))
+                .transpose()?,
+            keep_alive,
+            base_topic: raw
+                .base_topic
+                .as_ref()
+                .map(|v| topic(v, "mqtt.base_topic"))
+                .transpose()?,
+            discovery_prefix: match &raw.discovery_prefix {
+                Some(v) => topic(v, "mqtt.discovery_prefix")?,
+                None => "homeassistant".into(),
+            },
+        })
     }
 
     pub(super) fn status(&self, raw: &RawStatus) -> Result<StatusConfig, ConfigError> {

@@ -41,6 +41,7 @@ impl Daemon {
                 Effect::SpaRefused { src, ref door, .. } => {
                     let line = effect.line().unwrap_or_default();
                     warn!(%src, door = %door, "{line}");
+                    self.tell(crate::mqtt::EventKind::Refused, door, src);
                 }
                 Effect::HeldBack(held_back) => {
                     info!(
@@ -61,6 +62,9 @@ impl Daemon {
                     src,
                     requested,
                 } => {
+                    if let Some(d) = self.gk.config().doors.get(origin.door) {
+                        self.tell(crate::mqtt::EventKind::Open, &d.name, src);
+                    }
                     self.open(now, src, origin, requested.as_ref());
                     if requested.is_some() {
                         // An SPA client's owner may be looking at the page.
@@ -137,7 +141,11 @@ impl Daemon {
                 }
                 Action::Close { target, .. } => {
                     if let Some(gate) = &mut self.gate {
-                        changed |= gate.close_door(&mut self.sessions, &target, src, name);
+                        let closed = gate.close_door(&mut self.sessions, &target, src, name);
+                        if closed {
+                            self.tell(crate::mqtt::EventKind::Close, &target, src);
+                        }
+                        changed |= closed;
                     }
                 }
                 Action::Relay { relay, mode } => {

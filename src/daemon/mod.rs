@@ -204,10 +204,12 @@ struct Links {
     next_read: Instant,
 }
 
-/// The status page: where it reads what the daemon is doing, and its server.
+/// What the owner's own systems see: the status page (where it reads what the daemon is
+/// doing, and its server) and Home Assistant's MQTT client.
 struct Page {
     board: Board,
     server: Option<status::StatusServer>,
+    mqtt: Option<crate::mqtt::client::Mqtt>,
 }
 
 impl Daemon {
@@ -395,6 +397,7 @@ impl Daemon {
         let due = self.sessions.take_due(now);
         if !due.is_empty() {
             for s in due {
+                self.tell(crate::mqtt::EventKind::Timeout, &s.door, s.src);
                 match s.pending {
                     Pending::Stop { argv } => {
                         info!(src = %s.src, door = %s.door, "{}: {}: command timeout", s.src, s.door);
@@ -462,6 +465,7 @@ impl Daemon {
     }
 
     fn save_journal(&mut self) {
+        self.tell_doors();
         if let Some(path) = &self.journal {
             let result = sessions::save(path, &self.sessions.to_journal(), &self.backends.steps);
             if let Err(e) = &result {

@@ -54,6 +54,44 @@ impl Daemon {
         }
     }
 
+    /// Starts the MQTT client, if `[mqtt]` is configured. One that cannot start (an unreadable
+    /// password or CA file) is logged, not fatal: the doors do not depend on it.
+    pub(super) fn start_mqtt(&mut self) {
+        let Some(cfg) = self.gk.config().mqtt.clone() else {
+            return;
+        };
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "knockgate".into());
+        let topics = crate::mqtt::Topics::new(self.gk.config(), &hostname);
+        match crate::mqtt::client::Mqtt::start(&cfg, topics) {
+            Ok(m) => {
+                info!(broker = %cfg.host, "MQTT: connecting to {}:{}", cfg.host, cfg.port);
+                self.page.mqtt = Some(m);
+                self.tell_doors();
+            }
+            Err(e) => error!("MQTT not started: {e}"),
+        }
+    }
+
+    /// The open sessions of every door, to MQTT (which publishes what changed).
+    pub(super) fn tell_doors(&mut self) {
+        if let Some(m) = &self.page.mqtt {
+            let mut open = std::collections::BTreeMap::new();
+            for s in self.sessions.iter() {
+                *open.entry(s.door.clone()).or_insert(0) += 1;
+            }
+            m.doors(&open);
+        }
+    }
+
+    /// A door event, to MQTT.
+    pub(super) fn tell(&self, kind: crate::mqtt::EventKind, door: &str, src: std::net::IpAddr) {
+        if let Some(m) = &self.page.mqtt {
+            m.event(kind, door, &src.to_string());
+        }
+    }
+
     /// This boot's setup problems, for the status page.
     pub(super) fn read_notices(&mut self) {
         self.report.notices = match &self.opts.notices_dir {
@@ -195,7 +233,11 @@ impl Daemon {
             notices: self.report.notices.clone(),
             state,
         };
-        snapshot.healthy = status::faults(&snapshot).is_empty();
+        let faults = status::faults(&snapshot);
+        snapshot.healthy = faults.is_empty();
+        if let Some(m) = &self.page.mqtt {
+            m.health(&faults);
+        }
         self.page.board.publish(snapshot);
     }
 }

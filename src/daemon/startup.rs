@@ -193,6 +193,7 @@ pub fn run_with(opts: Options, config: Config, mut backends: Backends) -> Result
         page: Page {
             board: Board::new(),
             server: None,
+            mqtt: None,
         },
         report: Report {
             started: Some(std::time::Instant::now()),
@@ -210,6 +211,7 @@ pub fn run_with(opts: Options, config: Config, mut backends: Backends) -> Result
     if daemon.gk.config().status.enabled {
         daemon.start_status_page();
     }
+    daemon.start_mqtt();
     let config = daemon.gk.config();
     info!(
         config = %config.origin,

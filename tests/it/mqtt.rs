@@ -1,0 +1,237 @@
+//! Home Assistant over MQTT with a real broker: Debian's `mosquitto`, started by the test on
+//! the gateway namespace's loopback with a password file, and `mosquitto_sub` reading what the
+//! daemon publishes there (issue 25).
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const LONG: Duration = Duration::from_secs(10);
+
+/// mosquitto on 127.0.0.1:1883 in `ns`, user `gate` / `s3cret` (killed on drop).
+struct Broker(Child);
+
+impl Broker {
+    fn start(lab: &Lab) -> Broker {
+        let passwd = lab.path("mosquitto.passwd");
+        sh(&[
+            "mosquitto_passwd",
+            "-c",
+            "-b",
+            passwd.to_str().unwrap(),
+            "gate",
+            "s3cret",
+        ]);
+        let conf = lab.path("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener 1883 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\nuser root\n",
+                passwd.display()
+            ),
+        )
+        .unwrap();
+        let child = lab
+            .gw
+            .cmd("mosquitto")
+            .args(["-c", conf.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(lab.path("mosquitto.log")).unwrap())
+            .spawn()
+            .expect("mosquitto (apt-get install mosquitto)");
+        let broker = Broker(child);
+        let start = Instant::now();
+        while !lab
+            .gw
+            .run(&["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/1883"])
+            .status
+            .success()
+        {
+            assert!(
+                start.elapsed() < LONG,
+                "mosquitto did not listen: {}",
+                read(&lab.path("mosquitto.log"))
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        broker
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `mosquitto_sub -v` on `topics` in the gateway, each message a line `TOPIC PAYLOAD` in
+/// `out` (killed on drop).
+struct Sub(Child);
+
+impl Sub {
+    fn start(lab: &Lab, out: &std::path::Path, topics: &[&str]) -> Sub {
+        let mut cmd = lab.gw.cmd("mosquitto_sub");
+        cmd.args(["-h", "127.0.0.1", "-u", "gate", "-P", "s3cret", "-v"]);
+        for t in topics {
+            cmd.args(["-t", t]);
+        }
+        let child = cmd
+            .stdout(std::fs::File::create(out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub (apt-get install mosquitto-clients)");
+        Sub(child)
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The last payload of `topic` in a `mosquitto_sub -v` file.
+fn last(out: &std::path::Path, topic: &str) -> Option<String> {
+    read(out)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(t, _)| *t == topic)
+        .map(|(_, p)| p.to_string())
+        .next_back()
+}
+
+fn wait_last(out: &std::path::Path, topic: &str, want: &str, limit: Duration) {
+    let start = Instant::now();
+    while last(out, topic).as_deref() != Some(want) {
+        assert!(
+            start.elapsed() < limit,
+            "{topic} is not `{want}` after {limit:?}:\n{}",
+            read(out)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const CONFIG: &str = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[firewall]
+backend = "none"
+daily_flush = "off"
+
+[mqtt]
+broker = "mqtt://127.0.0.1:1883"
+username = "gate"
+password_file = "@DIR@/mqtt.password"
+base_topic = "knockgate/gw"
+keep_alive = "30s"
+
+[[door]]
+name = "open SSH"
+sequence = ["7000", "8000"]
+firewall = { ports = ["22/tcp"], duration = "3s" }
+"#;
+
+fn password_file(lab: &Lab) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = lab.path("mqtt.password");
+    std::fs::write(&p, "s3cret\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn discovery_events_and_door_states_reach_a_real_broker() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let _broker = Broker::start(&lab);
+    password_file(&lab);
+    let cfg = lab.write_config("knockgate.toml", CONFIG);
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    daemon.wait_log("MQTT: connected to mqtt://127.0.0.1:1883", LONG);
+    // Subscribed after the daemon published: the retained messages come first.
+    let out = lab.path("sub.txt");
+    let _sub = Sub::start(&lab, &out, &["homeassistant/#", "knockgate/#"]);
+    wait_last(&out, "knockgate/gw/availability", "online", LONG);
+    wait_last(&out, "knockgate/gw/door/open_ssh/open", "OFF", LONG);
+    wait_last(&out, "knockgate/gw/door/open_ssh/sessions", "0", LONG);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let device = format!("knockgate_{}", knockgate::mqtt::slug(host.trim()));
+    let doc = last(&out, &format!("homeassistant/device/{device}/config")).expect("discovery");
+    let doc: serde_json::Value = serde_json::from_str(&doc).expect("discovery is JSON");
+    assert_eq!(doc["dev"]["ids"][0], device.as_str());
+    assert_eq!(doc["o"]["name"], "knockgate");
+    assert_eq!(doc["avty_t"], "knockgate/gw/availability");
+    let cmps = doc["cmps"].as_object().expect("cmps");
+    assert_eq!(cmps["knock"]["p"], "event");
+    assert_eq!(
+        cmps["knock"]["event_types"],
+        serde_json::json!(["open", "close", "timeout", "refused"])
+    );
+    assert_eq!(cmps["door_open_ssh_open"]["p"], "binary_sensor");
+    assert_eq!(
+        cmps["door_open_ssh_open"]["unique_id"],
+        format!("{device}_door_open_ssh_open").as_str()
+    );
+    assert_eq!(cmps["door_open_ssh_sessions"]["p"], "sensor");
+    assert_eq!(cmps["health"]["p"], "sensor");
+
+    // A knock: the open event within a second, the binary sensor on, then off after 3 s.
+    let gw4 = lab.link(0).gw_v4.clone();
+    let client = lab.link(0).client_v4.clone();
+    let sent = Instant::now();
+    lab.client(0)
+        .ok(&[knockgate(), "knock", &gw4, "7000", "8000"]);
+    let open = format!(r#"{{"door":"open SSH","event_type":"open","source":"{client}"}}"#);
+    wait_last(&out, "knockgate/gw/event", &open, Duration::from_secs(1));
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        sent.elapsed()
+    );
+    wait_last(&out, "knockgate/gw/door/open_ssh/open", "ON", LONG);
+    assert_eq!(
+        last(&out, "knockgate/gw/door/open_ssh/sessions").as_deref(),
+        Some("1")
+    );
+    let timeout = format!(r#"{{"door":"open SSH","event_type":"timeout","source":"{client}"}}"#);
+    wait_last(&out, "knockgate/gw/event", &timeout, LONG);
+    wait_last(&out, "knockgate/gw/door/open_ssh/open", "OFF", LONG);
+    assert!(sent.elapsed() >= Duration::from_secs(3), "closed early");
+    // Nothing secret on the broker.
+    let all = read(&out);
+    for secret in ["7000", "8000", "s3cret"] {
+        assert!(!all.contains(secret), "`{secret}` published:\n{all}");
+    }
+}
+
+/// A wrong password: a clear log line, and the doors are not affected.
+#[test]
+fn a_refusing_broker_costs_the_doors_nothing() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let _broker = Broker::start(&lab);
+    use std::os::unix::fs::PermissionsExt;
+    let p = lab.path("mqtt.password");
+    std::fs::write(&p, "wrong\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = lab.write_config(
+        "knockgate.toml",
+        &(CONFIG.to_string()
+            + "\n[[door]]\nname = \"cmd\"\nsequence = [\"7100\", \"8100\"]\nstart_command = \"sh -c 'echo %IP% >> @DIR@/opened'\"\n"),
+    );
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    daemon.wait_log("MQTT: mqtt://127.0.0.1:1883: Connection refused", LONG);
+    let gw4 = lab.link(0).gw_v4.clone();
+    lab.client(0)
+        .ok(&[knockgate(), "knock", &gw4, "7100", "8100"]);
+    daemon.wait_file(&lab.path("opened"), &lab.link(0).client_v4, LONG);
+}
