@@ -261,3 +261,34 @@ fn packets_the_ring_cannot_hold_are_counted_as_dropped() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Connected to a broker and with nothing happening, MQTT adds only its keep-alive: a ping
+/// every `keep_alive` (here 30 s), so over 10 s of idling the daemon's threads together switch
+/// no more than without it (issue 25: rumqttc's event loop sleeps on its socket and timer).
+#[test]
+fn an_idle_daemon_connected_to_mqtt_still_sleeps() {
+    if !can_run_netns() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new();
+    let _broker = Broker::start(&lab);
+    let password = lab.path("mqtt.password");
+    fs::write(&password, "s3cret\n").unwrap();
+    fs::set_permissions(&password, fs::Permissions::from_mode(0o600)).unwrap();
+    let config = CONFIG.replace("0.0.0.0:8080", "127.0.0.1:8080")
+        + "\n[mqtt]\nbroker = \"mqtt://127.0.0.1:1883\"\nusername = \"gate\"\npassword_file = \"@DIR@/mqtt.password\"\nkeep_alive = \"30s\"\n";
+    let cfg = lab.write_config("knockgate.toml", &config);
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    daemon.wait_log("MQTT: connected", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    let (before, _) = switches(daemon.pid());
+    std::thread::sleep(IDLE);
+    let (after, threads) = switches(daemon.pid());
+    let idle = after - before;
+    eprintln!("idle with MQTT {IDLE:?}: {idle} context switches, {threads} threads");
+    assert!(
+        idle <= MAX_SWITCHES,
+        "{idle} context switches in {IDLE:?} of idling with MQTT connected (at most {MAX_SWITCHES})"
+    );
+}

@@ -2,96 +2,11 @@
 //! the gateway namespace's loopback with a password file, and `mosquitto_sub` reading what the
 //! daemon publishes there (issue 25).
 
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 
 const LONG: Duration = Duration::from_secs(10);
-
-/// mosquitto on 127.0.0.1:1883 in `ns`, user `gate` / `s3cret` (killed on drop).
-struct Broker(Child);
-
-impl Broker {
-    fn start(lab: &Lab) -> Broker {
-        let passwd = lab.path("mosquitto.passwd");
-        sh(&[
-            "mosquitto_passwd",
-            "-c",
-            "-b",
-            passwd.to_str().unwrap(),
-            "gate",
-            "s3cret",
-        ]);
-        let conf = lab.path("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener 1883 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\nuser root\n",
-                passwd.display()
-            ),
-        )
-        .unwrap();
-        let child = lab
-            .gw
-            .cmd("mosquitto")
-            .args(["-c", conf.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(lab.path("mosquitto.log")).unwrap())
-            .spawn()
-            .expect("mosquitto (apt-get install mosquitto)");
-        let broker = Broker(child);
-        let start = Instant::now();
-        while !lab
-            .gw
-            .run(&["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/1883"])
-            .status
-            .success()
-        {
-            assert!(
-                start.elapsed() < LONG,
-                "mosquitto did not listen: {}",
-                read(&lab.path("mosquitto.log"))
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        broker
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `mosquitto_sub -v` on `topics` in the gateway, each message a line `TOPIC PAYLOAD` in
-/// `out` (killed on drop).
-struct Sub(Child);
-
-impl Sub {
-    fn start(lab: &Lab, out: &std::path::Path, topics: &[&str]) -> Sub {
-        let mut cmd = lab.gw.cmd("mosquitto_sub");
-        cmd.args(["-h", "127.0.0.1", "-u", "gate", "-P", "s3cret", "-v"]);
-        for t in topics {
-            cmd.args(["-t", t]);
-        }
-        let child = cmd
-            .stdout(std::fs::File::create(out).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto_sub (apt-get install mosquitto-clients)");
-        Sub(child)
-    }
-}
-
-impl Drop for Sub {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The last payload of `topic` in a `mosquitto_sub -v` file.
 fn last(out: &std::path::Path, topic: &str) -> Option<String> {
