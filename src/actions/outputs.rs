@@ -434,6 +434,7 @@ mod tests {
                     max_on: Duration::from_secs(60),
                     group: None,
                     safe_on: false,
+                    mqtt_command: None,
                 },
                 RelayConfig {
                     name: "zone1".into(),
@@ -442,6 +443,7 @@ mod tests {
                     max_on: Duration::from_secs(60),
                     group: None,
                     safe_on: false,
+                    mqtt_command: None,
                 },
             ],
             led: Some(LedConfig {

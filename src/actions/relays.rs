@@ -251,6 +251,7 @@ mod tests {
             max_on: Duration::from_secs(900),
             group: group.map(str::to_string),
             safe_on: false,
+            mqtt_command: None,
         }
     }
 

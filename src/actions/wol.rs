@@ -143,6 +143,7 @@ mod tests {
             broadcast: "127.0.0.1".parse().unwrap(),
             password: None,
             rate_limit: Duration::from_secs(1),
+            mqtt_command: false,
         };
         assert_eq!(send(&action).unwrap(), 102);
         let mut buf = [0u8; 200];

@@ -486,6 +486,7 @@ impl Cx<'_> {
             broadcast,
             password,
             rate_limit,
+            mqtt_command: raw.mqtt_command.as_ref().is_some_and(|v| v.get_ref().0),
         })
     }
 

@@ -148,6 +148,17 @@ pub struct RelayConfig {
     pub group: Option<String>,
     /// State at start and at shutdown (normally off).
     pub safe_on: bool,
+    /// Home Assistant may switch it over MQTT (`mqtt_command`; opt-in, default none).
+    pub mqtt_command: Option<RelayCommand>,
+}
+
+/// What Home Assistant may do with a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayCommand {
+    /// A switch: on and off (within `max_on` and the group, as a door's action).
+    Switch,
+    /// A button: a pulse of this length.
+    Pulse(Duration),
 }
 
 /// The status LED.
@@ -201,6 +212,8 @@ pub struct WakeAction {
     pub password: Option<[u8; 6]>,
     /// At most one packet per target per this long.
     pub rate_limit: Duration,
+    /// Home Assistant may send it too (a button over MQTT; opt-in, default false).
+    pub mqtt_command: bool,
 }
 
 /// Default wake-on-LAN rate limit per target.
@@ -1064,6 +1077,8 @@ one_time_sequences = "/etc/knockgate/otp"
         // [firewall] and firewall doors.
         ("[firewall]\nbackend = \"nft\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("firewall.backend"), "expected \"iptables\", \"nftables\" or \"none\""),
         ("[firewall]\nbackend = \"nftables\"\nnft_chain = \"inet filter\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(3), Some("firewall.nft_chain"), "expected FAMILY TABLE CHAIN"),
+        ("[[relay]]\nname = \"g\"\npin = 17\nmqtt_command = \"press\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(4), Some("relay[g].mqtt_command"), "expected \"switch\", \"pulse\""),
+        ("[[relay]]\nname = \"g\"\npin = 17\nmax_on = \"1s\"\nmqtt_command = \"pulse 5s\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(5), Some("relay[g].mqtt_command"), "longer than max_on"),
         ("[mqtt]\nbroker = \"http://ha.local\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("mqtt.broker"), "expected mqtt://HOST[:PORT]"),
         ("[mqtt]\nbroker = \"mqtt://ha.local:99999\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("mqtt.broker"), "not a port"),
         ("[mqtt]\nbroker = \"mqtt://\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("mqtt.broker"), "names no host"),
@@ -1323,6 +1338,7 @@ wake_on_lan = { mac = "00-11-22-aa-BB-cc", interface = "eth0", password = "01:02
                 max_on: Duration::from_secs(900),
                 group: Some("sprinklers".into()),
                 safe_on: false,
+                mqtt_command: None,
             }
         );
         assert_eq!(c.gpio.relays[1].max_on, DEFAULT_MAX_ON);
@@ -1356,6 +1372,7 @@ wake_on_lan = { mac = "00-11-22-aa-BB-cc", interface = "eth0", password = "01:02
                 broadcast: "255.255.255.255".parse().unwrap(),
                 password: Some([1, 2, 3, 4, 5, 6]),
                 rate_limit: Duration::from_secs(60),
+                mqtt_command: false,
             })
         );
         // Defaults: status on loopback, GPIO simulated off a Pi.

@@ -79,6 +79,7 @@ pub(super) struct RawRelay {
     pub(super) max_on: Option<Spanned<Seconds>>,
     pub(super) group: Option<Spanned<Text>>,
     pub(super) safe_state: Option<Spanned<Text>>,
+    pub(super) mqtt_command: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +127,7 @@ pub(super) struct RawWake {
     pub(super) broadcast: Option<Spanned<Text>>,
     pub(super) password: Option<Spanned<Text>>,
     pub(super) rate_limit: Option<Spanned<Seconds>>,
+    pub(super) mqtt_command: Option<Spanned<Flag>>,
 }
 
 /// A door's `firewall = { ports = [...], duration = "..." }`.

@@ -454,6 +454,41 @@ impl Cx<'_> {
                     }
                 },
             };
+            let mqtt_command = match &rr.mqtt_command {
+                None => None,
+                Some(v) => {
+                    let s = v.get_ref().as_str().trim();
+                    let mut words = s.split_whitespace();
+                    let command = match (words.next(), words.next(), words.next()) {
+                        (Some("switch"), None, None) => Some(RelayCommand::Switch),
+                        (Some("pulse"), None, None) => {
+                            Some(RelayCommand::Pulse(Duration::from_secs(1)))
+                        }
+                        (Some("pulse"), Some(d), None) => parse_duration(d)
+                            .ok()
+                            .filter(|d| !d.is_zero())
+                            .map(RelayCommand::Pulse),
+                        _ => None,
+                    };
+                    let Some(command) = command else {
+                        return Err(self.err(v, &key("mqtt_command"), format!("`{s}`: expected \"switch\", \"pulse\" or \"pulse DURATION\" (e.g. \"pulse 500ms\")")));
+                    };
+                    if let RelayCommand::Pulse(p) = command {
+                        if p > max_on {
+                            return Err(self.err(
+                                v,
+                                &key("mqtt_command"),
+                                format!(
+                                    "a {}s pulse is longer than max_on ({}s)",
+                                    p.as_secs(),
+                                    max_on.as_secs()
+                                ),
+                            ));
+                        }
+                    }
+                    Some(command)
+                }
+            };
             g.relays.push(RelayConfig {
                 name,
                 pin,
@@ -461,6 +496,7 @@ impl Cx<'_> {
                 max_on,
                 group,
                 safe_on,
+                mqtt_command,
             });
         }
         if let Some(l) = &top.led {

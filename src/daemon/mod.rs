@@ -129,6 +129,8 @@ enum Msg {
     Ruleset,
     /// The status page wants a snapshot.
     Publish,
+    /// Home Assistant asks a relay to switch, or a wake-on-LAN packet (MQTT).
+    Relay(crate::mqtt::Command),
 }
 
 /// The loop's mailbox, as its senders see it: a bounded channel, and an eventfd rung after
@@ -366,6 +368,10 @@ impl Daemon {
                 let now = self.backends.clock.now();
                 self.publish(now);
             }
+            Msg::Relay(command) => {
+                let now = self.backends.clock.now();
+                self.on_command(now, command);
+            }
         }
         true
     }
@@ -419,6 +425,7 @@ impl Daemon {
             o.set_error(now, problem);
             o.poll(now);
         }
+        self.tell_relays(now);
         if let Some(gate) = &mut self.gate {
             gate.retry_if_unhealthy(now);
             if gate.poll_at().is_some_and(|t| now >= t)

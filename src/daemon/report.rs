@@ -56,7 +56,7 @@ impl Daemon {
 
     /// Starts the MQTT client, if `[mqtt]` is configured. One that cannot start (an unreadable
     /// password or CA file) is logged, not fatal: the doors do not depend on it.
-    pub(super) fn start_mqtt(&mut self) {
+    pub(super) fn start_mqtt(&mut self, mailbox: super::Mailbox) {
         let Some(cfg) = self.gk.config().mqtt.clone() else {
             return;
         };
@@ -64,7 +64,8 @@ impl Daemon {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "knockgate".into());
         let topics = crate::mqtt::Topics::new(self.gk.config(), &hostname);
-        match crate::mqtt::client::Mqtt::start(&cfg, topics) {
+        let on_command = Box::new(move |c| mailbox.try_send(super::Msg::Relay(c)));
+        match crate::mqtt::client::Mqtt::start(&cfg, topics, on_command) {
             Ok(m) => {
                 info!(broker = %cfg.host, "MQTT: connecting to {}:{}", cfg.host, cfg.port);
                 self.page.mqtt = Some(m);
@@ -83,6 +84,86 @@ impl Daemon {
             }
             m.doors(&open);
         }
+    }
+
+    /// The relays Home Assistant sees, their levels as the GPIO has them, to MQTT (which
+    /// publishes what changed).
+    pub(super) fn tell_relays(&mut self, now: Instant) {
+        let (Some(m), Some(o)) = (&self.page.mqtt, &self.outputs) else {
+            return;
+        };
+        if self
+            .gk
+            .config()
+            .gpio
+            .relays
+            .iter()
+            .any(|r| r.mqtt_command.is_some())
+        {
+            let (relays, _, _) = o.view(now, self.backends.clock.wall());
+            m.relays(&relays);
+        }
+    }
+
+    /// A command from Home Assistant: through the relay's own rules (max_on, group, safe
+    /// state: [`crate::actions::outputs::Outputs::relay`]), at most one per relay every
+    /// [`crate::mqtt::client::COMMAND_EVERY`], and only for a relay that opted in.
+    pub(super) fn on_command(&mut self, now: Instant, command: crate::mqtt::Command) {
+        use crate::config::{RelayCommand, RelayMode};
+        let (relay, on) = match command {
+            crate::mqtt::Command::Relay { relay, on } => (relay, on),
+            crate::mqtt::Command::Wake { door } => {
+                // The door's own target and rate limit, as when it is knocked open.
+                let Some(w) = self
+                    .gk
+                    .config()
+                    .doors
+                    .iter()
+                    .find(|d| d.name == door)
+                    .and_then(|d| d.wake_on_lan.clone())
+                    .filter(|w| w.mqtt_command)
+                else {
+                    return;
+                };
+                if self
+                    .page
+                    .mqtt
+                    .as_ref()
+                    .is_some_and(|m| m.allow_command(&door, now))
+                {
+                    info!(door = %door, "{door}: wake-on-LAN (Home Assistant, MQTT)");
+                    self.wake(now, &door, &w);
+                }
+                return;
+            }
+        };
+        let command = (relay, on);
+        let Some(kind) = self
+            .gk
+            .config()
+            .gpio
+            .relays
+            .iter()
+            .find(|r| r.name == command.0)
+            .and_then(|r| r.mqtt_command)
+        else {
+            return;
+        };
+        let (Some(m), Some(o)) = (&self.page.mqtt, &mut self.outputs) else {
+            return;
+        };
+        if !m.allow_command(&command.0, now) {
+            return;
+        }
+        let mode = match (kind, command.1) {
+            (RelayCommand::Switch, Some(true)) => RelayMode::On,
+            (RelayCommand::Switch, Some(false)) => RelayMode::Off,
+            (RelayCommand::Pulse(d), None) => RelayMode::Pulse(d),
+            _ => return,
+        };
+        info!(relay = %command.0, "{}: {mode:?} (Home Assistant, MQTT)", command.0);
+        o.relay(now, &command.0, mode);
+        self.tell_relays(now);
     }
 
     /// A door event, to MQTT.

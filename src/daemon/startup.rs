@@ -211,7 +211,7 @@ pub fn run_with(opts: Options, config: Config, mut backends: Backends) -> Result
     if daemon.gk.config().status.enabled {
         daemon.start_status_page();
     }
-    daemon.start_mqtt();
+    daemon.start_mqtt(mailbox.clone());
     let config = daemon.gk.config();
     info!(
         config = %config.origin,

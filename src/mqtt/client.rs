@@ -39,7 +39,17 @@ pub struct MqttStatus {
     pub last_error: Option<String>,
     /// Messages the full queue dropped.
     pub dropped: u64,
+    /// Messages on a command topic that were not a command (malformed payload), and
+    /// commands refused by the relay's command limit or a full mailbox.
+    pub ignored: u64,
 }
+
+/// A relay takes at most one command from Home Assistant per this (a flood of commands
+/// cannot switch it faster).
+pub const COMMAND_EVERY: Duration = Duration::from_secs(1);
+
+/// Hands a command to the daemon loop; false if it was not taken (the mailbox is full).
+pub type OnCommand = Box<dyn Fn(super::Command) -> bool + Send>;
 
 struct Out {
     topic: String,
@@ -53,6 +63,8 @@ struct Queue {
     /// The current retained states, by topic.
     retained: BTreeMap<String, String>,
     status: MqttStatus,
+    /// When each relay last took a command (the daemon's clock).
+    last_command: BTreeMap<String, crate::time::Instant>,
 }
 
 struct Shared {
@@ -142,7 +154,7 @@ fn jitter_ms(max: u64) -> u64 {
 impl Mqtt {
     /// Starts the client's threads. An error (the password file, the CA file, no thread)
     /// leaves the daemon without MQTT, logged by the caller; the doors never depend on it.
-    pub fn start(cfg: &MqttConfig, topics: Topics) -> Result<Mqtt, String> {
+    pub fn start(cfg: &MqttConfig, topics: Topics, on_command: OnCommand) -> Result<Mqtt, String> {
         let opts = options(cfg, &topics)?;
         let discovery = super::discovery(&topics).to_string();
         let (client, mut connection) = Client::new(opts, REQUESTS);
@@ -177,10 +189,20 @@ impl Mqtt {
                                 info!(broker = %broker, "MQTT: connected to {broker}");
                                 let _ = client
                                     .try_subscribe(shared.topics.ha_status(), QoS::AtLeastOnce);
+                                // Only what opted in listens for commands.
+                                for topic in shared.topics.command_topics() {
+                                    let _ = client.try_subscribe(topic, QoS::AtLeastOnce);
+                                }
                                 announce(&shared, &client);
                             }
                             Ok(Event::Incoming(Packet::Publish(p))) => {
-                                if p.topic == shared.topics.ha_status()
+                                if let Some(c) = shared.topics.command(&p.topic, &p.payload) {
+                                    if !on_command(c) {
+                                        shared.lock().status.ignored += 1;
+                                    }
+                                } else if p.topic != shared.topics.ha_status() {
+                                    shared.lock().status.ignored += 1;
+                                } else if p.topic == shared.topics.ha_status()
                                     && p.payload.as_ref() == b"online"
                                 {
                                     // Home Assistant restarted: discovery again, after a
@@ -295,6 +317,32 @@ impl Mqtt {
     pub fn health(&self, faults: &[String]) {
         let text = faults.first().cloned().unwrap_or_else(|| "ok".into());
         self.push(self.shared.topics.health(), text, true);
+    }
+
+    /// Whether `relay` (or a wake-on-LAN door) may take a command now ([`COMMAND_EVERY`]);
+    /// counts a refusal.
+    pub fn allow_command(&self, relay: &str, now: crate::time::Instant) -> bool {
+        let mut q = self.shared.lock();
+        if q.last_command
+            .get(relay)
+            .is_some_and(|&t| now < t + COMMAND_EVERY)
+        {
+            q.status.ignored += 1;
+            return false;
+        }
+        q.last_command.insert(relay.to_string(), now);
+        true
+    }
+
+    /// The relays' levels as the GPIO reports them, for those Home Assistant sees.
+    pub fn relays(&self, relays: &[crate::status::RelayStatus]) {
+        let topics = self.shared.topics.relays.clone();
+        for (name, slug, _) in &topics {
+            if let Some(r) = relays.iter().find(|r| r.name == *name) {
+                let state = if r.on { "ON" } else { "OFF" };
+                self.push(self.shared.topics.relay_state(slug), state.into(), true);
+            }
+        }
     }
 
     pub fn status(&self) -> MqttStatus {

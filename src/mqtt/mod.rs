@@ -18,7 +18,7 @@ pub mod client;
 
 use serde_json::{json, Value};
 
-use crate::config::Config;
+use crate::config::{Config, RelayCommand};
 
 /// The kinds of the `knock` event entity.
 pub const EVENT_TYPES: [&str; 4] = ["open", "close", "timeout", "refused"];
@@ -72,23 +72,72 @@ pub struct Topics {
     pub hostname: String,
     /// Each door's slug, in config order (unique: a clash gets `_2`, `_3`, ...).
     pub doors: Vec<(String, String)>,
+    /// The relays that accept commands (`mqtt_command`): name, slug, command.
+    pub relays: Vec<(String, String, RelayCommand)>,
+    /// The doors whose wake-on-LAN target accepts commands: door name, slug.
+    pub wakes: Vec<(String, String)>,
+}
+
+/// A command from Home Assistant, for a relay or a wake-on-LAN target that accepts them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Relay {
+        relay: String,
+        /// On or off (a switch), or None: the relay's pulse (a button).
+        on: Option<bool>,
+    },
+    /// Send the magic packet of this door's `wake_on_lan`.
+    Wake { door: String },
+}
+
+/// Unique slugs for `names`, in order (a clash gets `_2`, `_3`, ...).
+fn unique_slugs<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        let base = slug(name);
+        let mut s = base.clone();
+        let mut n = 2;
+        while out.contains(&s) {
+            s = format!("{base}_{n}");
+            n += 1;
+        }
+        out.push(s);
+    }
+    out
 }
 
 impl Topics {
     pub fn new(config: &Config, hostname: &str) -> Topics {
         let m = config.mqtt.as_ref();
         let host = slug(hostname);
-        let mut doors: Vec<(String, String)> = Vec::new();
-        for d in &config.doors {
-            let base = slug(&d.name);
-            let mut s = base.clone();
-            let mut n = 2;
-            while doors.iter().any(|(_, t)| *t == s) {
-                s = format!("{base}_{n}");
-                n += 1;
-            }
-            doors.push((d.name.clone(), s));
-        }
+        let doors = config
+            .doors
+            .iter()
+            .map(|d| d.name.clone())
+            .zip(unique_slugs(config.doors.iter().map(|d| d.name.as_str())))
+            .collect();
+        let commanded: Vec<_> = config
+            .gpio
+            .relays
+            .iter()
+            .filter_map(|r| r.mqtt_command.map(|c| (r.name.clone(), c)))
+            .collect();
+        let relays = commanded
+            .iter()
+            .zip(unique_slugs(commanded.iter().map(|(n, _)| n.as_str())))
+            .map(|((name, c), s)| (name.clone(), s, *c))
+            .collect();
+        let waking: Vec<&str> = config
+            .doors
+            .iter()
+            .filter(|d| d.wake_on_lan.as_ref().is_some_and(|w| w.mqtt_command))
+            .map(|d| d.name.as_str())
+            .collect();
+        let wakes = waking
+            .iter()
+            .map(|n| n.to_string())
+            .zip(unique_slugs(waking.iter().copied()))
+            .collect();
         Topics {
             base: m
                 .and_then(|m| m.base_topic.clone())
@@ -97,6 +146,8 @@ impl Topics {
             device: format!("knockgate_{host}"),
             hostname: hostname.to_string(),
             doors,
+            relays,
+            wakes,
         }
     }
 
@@ -127,6 +178,44 @@ impl Topics {
     }
     pub fn door_sessions(&self, slug: &str) -> String {
         format!("{}/door/{slug}/sessions", self.base)
+    }
+    pub fn relay_set(&self, slug: &str) -> String {
+        format!("{}/relay/{slug}/set", self.base)
+    }
+    pub fn relay_state(&self, slug: &str) -> String {
+        format!("{}/relay/{slug}/state", self.base)
+    }
+    pub fn wake_set(&self, slug: &str) -> String {
+        format!("{}/wake/{slug}/set", self.base)
+    }
+    /// Every command topic (subscribed to after each connect).
+    pub fn command_topics(&self) -> Vec<String> {
+        let relays = self.relays.iter().map(|(_, s, _)| self.relay_set(s));
+        relays
+            .chain(self.wakes.iter().map(|(_, s)| self.wake_set(s)))
+            .collect()
+    }
+
+    /// The command a message on `topic` carries, if `topic` is a relay's command topic and
+    /// the payload fits that relay (`ON`/`OFF` for a switch, `PRESS` for a button).
+    pub fn command(&self, topic: &str, payload: &[u8]) -> Option<Command> {
+        if let Some((door, _)) = self.wakes.iter().find(|(_, s)| self.wake_set(s) == topic) {
+            return (payload == b"PRESS").then(|| Command::Wake { door: door.clone() });
+        }
+        let (name, _, kind) = self
+            .relays
+            .iter()
+            .find(|(_, s, _)| self.relay_set(s) == topic)?;
+        let on = match (kind, payload) {
+            (RelayCommand::Switch, b"ON") => Some(true),
+            (RelayCommand::Switch, b"OFF") => Some(false),
+            (RelayCommand::Pulse(_), b"PRESS") => None,
+            _ => return None,
+        };
+        Some(Command::Relay {
+            relay: name.clone(),
+            on,
+        })
     }
 }
 
@@ -179,6 +268,61 @@ pub fn discovery(topics: &Topics) -> Value {
                 "state_topic": topics.door_sessions(s),
                 "state_class": "measurement",
                 "icon": "mdi:account-key",
+            }),
+        );
+    }
+    for (relay, s, kind) in &topics.relays {
+        match kind {
+            RelayCommand::Switch => {
+                cmps.insert(
+                    format!("relay_{s}"),
+                    json!({
+                        "p": "switch",
+                        "unique_id": format!("{id}_relay_{s}"),
+                        "name": relay,
+                        "command_topic": topics.relay_set(s),
+                        "state_topic": topics.relay_state(s),
+                        "payload_on": "ON",
+                        "payload_off": "OFF",
+                    }),
+                );
+            }
+            RelayCommand::Pulse(_) => {
+                cmps.insert(
+                    format!("relay_{s}_pulse"),
+                    json!({
+                        "p": "button",
+                        "unique_id": format!("{id}_relay_{s}_pulse"),
+                        "name": format!("{relay} pulse"),
+                        "command_topic": topics.relay_set(s),
+                        "payload_press": "PRESS",
+                    }),
+                );
+                cmps.insert(
+                    format!("relay_{s}"),
+                    json!({
+                        "p": "binary_sensor",
+                        "unique_id": format!("{id}_relay_{s}"),
+                        "name": relay,
+                        "state_topic": topics.relay_state(s),
+                        "payload_on": "ON",
+                        "payload_off": "OFF",
+                        "device_class": "power",
+                    }),
+                );
+            }
+        }
+    }
+    for (door, s) in &topics.wakes {
+        cmps.insert(
+            format!("wake_{s}"),
+            json!({
+                "p": "button",
+                "unique_id": format!("{id}_wake_{s}"),
+                "name": format!("{door} wake-on-LAN"),
+                "command_topic": topics.wake_set(s),
+                "payload_press": "PRESS",
+                "icon": "mdi:power",
             }),
         );
     }
@@ -254,6 +398,48 @@ mod tests {
             .map(|c| c["unique_id"].as_str().unwrap())
             .collect();
         assert_eq!(ids.len(), cmps.len(), "unique ids are unique");
+    }
+
+    #[test]
+    fn relays_that_opted_in_get_a_switch_or_a_button_and_only_their_payloads_count() {
+        let c = crate::config::parse(
+            "[mqtt]\nbroker = \"mqtt://h\"\n[gpio]\nbackend = \"simulated\"\n[[relay]]\nname = \"Garage\"\npin = 17\nmqtt_command = \"pulse 500ms\"\n[[relay]]\nname = \"zone 1\"\npin = 18\nmqtt_command = \"switch\"\n[[relay]]\nname = \"pump\"\npin = 19\n[[door]]\nname = \"a\"\nsequence = [1, 2]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let t = Topics::new(&c, "gw");
+        let d = discovery(&t);
+        let cmps = d["cmps"].as_object().unwrap();
+        assert_eq!(cmps["relay_garage_pulse"]["p"], "button");
+        assert_eq!(cmps["relay_garage"]["p"], "binary_sensor");
+        assert_eq!(cmps["relay_zone_1"]["p"], "switch");
+        assert_eq!(
+            cmps["relay_zone_1"]["command_topic"],
+            "knockgate/gw/relay/zone_1/set"
+        );
+        assert!(
+            !cmps.keys().any(|k| k.contains("pump")),
+            "pump did not opt in"
+        );
+        let cmd = |topic: &str, p: &[u8]| t.command(topic, p);
+        assert_eq!(
+            cmd("knockgate/gw/relay/garage/set", b"PRESS"),
+            Some(Command::Relay {
+                relay: "Garage".into(),
+                on: None
+            })
+        );
+        assert_eq!(
+            cmd("knockgate/gw/relay/zone_1/set", b"OFF"),
+            Some(Command::Relay {
+                relay: "zone 1".into(),
+                on: Some(false)
+            })
+        );
+        assert_eq!(cmd("knockgate/gw/relay/garage/set", b"ON"), None);
+        assert_eq!(cmd("knockgate/gw/relay/zone_1/set", b"PRESS"), None);
+        assert_eq!(cmd("knockgate/gw/relay/pump/set", b"ON"), None);
+        assert_eq!(cmd("knockgate/gw/relay/zone_1/set", b"on\xff"), None);
     }
 
     #[test]

@@ -452,3 +452,74 @@ fn a_gpio_that_cannot_be_opened_leaves_every_door_working() {
     let (code, _) = http_get(&addr, "/api/status");
     assert_eq!(code, 200);
 }
+
+/// Home Assistant's wake-on-LAN button (MQTT): a press sends the door's magic packet, within
+/// its rate limit; a door that did not opt in has no button and ignores its topic.
+#[test]
+fn a_wake_on_lan_button_over_mqtt_sends_within_the_rate_limit() {
+    if !can_run_netns() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new();
+    let _broker = Broker::start(&lab);
+    let p = lab.path("mqtt.password");
+    std::fs::write(&p, "s3cret\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[mqtt]
+broker = "mqtt://127.0.0.1:1883"
+username = "gate"
+password_file = "@DIR@/mqtt.password"
+base_topic = "knockgate/gw"
+
+[[door]]
+name = "wakePC"
+sequence = ["7000", "8000"]
+wake_on_lan = { mac = "00:11:22:33:44:55", interface = "kgw0", rate_limit = "1h", mqtt_command = true }
+
+[[door]]
+name = "wakeNAS"
+sequence = ["7100", "8100"]
+wake_on_lan = { mac = "aa:bb:cc:dd:ee:ff", interface = "kgw0" }
+"#;
+    let cfg = lab.write_config("knockgate.toml", config);
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    daemon.wait_log("MQTT: connected", LONG);
+    let dump = lab.path("wol.pcap");
+    let sniffer = Sniffer::start(&lab, &dump);
+    let press = |topic: &str| {
+        lab.gw.ok(&[
+            "mosquitto_pub",
+            "-h",
+            "127.0.0.1",
+            "-u",
+            "gate",
+            "-P",
+            "s3cret",
+            "-t",
+            topic,
+            "-m",
+            "PRESS",
+        ]);
+    };
+    press("knockgate/gw/wake/wakepc/set");
+    daemon.wait_log("wakePC: wake-on-LAN sent to 00:11:22:33:44:55", LONG);
+    std::thread::sleep(Duration::from_millis(1100));
+    press("knockgate/gw/wake/wakepc/set");
+    daemon.wait_log(
+        "wakePC: wake-on-LAN to 00:11:22:33:44:55 not sent: rate-limited",
+        LONG,
+    );
+    press("knockgate/gw/wake/wakenas/set");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        sniffer.payloads(&dump),
+        vec![magic([0x00, 0x11, 0x22, 0x33, 0x44, 0x55], None)],
+        "one packet, for the door that opted in"
+    );
+}

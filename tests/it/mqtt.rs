@@ -150,3 +150,128 @@ fn a_refusing_broker_costs_the_doors_nothing() {
         .ok(&[knockgate(), "knock", &gw4, "7100", "8100"]);
     daemon.wait_file(&lab.path("opened"), &lab.link(0).client_v4, LONG);
 }
+
+const RELAYS: &str = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[mqtt]
+broker = "mqtt://127.0.0.1:1883"
+username = "gate"
+password_file = "@DIR@/mqtt.password"
+base_topic = "knockgate/gw"
+
+[gpio]
+backend = "simulated"
+
+[[relay]]
+name = "garage"
+pin = 27
+mqtt_command = "pulse 500ms"
+
+[[relay]]
+name = "zone1"
+pin = 17
+max_on = "2s"
+mqtt_command = "switch"
+
+[[relay]]
+name = "pump"
+pin = 19
+
+[[door]]
+name = "cmd"
+sequence = ["7100", "8100"]
+start_command = "sh -c 'echo %IP% >> @DIR@/opened'"
+"#;
+
+fn publish(lab: &Lab, topic: &str, payload: &str) {
+    lab.gw.ok(&[
+        "mosquitto_pub",
+        "-h",
+        "127.0.0.1",
+        "-u",
+        "gate",
+        "-P",
+        "s3cret",
+        "-t",
+        topic,
+        "-m",
+        payload,
+    ]);
+}
+
+/// Commands reach the relays that opted in, through their own rules, and nothing else: a
+/// button pulses the garage (the simulated pin's levels, and the state topic follows), a
+/// switch turns a zone on and its max_on turns it off, a relay that did not opt in ignores its
+/// topic, and 1 000 presses in a second switch the garage at most once a second while a knock
+/// still opens its door.
+#[test]
+fn commands_switch_only_the_relays_that_opted_in_within_their_limits() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let _broker = Broker::start(&lab);
+    password_file(&lab);
+    let cfg = lab.write_config("knockgate.toml", RELAYS);
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    daemon.wait_log("MQTT: connected", LONG);
+    let out = lab.path("sub.txt");
+    let _sub = Sub::start(&lab, &out, &["knockgate/#", "homeassistant/#"]);
+    wait_last(&out, "knockgate/gw/relay/garage/state", "OFF", LONG);
+    wait_last(&out, "knockgate/gw/relay/zone1/state", "OFF", LONG);
+    let highs = |pin: u8| {
+        daemon
+            .log_text()
+            .matches(&format!("simulated GPIO {pin} high"))
+            .count()
+    };
+
+    publish(&lab, "knockgate/gw/relay/garage/set", "PRESS");
+    wait_last(&out, "knockgate/gw/relay/garage/state", "ON", LONG);
+    wait_last(&out, "knockgate/gw/relay/garage/state", "OFF", LONG);
+    assert_eq!(highs(27), 1);
+
+    publish(&lab, "knockgate/gw/relay/zone1/set", "ON");
+    wait_last(&out, "knockgate/gw/relay/zone1/state", "ON", LONG);
+    let on = Instant::now();
+    wait_last(&out, "knockgate/gw/relay/zone1/state", "OFF", LONG);
+    assert!(
+        on.elapsed() >= Duration::from_millis(1500),
+        "max_on ended it early"
+    );
+
+    publish(&lab, "knockgate/gw/relay/pump/set", "ON");
+    publish(&lab, "knockgate/gw/relay/garage/set", "ON"); // a button takes PRESS only
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(highs(19), 0, "a relay that did not opt in switched");
+    assert_eq!(highs(27), 1, "a malformed command pulsed the garage");
+
+    // 1 000 presses within about a second, and a knock meanwhile.
+    std::thread::sleep(Duration::from_millis(1100));
+    let presses = lab.path("presses.txt");
+    std::fs::write(&presses, "PRESS\n".repeat(1000)).unwrap();
+    let start = Instant::now();
+    lab.gw.ok(&[
+        "sh",
+        "-c",
+        &format!(
+            "mosquitto_pub -h 127.0.0.1 -u gate -P s3cret -t knockgate/gw/relay/garage/set -l < {}",
+            presses.display()
+        ),
+    ]);
+    let flood = start.elapsed();
+    let gw4 = lab.link(0).gw_v4.clone();
+    lab.client(0)
+        .ok(&[knockgate(), "knock", &gw4, "7100", "8100"]);
+    daemon.wait_file(&lab.path("opened"), &lab.link(0).client_v4, LONG);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pulses = highs(27) - 1;
+    let most = 2 + flood.as_secs() as usize;
+    assert!(
+        pulses >= 1 && pulses <= most,
+        "{pulses} pulses from 1 000 presses in {flood:?}"
+    );
+}
