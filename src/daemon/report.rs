@@ -312,6 +312,7 @@ impl Daemon {
             led,
             gpio,
             notices: self.report.notices.clone(),
+            mqtt: self.page.mqtt.as_ref().map(|m| m.view()),
             state,
         };
         let faults = status::faults(&snapshot);

@@ -72,6 +72,8 @@ struct Shared {
     ready: Condvar,
     topics: Topics,
     discovery: String,
+    /// `mqtt://host:port`.
+    broker: String,
 }
 
 impl Shared {
@@ -158,18 +160,19 @@ impl Mqtt {
         let opts = options(cfg, &topics)?;
         let discovery = super::discovery(&topics).to_string();
         let (client, mut connection) = Client::new(opts, REQUESTS);
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            ready: Condvar::new(),
-            topics,
-            discovery,
-        });
         let broker = format!(
             "{}://{}:{}",
             if cfg.tls { "mqtts" } else { "mqtt" },
             cfg.host,
             cfg.port
         );
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+            topics,
+            discovery,
+            broker: broker.clone(),
+        });
         {
             let shared = shared.clone();
             let client = client.clone();
@@ -342,6 +345,18 @@ impl Mqtt {
                 let state = if r.on { "ON" } else { "OFF" };
                 self.push(self.shared.topics.relay_state(slug), state.into(), true);
             }
+        }
+    }
+
+    /// The page's view of the connection.
+    pub fn view(&self) -> crate::status::MqttView {
+        let st = self.status();
+        crate::status::MqttView {
+            broker: self.shared.broker.clone(),
+            connected: st.connected,
+            last_error: st.last_error,
+            dropped: st.dropped,
+            ignored: st.ignored,
         }
     }
 

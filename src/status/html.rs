@@ -137,6 +137,7 @@ pub fn render_html(s: &Snapshot) -> String {
     h.push_str("</section>\n");
     recent(&mut h, s);
     gpio(&mut h, s);
+    mqtt(&mut h, s);
     counters(&mut h, s);
     let _ = write!(
         h,
@@ -343,6 +344,33 @@ fn event(a: &Activity) -> String {
         ActivityKind::Timeout => format!("<span class=\"bad\">timed out</span> at {stage}"),
         ActivityKind::Reset => format!("reset at {stage}"),
     }
+}
+
+/// The MQTT connection: said on the page, never part of the health verdict.
+fn mqtt(h: &mut String, s: &Snapshot) {
+    let Some(m) = &s.mqtt else {
+        return;
+    };
+    h.push_str("<section id=\"mqtt\"><h2>Home Assistant (MQTT)</h2><p>");
+    if m.connected {
+        let _ = write!(
+            h,
+            "<span class=\"ok\">connected</span> to {}",
+            escape(&m.broker)
+        );
+    } else {
+        let _ = write!(
+            h,
+            "<span class=\"bad\">not connected</span> to {}: {}; the doors keep working",
+            escape(&m.broker),
+            escape(m.last_error.as_deref().unwrap_or("connecting"))
+        );
+    }
+    let _ = writeln!(
+        h,
+        "</p><p class=\"muted\">{} message(s) dropped, {} command(s) ignored</p></section>",
+        m.dropped, m.ignored
+    );
 }
 
 fn gpio(h: &mut String, s: &Snapshot) {
@@ -710,6 +738,7 @@ pub(crate) fn sample() -> Snapshot {
             error: None,
         }),
         notices: vec![],
+        mqtt: None,
         state: Some(StateStatus {
             dir: "/var/lib/knockgate".into(),
             writable: true,
@@ -772,6 +801,43 @@ mod tests {
         assert!(!page.contains(" src="));
         assert!(!page.contains("href=\"http"));
         assert!(!page.contains("<link"));
+    }
+
+    #[test]
+    fn a_broker_down_is_said_on_the_page_and_in_the_metrics_but_is_no_fault() {
+        let mut s = sample();
+        s.healthy = true;
+        s.mqtt = Some(super::super::MqttView {
+            broker: "mqtt://ha.lan:1883".into(),
+            connected: false,
+            last_error: Some("I/O: Connection refused <x>".into()),
+            dropped: 3,
+            ignored: 1,
+        });
+        let page = render_html(&s);
+        assert!(page.contains("<section id=\"mqtt\">"), "{page}");
+        assert!(page.contains("not connected</span> to mqtt://ha.lan:1883: I/O: Connection refused &lt;x&gt;; the doors keep working"));
+        assert!(page.contains("3 message(s) dropped, 1 command(s) ignored"));
+        assert_eq!(
+            super::super::faults(&s),
+            super::super::faults(&sample()),
+            "MQTT is not a fault"
+        );
+        let metrics = crate::status::render_metrics(&s);
+        assert!(
+            metrics.contains("knockgate_mqtt_connected{broker=\"mqtt://ha.lan:1883\"} 0"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("knockgate_mqtt_dropped_total 3"));
+        let json = crate::status::render_json(&s);
+        assert!(
+            json.contains("\"mqtt\":{\"broker\":\"mqtt://ha.lan:1883\",\"connected\":false"),
+            "{json}"
+        );
+        // Without [mqtt]: no section, no field.
+        let plain = sample();
+        assert!(!render_html(&plain).contains("id=\"mqtt\""));
+        assert!(!crate::status::render_json(&plain).contains("\"mqtt\""));
     }
 
     #[test]

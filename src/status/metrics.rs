@@ -224,6 +224,30 @@ pub fn render_metrics(s: &Snapshot) -> String {
             u64::from(g.available),
         );
     }
+    o.family(
+        "knockgate_mqtt_connected",
+        "gauge",
+        "1 while connected to the MQTT broker (absent without [mqtt]).",
+    );
+    o.family(
+        "knockgate_mqtt_dropped_total",
+        "counter",
+        "Messages for the broker dropped because the queue was full.",
+    );
+    o.family(
+        "knockgate_mqtt_ignored_total",
+        "counter",
+        "Messages on command topics ignored: malformed, or over a relay's or target's limit.",
+    );
+    if let Some(m) = &s.mqtt {
+        o.sample(
+            "knockgate_mqtt_connected",
+            &[("broker", &m.broker)],
+            u64::from(m.connected),
+        );
+        o.sample("knockgate_mqtt_dropped_total", &[], m.dropped);
+        o.sample("knockgate_mqtt_ignored_total", &[], m.ignored);
+    }
     o.0
 }
 

@@ -53,6 +53,23 @@ pub struct Snapshot {
     /// Problems found while setting the system up at boot (a malformed `wifi.txt`), one line
     /// each; never a secret.
     pub notices: Vec<String>,
+    /// Home Assistant's MQTT connection, when `[mqtt]` is configured (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttView>,
+}
+
+/// The MQTT client as the page shows it. Not part of the health verdict: a broker outage
+/// must not page anyone about the doors.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MqttView {
+    /// `mqtt://host:port` or `mqtts://host:port`.
+    pub broker: String,
+    pub connected: bool,
+    pub last_error: Option<String>,
+    /// Messages the full queue dropped.
+    pub dropped: u64,
+    /// Commands ignored (malformed, over a relay's limit).
+    pub ignored: u64,
 }
 
 /// How many recent activities a snapshot keeps.

@@ -522,6 +522,11 @@ pub struct Broker(std::process::Child);
 
 impl Broker {
     pub fn start(lab: &Lab) -> Broker {
+        Broker::start_with(lab, "listener 1883 127.0.0.1\n", 1883)
+    }
+
+    /// With `listener` (mosquitto.conf lines: the listener and its TLS files), on `port`.
+    pub fn start_with(lab: &Lab, listener: &str, port: u16) -> Broker {
         let passwd = lab.path("mosquitto.passwd");
         sh(&[
             "mosquitto_passwd",
@@ -535,7 +540,7 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener 1883 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\nuser root\n",
+                "{listener}allow_anonymous false\npassword_file {}\npersistence false\nuser root\n",
                 passwd.display()
             ),
         )
@@ -552,7 +557,7 @@ impl Broker {
         let start = Instant::now();
         while !lab
             .gw
-            .run(&["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/1883"])
+            .run(&["bash", "-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")])
             .status
             .success()
         {

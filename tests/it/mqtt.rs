@@ -275,3 +275,240 @@ fn commands_switch_only_the_relays_that_opted_in_within_their_limits() {
         "{pulses} pulses from 1 000 presses in {flood:?}"
     );
 }
+
+/// The broker stopped, then started again: knocks keep opening doors meanwhile, the client
+/// reconnects (backoff from 1 s) and republishes `online`, discovery and the states the new
+/// broker lost; Home Assistant's `online` brings discovery again within 1 to 5 s; a daemon
+/// killed leaves `offline` (its last will).
+#[test]
+fn a_broker_outage_costs_no_knock_and_the_client_comes_back() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let broker = Broker::start(&lab);
+    password_file(&lab);
+    let cfg = lab.write_config(
+        "knockgate.toml",
+        &(CONFIG.to_string()
+            + "\n[[door]]\nname = \"cmd\"\nsequence = [\"7100\", \"8100\"]\nstart_command = \"sh -c 'echo %IP% >> @DIR@/opened'\"\n"),
+    );
+    let mut daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    daemon.wait_log_count("MQTT: connected", 1, LONG);
+    drop(broker);
+    daemon.wait_log("retrying (the doors do not wait for it)", LONG);
+    let gw4 = lab.link(0).gw_v4.clone();
+    lab.client(0)
+        .ok(&[knockgate(), "knock", &gw4, "7100", "8100"]);
+    daemon.wait_file(&lab.path("opened"), &lab.link(0).client_v4, LONG);
+
+    let _broker = Broker::start(&lab);
+    daemon.wait_log_count("MQTT: connected", 2, Duration::from_secs(20));
+    let out = lab.path("sub.txt");
+    let _sub = Sub::start(&lab, &out, &["homeassistant/#", "knockgate/#"]);
+    wait_last(&out, "knockgate/gw/availability", "online", LONG);
+    wait_last(&out, "knockgate/gw/door/cmd/open", "OFF", LONG);
+    let discoveries = || {
+        read(&out)
+            .lines()
+            .filter(|l| l.starts_with("homeassistant/device/"))
+            .count()
+    };
+    let start = Instant::now();
+    while discoveries() < 1 {
+        assert!(
+            start.elapsed() < LONG,
+            "no discovery after the reconnect:\n{}",
+            read(&out)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Home Assistant restarts and says so.
+    lab.gw.ok(&[
+        "mosquitto_pub",
+        "-h",
+        "127.0.0.1",
+        "-u",
+        "gate",
+        "-P",
+        "s3cret",
+        "-t",
+        "homeassistant/status",
+        "-m",
+        "online",
+    ]);
+    let said = Instant::now();
+    while discoveries() < 2 {
+        assert!(
+            said.elapsed() < Duration::from_secs(7),
+            "discovery not resent:\n{}",
+            read(&out)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        said.elapsed() >= Duration::from_millis(900),
+        "resent without the delay"
+    );
+    // Killed: the broker publishes the last will.
+    daemon.signal("KILL");
+    daemon.wait_exit(LONG);
+    wait_last(
+        &out,
+        "knockgate/gw/availability",
+        "offline",
+        Duration::from_secs(60),
+    );
+}
+
+/// A test CA (`name`) and, signed by it, a certificate for 127.0.0.1: (ca, cert, key).
+fn test_ca(lab: &Lab, name: &str) -> (String, String, String) {
+    let p = |f: &str| {
+        lab.path(&format!("{name}-{f}"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let (ca_key, ca, key, csr, cert, ext) = (
+        p("ca.key"),
+        p("ca.pem"),
+        p("server.key"),
+        p("server.csr"),
+        p("server.pem"),
+        p("ext"),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n",
+    )
+    .unwrap();
+    for args in [
+        vec![
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=knockgate test CA",
+        ],
+        vec![
+            "openssl",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        vec![
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    ] {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (ca, cert, key)
+}
+
+/// TLS with a test CA: `mqtts://` with the right `ca_file` connects and publishes; another
+/// CA is refused with a clear log line, and the doors do not notice.
+#[test]
+fn tls_with_the_brokers_ca_connects_and_a_wrong_ca_is_refused() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let (ca, cert, key) = test_ca(&lab, "good");
+    let (other_ca, _, _) = test_ca(&lab, "other");
+    let _broker = Broker::start_with(
+        &lab,
+        &format!("listener 8883 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"),
+        8883,
+    );
+    password_file(&lab);
+    let tls = |ca_file: &str| {
+        CONFIG.replace("mqtt://127.0.0.1:1883", "mqtts://127.0.0.1:8883").replace(
+            "keep_alive = \"30s\"",
+            &format!("keep_alive = \"30s\"\nca_file = \"{ca_file}\""),
+        ) + "\n[[door]]\nname = \"cmd\"\nsequence = [\"7100\", \"8100\"]\nstart_command = \"sh -c 'echo %IP% >> @DIR@/opened'\"\n"
+    };
+    let cfg = lab.write_config("good.toml", &tls(&ca));
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    daemon.wait_log("MQTT: connected to mqtts://127.0.0.1:8883", LONG);
+    let out = lab.path("sub.txt");
+    let _sub = {
+        let mut cmd = lab.gw.cmd("mosquitto_sub");
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "8883",
+            "--cafile",
+            &ca,
+            "-u",
+            "gate",
+            "-P",
+            "s3cret",
+            "-v",
+            "-t",
+            "knockgate/#",
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null());
+        ChildGuard(cmd.spawn().expect("mosquitto_sub"))
+    };
+    wait_last(&out, "knockgate/gw/availability", "online", LONG);
+    drop(daemon);
+
+    let cfg = lab.write_config("other.toml", &tls(&other_ca));
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    daemon.wait_log("MQTT: mqtts://127.0.0.1:8883: TLS", LONG);
+    let gw4 = lab.link(0).gw_v4.clone();
+    lab.client(0)
+        .ok(&[knockgate(), "knock", &gw4, "7100", "8100"]);
+    daemon.wait_file(&lab.path("opened"), &lab.link(0).client_v4, LONG);
+}
+
+/// A child process killed on drop.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

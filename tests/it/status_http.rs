@@ -115,6 +115,7 @@ fn snapshot(now: u64) -> Snapshot {
             error: None,
         }),
         notices: vec![],
+        mqtt: None,
         state: Some(StateStatus {
             dir: "/var/lib/knockgate".into(),
             writable: true,
