@@ -543,6 +543,7 @@ impl Daemon {
                 let (now, wall) = (self.backends.clock.now(), self.backends.clock.wall());
                 let mut fx = Vec::new();
                 self.gk.reload(new, dynamic, now, wall, &mut fx);
+                self.reconfigure_mqtt();
                 // The interfaces are re-read below in any case.
                 fx.retain(|e| *e != Effect::Refilter);
                 self.apply(now, &mut fx);

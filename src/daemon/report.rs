@@ -60,10 +60,7 @@ impl Daemon {
         let Some(cfg) = self.gk.config().mqtt.clone() else {
             return;
         };
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "knockgate".into());
-        let topics = crate::mqtt::Topics::new(self.gk.config(), &hostname);
+        let topics = crate::mqtt::Topics::new(self.gk.config(), &hostname());
         let on_command = Box::new(move |c| mailbox.try_send(super::Msg::Relay(c)));
         match crate::mqtt::client::Mqtt::start(&cfg, topics, on_command) {
             Ok(m) => {
@@ -73,6 +70,16 @@ impl Daemon {
             }
             Err(e) => error!("MQTT not started: {e}"),
         }
+    }
+
+    /// After a reload: the doors, relays and targets Home Assistant sees (their entities
+    /// added, renamed or removed). The broker settings themselves change at the next restart.
+    pub(super) fn reconfigure_mqtt(&mut self) {
+        if let Some(m) = &self.page.mqtt {
+            m.reconfigure(crate::mqtt::Topics::new(self.gk.config(), &hostname()));
+        }
+        self.tell_doors();
+        self.tell_relays(self.backends.clock.now());
     }
 
     /// The open sessions of every door, to MQTT (which publishes what changed).
@@ -322,4 +329,11 @@ impl Daemon {
         }
         self.page.board.publish(snapshot);
     }
+}
+
+/// The host's name, for the MQTT client id, topics and device (as the kernel has it).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "knockgate".into())
 }

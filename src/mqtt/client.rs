@@ -70,8 +70,8 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     ready: Condvar,
-    topics: Topics,
-    discovery: String,
+    /// The topics and the discovery document, replaced when a reload changes the doors.
+    now: Mutex<(Arc<Topics>, Arc<String>)>,
     /// `mqtt://host:port`.
     broker: String,
 }
@@ -79,6 +79,22 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn topics(&self) -> Arc<Topics> {
+        self.now
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .clone()
+    }
+
+    fn discovery(&self) -> Arc<String> {
+        self.now
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone()
     }
 }
 
@@ -169,8 +185,7 @@ impl Mqtt {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
-            topics,
-            discovery,
+            now: Mutex::new((Arc::new(topics), Arc::new(discovery))),
             broker: broker.clone(),
         });
         {
@@ -191,21 +206,21 @@ impl Mqtt {
                                 }
                                 info!(broker = %broker, "MQTT: connected to {broker}");
                                 let _ = client
-                                    .try_subscribe(shared.topics.ha_status(), QoS::AtLeastOnce);
+                                    .try_subscribe(shared.topics().ha_status(), QoS::AtLeastOnce);
                                 // Only what opted in listens for commands.
-                                for topic in shared.topics.command_topics() {
+                                for topic in shared.topics().command_topics() {
                                     let _ = client.try_subscribe(topic, QoS::AtLeastOnce);
                                 }
                                 announce(&shared, &client);
                             }
                             Ok(Event::Incoming(Packet::Publish(p))) => {
-                                if let Some(c) = shared.topics.command(&p.topic, &p.payload) {
+                                if let Some(c) = shared.topics().command(&p.topic, &p.payload) {
                                     if !on_command(c) {
                                         shared.lock().status.ignored += 1;
                                     }
-                                } else if p.topic != shared.topics.ha_status() {
+                                } else if p.topic != shared.topics().ha_status() {
                                     shared.lock().status.ignored += 1;
-                                } else if p.topic == shared.topics.ha_status()
+                                } else if p.topic == shared.topics().ha_status()
                                     && p.payload.as_ref() == b"online"
                                 {
                                     // Home Assistant restarted: discovery again, after a
@@ -295,7 +310,7 @@ impl Mqtt {
     /// A door event (not retained).
     pub fn event(&self, kind: EventKind, door: &str, source: &str) {
         self.push(
-            self.shared.topics.event(),
+            self.shared.topics().event(),
             super::event(kind, door, source),
             false,
         );
@@ -303,10 +318,9 @@ impl Mqtt {
 
     /// The open sessions of every door (doors not named have none).
     pub fn doors(&self, open: &BTreeMap<String, usize>) {
-        let doors = self.shared.topics.doors.clone();
-        for (door, slug) in &doors {
+        let t = self.shared.topics();
+        for (door, slug) in &t.doors {
             let n = open.get(door).copied().unwrap_or(0);
-            let t = &self.shared.topics;
             self.push(
                 t.door_open(slug),
                 if n > 0 { "ON" } else { "OFF" }.into(),
@@ -319,7 +333,7 @@ impl Mqtt {
     /// The gateway's health: `ok`, or the first fault.
     pub fn health(&self, faults: &[String]) {
         let text = faults.first().cloned().unwrap_or_else(|| "ok".into());
-        self.push(self.shared.topics.health(), text, true);
+        self.push(self.shared.topics().health(), text, true);
     }
 
     /// Whether `relay` (or a wake-on-LAN door) may take a command now ([`COMMAND_EVERY`]);
@@ -339,13 +353,71 @@ impl Mqtt {
 
     /// The relays' levels as the GPIO reports them, for those Home Assistant sees.
     pub fn relays(&self, relays: &[crate::status::RelayStatus]) {
-        let topics = self.shared.topics.relays.clone();
+        let topics = self.shared.topics().relays.clone();
         for (name, slug, _) in &topics {
             if let Some(r) = relays.iter().find(|r| r.name == *name) {
                 let state = if r.on { "ON" } else { "OFF" };
-                self.push(self.shared.topics.relay_state(slug), state.into(), true);
+                self.push(self.shared.topics().relay_state(slug), state.into(), true);
             }
         }
+    }
+
+    /// A reload changed the doors (or relays, targets): the discovery document is sent anew,
+    /// the components that went away removed (Home Assistant removes a component sent with
+    /// its platform only), and their retained states cleared (an empty retained message).
+    pub fn reconfigure(&self, topics: Topics) {
+        let old = self.shared.topics();
+        if *old == topics {
+            return;
+        }
+        let new_doc = super::discovery(&topics);
+        let mut doc = new_doc.clone();
+        let old_doc = super::discovery(&old);
+        let mut gone_states = Vec::new();
+        if let (Some(cmps), Some(old_cmps)) =
+            (doc["cmps"].as_object_mut(), old_doc["cmps"].as_object())
+        {
+            for (key, c) in old_cmps {
+                if !cmps.contains_key(key) {
+                    cmps.insert(key.clone(), serde_json::json!({"p": c["p"]}));
+                    if let Some(t) = c["state_topic"].as_str() {
+                        gone_states.push(t.to_string());
+                    }
+                }
+            }
+        }
+        let discovery_topic = topics.discovery();
+        *self
+            .shared
+            .now
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            (Arc::new(topics), Arc::new(new_doc.to_string()));
+        self.push_always(discovery_topic, doc.to_string(), true);
+        for t in gone_states {
+            self.shared.lock().retained.remove(&t);
+            self.push_always(t, String::new(), true);
+        }
+        // New command topics are subscribed to at the next connect; now too.
+        for topic in self.shared.topics().command_topics() {
+            let _ = self.client.try_subscribe(topic, QoS::AtLeastOnce);
+        }
+    }
+
+    /// Queues a message whatever the retained states say.
+    fn push_always(&self, topic: String, payload: String, retain: bool) {
+        let mut q = self.shared.lock();
+        if q.out.len() >= QUEUE_MAX {
+            q.out.pop_front();
+            q.status.dropped += 1;
+        }
+        q.out.push_back(Out {
+            topic,
+            payload,
+            retain,
+        });
+        drop(q);
+        self.shared.ready.notify_one();
     }
 
     /// The page's view of the connection.
@@ -370,7 +442,7 @@ impl Drop for Mqtt {
     fn drop(&mut self) {
         let connected = self.shared.lock().status.connected;
         let _ = self.client.try_publish(
-            self.shared.topics.availability(),
+            self.shared.topics().availability(),
             QoS::AtLeastOnce,
             true,
             "offline",
@@ -385,13 +457,13 @@ impl Drop for Mqtt {
 
 /// After a connect (or Home Assistant's `online`): `online`, discovery, the retained states.
 fn announce(shared: &Shared, client: &Client) {
-    let t = &shared.topics;
+    let t = shared.topics();
     let _ = client.try_publish(t.availability(), QoS::AtLeastOnce, true, "online");
     let _ = client.try_publish(
         t.discovery(),
         QoS::AtLeastOnce,
         true,
-        shared.discovery.clone(),
+        shared.discovery().to_string(),
     );
     let states: Vec<(String, String)> = shared
         .lock()

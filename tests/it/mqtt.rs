@@ -512,3 +512,43 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// A reload that renames a door: Home Assistant gets the new door's entities, the old door's
+/// components are removed (sent with their platform only) and its retained states cleared.
+#[test]
+fn a_reload_adds_and_removes_doors_entities() {
+    if !can_run_netns() {
+        return;
+    }
+    let lab = Lab::new();
+    let _broker = Broker::start(&lab);
+    password_file(&lab);
+    let cfg = lab.write_config("knockgate.toml", CONFIG);
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    daemon.wait_log("MQTT: connected", LONG);
+    let out = lab.path("sub.txt");
+    let _sub = Sub::start(&lab, &out, &["homeassistant/#", "knockgate/#"]);
+    wait_last(&out, "knockgate/gw/door/open_ssh/open", "OFF", LONG);
+    lab.write_config(
+        "knockgate.toml",
+        &CONFIG.replace("name = \"open SSH\"", "name = \"garage\""),
+    );
+    daemon.signal("HUP");
+    daemon.wait_log("config reloaded", LONG);
+    wait_last(&out, "knockgate/gw/door/garage/open", "OFF", LONG);
+    // (mosquitto_sub prints an empty message as `(null)`.)
+    wait_last(&out, "knockgate/gw/door/open_ssh/open", "(null)", LONG);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let device = format!("knockgate_{}", knockgate::mqtt::slug(host.trim()));
+    let doc = last(&out, &format!("homeassistant/device/{device}/config")).expect("discovery");
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["cmps"]["door_garage_open"]["p"], "binary_sensor");
+    assert_eq!(
+        doc["cmps"]["door_open_ssh_open"],
+        serde_json::json!({"p": "binary_sensor"})
+    );
+    assert_eq!(
+        doc["cmps"]["door_open_ssh_sessions"],
+        serde_json::json!({"p": "sensor"})
+    );
+}
