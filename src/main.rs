@@ -260,6 +260,29 @@ fn run_daemon(
 fn check(path: Option<&Path>) -> anyhow::Result<()> {
     let cfg = daemon::load_config(path)?;
     knockgate::doors::Dynamic::load(&cfg)?;
+    // The MQTT client's files: the daemon starts without MQTT if they are wrong (the doors
+    // do not depend on it), so `check` is where the owner hears of it.
+    if let Some(m) = &cfg.mqtt {
+        let problem = |key: &str, message: String| config::ConfigError {
+            file: cfg.origin.clone(),
+            line: None,
+            key: Some(key.into()),
+            message,
+        };
+        if let Some(p) = &m.password_file {
+            knockgate::mqtt::client::read_password(p)
+                .map_err(|e| problem("mqtt.password_file", e))?;
+        }
+        if m.tls {
+            let ca = m
+                .ca_file
+                .clone()
+                .unwrap_or_else(|| config::SYSTEM_CA_FILE.into());
+            std::fs::File::open(&ca).map_err(|e| {
+                problem("mqtt.ca_file", format!("cannot read {}: {e}", ca.display()))
+            })?;
+        }
+    }
     println!("{}: OK, {} door(s)", cfg.origin, cfg.doors.len());
     if cfg.uses_firewall() {
         use knockgate::config::Backend;

@@ -104,8 +104,8 @@ pub struct Mqtt {
     client: Client,
 }
 
-/// Reads a secret alone in a file that only its owner can read.
-fn read_password(path: &Path) -> Result<String, String> {
+/// Reads a secret alone in a file that only its owner can read (also `knockgate check`).
+pub fn read_password(path: &Path) -> Result<String, String> {
     use std::os::unix::fs::PermissionsExt;
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;

@@ -69,6 +69,27 @@ fn check_accepts_a_good_config_and_the_example() {
         "{}",
         text(&out.stdout)
     );
+    // [mqtt]'s password file, readable by others: named by check, exit 78.
+    use std::os::unix::fs::PermissionsExt;
+    let password = dir.path().join("mqtt.password");
+    fs::write(&password, "s3cret\n").unwrap();
+    fs::set_permissions(&password, fs::Permissions::from_mode(0o644)).unwrap();
+    let mqtt = dir.path().join("mqtt.toml");
+    fs::write(
+        &mqtt,
+        format!("[mqtt]\nbroker = \"mqtt://127.0.0.1\"\nusername = \"gate\"\npassword_file = \"{}\"\n[[door]]\nname = \"a\"\nsequence = [1000, 2000]\n", password.display()),
+    )
+    .unwrap();
+    let out = knockgate(&["check", "--config", mqtt.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("mqtt.password_file") && said.contains("chmod 600"),
+        "{said}"
+    );
+    fs::set_permissions(&password, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = knockgate(&["check", "--config", mqtt.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 #[test]
