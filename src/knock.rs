@@ -425,3 +425,39 @@ mod tests {
         );
     }
 }
+
+/// The ports browsers refuse to connect to, whatever the page asks (`ERR_UNSAFE_PORT`): the
+/// union of Chromium's `kRestrictedPorts` (`net/base/port_util.cc`) and Firefox's
+/// `gBadPortList` (`netwerk/base/nsIOService.cpp`), both as of 2026, which follow the Fetch
+/// standard's "bad port" list (<https://fetch.spec.whatwg.org/#port-blocking>). Firefox and
+/// today's Chromium both have 10080, the only one in firstboot's 10000-65000.
+pub const BROWSER_UNSAFE: &[u16] = &[
+    0, 1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101,
+    102, 103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427,
+    465, 512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636, 989, 990,
+    993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667,
+    6668, 6669, 6679, 6697, 10080,
+];
+
+/// Whether a browser's `fetch()` can connect to `port` (a knock page can knock it).
+pub fn browser_safe(port: u16) -> bool {
+    BROWSER_UNSAFE.binary_search(&port).is_err()
+}
+
+#[cfg(test)]
+mod browser_tests {
+    #[test]
+    fn the_unsafe_list_is_sorted_and_has_what_both_browsers_refuse() {
+        let l = super::BROWSER_UNSAFE;
+        assert!(
+            l.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no repeats: binary_search"
+        );
+        for p in [22, 25, 53, 5060, 6000, 6697, 10080] {
+            assert!(!super::browser_safe(p), "{p}");
+        }
+        for p in [80, 443, 7000, 8080, 10000, 10081, 65000] {
+            assert!(super::browser_safe(p), "{p}");
+        }
+    }
+}

@@ -296,9 +296,12 @@ enum DrawError {
     Exhausted(String),
 }
 
-/// The ports of [`PORTS`] not in `reserved`, ascending.
+/// The ports of [`PORTS`] not in `reserved`, ascending, and none a browser refuses to
+/// connect to ([`crate::knock::browser_safe`]): the knock page must be able to knock them.
 fn free_ports(reserved: &BTreeSet<u16>) -> Vec<u16> {
-    PORTS.filter(|p| !reserved.contains(p)).collect()
+    PORTS
+        .filter(|p| !reserved.contains(p) && crate::knock::browser_safe(*p))
+        .collect()
 }
 
 /// Draws [`STEPS`] distinct ports of `free`, uniformly among the sequences that are neither
@@ -589,13 +592,33 @@ mod tests {
         assert!(!is_monotonic(&[3, 1, 2]));
     }
 
+    /// firstboot never draws a port either browser refuses (the lists of
+    /// [`crate::knock::BROWSER_UNSAFE`]): none is free, whatever is reserved.
+    #[test]
+    fn no_port_a_browser_refuses_is_ever_free() {
+        let free = free_ports(&BTreeSet::new());
+        for p in crate::knock::BROWSER_UNSAFE {
+            assert!(!free.contains(p), "{p} is free");
+        }
+        assert!(
+            !free.contains(&10_080),
+            "Firefox's and Chromium's Amanda port"
+        );
+        assert_eq!(
+            free.len(),
+            PORTS.count() - 1,
+            "only 10080 lies in {PORTS:?}"
+        );
+    }
+
     /// Each rejection rule, in a scripted order: the biased top of the u32 range, a repeated
     /// port, an ascending and a descending draw; reserved ports are never candidates.
     #[test]
     fn scripted_draws_skip_bias_repeats_and_monotonic_sequences() {
         let reserved: BTreeSet<u16> = [22, 10_000, 10_001].into_iter().collect();
-        // Free ports: 10002 (index 0), 10003 (1), ... 65000 (54998): n = 54999.
-        let n = 54_999u32;
+        // Free ports: 10002 (index 0), 10003 (1), ... 65000 (54997): n = 54998 (10080 is
+        // never free: a browser cannot knock it).
+        let n = 54_998u32;
         let mut rng = Script(vec![
             u32::MAX, // in the biased zone: redrawn
             5,        // 10007
@@ -607,7 +630,7 @@ mod tests {
             7,      // 10011 > 10010 > 10009: descending, all redrawn
             n + 8,  // 10010 (x % n)
             0,      // 10002: never 10000 or 10001
-            54_998, // 65000
+            54_997, // 65000
         ]);
         let free = free_ports(&reserved);
         let seq = draw(&mut rng, &free).unwrap();
