@@ -196,6 +196,10 @@ pub struct HmacArgs {
     /// Window length in seconds (the door's `hmac.window`)
     #[arg(long, default_value_t = 30)]
     pub window: u64,
+    /// The derivation's version (the door's `hmac.version`: 1, or 2 for no browser-refused
+    /// port)
+    #[arg(long = "hmac-version", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub version: u8,
 }
 
 impl HmacArgs {
@@ -220,6 +224,7 @@ impl HmacArgs {
             first,
             last,
             window: self.window,
+            version: self.version,
         };
         let now = crate::time::unix_secs(crate::time::wall_now());
         Ok(Some(crate::doors::hmacseq::sequence(

@@ -407,6 +407,15 @@ impl Cx<'_> {
             }
             params.window = w.as_secs();
         }
+        if let Some(vv) = &raw.version {
+            let n = self.integer(
+                vv,
+                &k("version"),
+                1..=2,
+                "expected 1 (the first derivation) or 2 (no port a browser refuses)",
+            )?;
+            params.version = u8::try_from(n).expect("in range");
+        }
         Ok(HmacConfig {
             secret_file,
             params,

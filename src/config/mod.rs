@@ -427,6 +427,9 @@ pub struct HmacParams {
     pub last: u16,
     /// Window length in seconds (30 by default, as TOTP).
     pub window: u64,
+    /// The derivation's version: 1 (the default, what existing clients compute) or 2 (never
+    /// a port a browser refuses: what a knock page needs).
+    pub version: u8,
 }
 
 impl Default for HmacParams {
@@ -436,6 +439,7 @@ impl Default for HmacParams {
             first: 10_000,
             last: 60_000,
             window: 30,
+            version: 1,
         }
     }
 }
@@ -1079,6 +1083,7 @@ one_time_sequences = "/etc/knockgate/otp"
         ("[firewall]\nbackend = \"nftables\"\nnft_chain = \"inet filter\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(3), Some("firewall.nft_chain"), "expected FAMILY TABLE CHAIN"),
         ("[[relay]]\nname = \"g\"\npin = 17\nmqtt_command = \"press\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(4), Some("relay[g].mqtt_command"), "expected \"switch\", \"pulse\""),
         ("[[relay]]\nname = \"g\"\npin = 17\nmax_on = \"1s\"\nmqtt_command = \"pulse 5s\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(5), Some("relay[g].mqtt_command"), "longer than max_on"),
+        ("[[door]]\nname = \"a\"\nhmac = { secret_file = \"/s\", version = 3 }", Some(3), Some("door[a].hmac.version"), "expected 1"),
         ("[mqtt]\nbroker = \"http://ha.local\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("mqtt.broker"), "expected mqtt://HOST[:PORT]"),
         ("[mqtt]\nbroker = \"mqtt://ha.local:99999\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("mqtt.broker"), "not a port"),
         ("[mqtt]\nbroker = \"mqtt://\"\n[[door]]\nname = \"a\"\nsequence = [1]", Some(2), Some("mqtt.broker"), "names no host"),

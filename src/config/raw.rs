@@ -112,6 +112,7 @@ pub(super) struct RawHmac {
     pub(super) steps: Option<Spanned<Int>>,
     pub(super) ports: Option<Spanned<Text>>,
     pub(super) window: Option<Spanned<Seconds>>,
+    pub(super) version: Option<Spanned<Int>>,
 }
 
 /// A door's `wake_on_lan = { mac, interface, port, broadcast, password, rate_limit }`.

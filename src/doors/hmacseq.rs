@@ -12,6 +12,11 @@
 //! port    = first + value mod (last - first + 1), skipping a port already in the sequence
 //! ```
 //!
+//! Version 2 (`hmac = { version = 2 }`) is the same with the context `"knockgate-seq-v2"`,
+//! and it also skips every port a browser refuses to connect to
+//! ([`crate::knock::BROWSER_UNSAFE`]), so that a knock page can knock any sequence. Version
+//! 1 stays as it is, for the clients that compute it (it can produce 10080 in 10000-60000).
+//!
 //! Every step is a TCP knock. Ports are all different, so a retransmission, a restart on the
 //! first port or the duplicate rule of the engine never confuse two steps.
 
@@ -27,6 +32,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Domain separation for version 1 of the derivation.
 pub const CONTEXT: &[u8] = b"knockgate-seq-v1";
+/// Domain separation for version 2.
+pub const CONTEXT_V2: &[u8] = b"knockgate-seq-v2";
 /// The least secret length accepted, in bytes (128 bits).
 pub const MIN_SECRET: usize = 16;
 
@@ -124,9 +131,11 @@ fn hmac(secret: &Secret, parts: &[&[u8]]) -> [u8; 32] {
 /// The sequence of `door` for window `counter`.
 pub fn sequence(secret: &Secret, door: &str, counter: u64, p: &Params) -> Vec<KnockSpec> {
     let span = u32::from(p.last.saturating_sub(p.first)) + 1;
+    let v2 = p.version >= 2;
+    let context = if v2 { CONTEXT_V2 } else { CONTEXT };
     let mut block = hmac(
         secret,
-        &[CONTEXT, door.as_bytes(), &[0], &counter.to_be_bytes()],
+        &[context, door.as_bytes(), &[0], &counter.to_be_bytes()],
     );
     let mut ports: Vec<u16> = Vec::with_capacity(p.steps);
     let mut at = 0;
@@ -138,7 +147,7 @@ pub fn sequence(secret: &Secret, door: &str, counter: u64, p: &Params) -> Vec<Kn
         let value = u32::from(u16::from_be_bytes([block[at], block[at + 1]]));
         at += 2;
         let port = p.first + (value % span) as u16;
-        if !ports.contains(&port) {
+        if !ports.contains(&port) && (!v2 || crate::knock::browser_safe(port)) {
             ports.push(port);
         }
     }
@@ -182,6 +191,54 @@ mod tests {
     const VECTOR_SSH: [u16; 4] = [10466, 55378, 35678, 17443];
     const VECTOR_SSH_NEXT: [u16; 4] = [39644, 28425, 17133, 20235];
     const VECTOR_GARAGE: [u16; 4] = [23886, 20698, 33853, 33556];
+    // Version 2, computed the same way (the context "knockgate-seq-v2", browser-refused
+    // ports skipped): the README's vectors.
+    const VECTOR_V2_SSH: [u16; 4] = [39549, 20263, 23370, 21750];
+    const VECTOR_V2_SSH_NEXT: [u16; 4] = [50831, 44458, 24668, 11182];
+    const VECTOR_V2_GARAGE: [u16; 4] = [13876, 32820, 19374, 40100];
+
+    #[test]
+    fn version_2_vectors_and_never_a_port_a_browser_refuses() {
+        let v2 = Params {
+            version: 2,
+            ..Params::default()
+        };
+        assert_eq!(
+            ports(&sequence(&secret(), "ssh", 59_833_333, &v2)),
+            VECTOR_V2_SSH
+        );
+        assert_eq!(
+            ports(&sequence(&secret(), "ssh", 59_833_334, &v2)),
+            VECTOR_V2_SSH_NEXT
+        );
+        assert_eq!(
+            ports(&sequence(&secret(), "garage", 59_833_333, &v2)),
+            VECTOR_V2_GARAGE
+        );
+        // A range around 10080: version 1 draws it (window 0 here), version 2 never.
+        let narrow = |version| Params {
+            steps: 4,
+            first: 10_075,
+            last: 10_090,
+            window: 30,
+            version,
+        };
+        assert_eq!(
+            ports(&sequence(&secret(), "d", 0, &narrow(1))),
+            [10087, 10084, 10080, 10081]
+        );
+        assert_eq!(
+            ports(&sequence(&secret(), "d", 0, &narrow(2))),
+            [10076, 10084, 10075, 10079]
+        );
+        for counter in 0..2000 {
+            let seq = ports(&sequence(&secret(), "d", counter, &narrow(2)));
+            assert!(
+                seq.iter().all(|p| crate::knock::browser_safe(*p)),
+                "{seq:?}"
+            );
+        }
+    }
 
     #[test]
     fn ports_are_distinct_tcp_and_in_range() {
@@ -190,6 +247,7 @@ mod tests {
             first: 40_000,
             last: 40_009,
             window: 30,
+            version: 1,
         };
         for counter in 0..200 {
             let seq = sequence(&secret(), "d", counter, &p);

@@ -772,3 +772,61 @@ start_command = "sh -c 'echo %IP% >> @DIR@/opened'"
     daemon.wait_log("otp: no one-time sequences left", LONG);
     assert_eq!(read(&opened).lines().count(), 2, "{}", read(&opened));
 }
+
+/// An HMAC door of version 2 (no port a browser refuses): `knockgate otp --hmac-version 2`
+/// gives the sequence that opens it; version 1's sequence of the same window does not.
+#[test]
+fn an_hmac_door_of_version_2_opens_with_version_2_only() {
+    if !can_run_netns() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new();
+    let secret = lab.path("ssh.secret");
+    std::fs::write(
+        &secret,
+        "3f1b6c0e9a7d52e4b8c1f0a3d6e9b2c57a4e1d8c0b3f6a9e2d5c8b1f4a7e0d3c\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = r#"
+[daemon]
+interfaces = ["kgw0"]
+state_dir = "@DIR@/state"
+
+[[door]]
+name = "ssh"
+hmac = { secret_file = "@DIR@/ssh.secret", version = 2 }
+start_command = "sh -c 'echo %IP% >> @DIR@/opened'"
+"#;
+    let cfg = lab.write_config("knockgate.toml", config);
+    let daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let opened = lab.path("opened");
+    let gw = lab.link(0).gw_v4.clone();
+    let s = secret.to_str().unwrap();
+    let otp = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![knockgate(), "otp", "--secret-file", s, "--door", "ssh"];
+        args.extend_from_slice(extra);
+        let out = lab.client(0).ok(&args);
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let (v1, v2) = (otp(&[]), otp(&["--hmac-version", "2"]));
+    assert_ne!(v1, v2);
+    let knock = |ports: &[String]| {
+        let mut args = vec!["knock", gw.as_str()];
+        args.extend(ports.iter().map(String::as_str));
+        lab.client(0).ok(&args);
+    };
+    knock(&v1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !opened.exists(),
+        "version 1's sequence opened a version 2 door"
+    );
+    knock(&v2);
+    daemon.wait_file(&opened, &lab.link(0).client_v4, LONG);
+}
