@@ -4,7 +4,8 @@
 # (Debian's knock from the knockd package, nmap, netcat-openbsd, fwknop's client and server for
 # SPA; the server only as the tests' reference, not enabled), and headless Chromium with a font
 # for the status page's browser test, nftables (the nftables backend's tests) and mosquitto
-# with its clients (the MQTT tests start their own broker in a namespace). Idempotent.
+# with its clients (the MQTT tests start their own broker in a namespace), zbar-tools and
+# librsvg2-bin (the phone QR codes decoded by zbarimg, the SVG rendered first). Idempotent.
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
@@ -13,7 +14,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(libpcap-dev pkg-config iptables iproute2 knockd nmap netcat-openbsd procps tcpdump
-    fwknop-client fwknop-server chromium fonts-dejavu-core nftables mosquitto mosquitto-clients)
+    fwknop-client fwknop-server chromium fonts-dejavu-core nftables mosquitto mosquitto-clients
+    zbar-tools librsvg2-bin)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

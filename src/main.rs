@@ -65,6 +65,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             file_name: file,
         })?,
         Cmd::RemoveChain { config } => remove_chain(config.as_deref())?,
+        Cmd::Phone {
+            door,
+            config,
+            host,
+            out,
+        } => phone(&door, config.as_deref(), host, &out)?,
         Cmd::Spa(SpaCmd::Keygen {
             key_file,
             hmac_key_file,
@@ -443,5 +449,46 @@ fn run_replay(config: &Path, local: &[IpAddr], capture: &Path) -> anyhow::Result
     let cfg = daemon::load_config(Some(config))?;
     let stdout = std::io::stdout();
     replay::replay(&cfg, capture, local, &mut stdout.lock())?;
+    Ok(())
+}
+
+fn phone(name: &str, path: Option<&Path>, host: Option<String>, out: &Path) -> anyhow::Result<()> {
+    let cfg = daemon::load_config(path)?;
+    let Some(door) = cfg.doors.iter().find(|d| d.name == name) else {
+        let names: Vec<&str> = cfg.doors.iter().map(|d| d.name.as_str()).collect();
+        anyhow::bail!(
+            "{}: no door named `{name}` (doors: {})",
+            cfg.origin,
+            names.join(", ")
+        );
+    };
+    let host = host.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "knockgate".into())
+    });
+    let keys = match &door.spa {
+        Some(s) => Some((
+            knockgate::doors::spa::read_key_file(&s.key_file).map_err(anyhow::Error::msg)?,
+            knockgate::doors::spa::read_key_file(&s.hmac_key_file).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
+    let made = knockgate::cli::phone::phone(
+        door,
+        &host,
+        keys.as_ref().map(|(k, h)| (k.as_slice(), h.as_slice())),
+    )
+    .map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    println!("{}\n{}\n", made.terminal, made.qr_text);
+    for f in &made.files {
+        let path = out.join(&f.name);
+        // Private (mode 600) and durable: they hold the door's secret.
+        knockgate::sys::fsutil::write_atomic_keep_owner(&path, &f.bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("{}: {}", path.display(), f.what);
+    }
+    println!("Delete these files once the phone has imported them: they hold the door's secret.");
     Ok(())
 }

@@ -95,6 +95,22 @@ pub enum Cmd {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// What a phone app imports for DOOR: a Knock on Ports file, a knockd.conf snippet and a
+    /// QR code of the sequence (fixed doors), or fwknop's QR string and .fwknoprc stanza (SPA
+    /// doors). The files hold the door's secret (mode 600): delete them once imported.
+    Phone {
+        /// The door's name
+        door: String,
+        /// The config [default: /etc/knockgate/knockgate.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The gateway's name or address as the phone reaches it [default: this host's name]
+        #[arg(long)]
+        host: Option<String>,
+        /// Where the files go
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// fwknop's Single Packet Authorization: `keygen` makes an SPA door's keys.
     #[command(subcommand)]
     Spa(SpaCmd),

@@ -7,5 +7,6 @@ pub mod bootfiles;
 pub mod client;
 pub mod firstboot;
 pub mod knockd_import;
+pub mod phone;
 pub mod replay;
 pub mod spa;

@@ -843,3 +843,80 @@ fn firstboot_writes_the_note_before_the_config_and_a_failure_between_redraws() {
     let out = knockgate(&["check", "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// `knockgate phone` for a fixed door: the QR code (PNG, and SVG rendered by rsvg-convert)
+/// decodes with zbarimg to the exact sequence text, the Knock on Ports file and the knockd
+/// snippet are there, every file mode 600; an unknown door is named.
+#[test]
+fn phone_files_of_a_fixed_door_decode_back_to_the_sequence() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("k.toml");
+    fs::write(
+        &cfg,
+        "[[door]]\nname = \"open SSH\"\nsequence = [\"7000\", \"8000/udp\", \"9000\"]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = knockgate(&[
+        "phone",
+        "open SSH",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--host",
+        "gw.example",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(text(&run.stdout).contains("Delete these files once"));
+    let want = "gw.example 7000/tcp 8000/udp 9000/tcp";
+    let decode = |png: &Path| {
+        let o = std::process::Command::new("zbarimg")
+            .args(["-q", "--raw"])
+            .arg(png)
+            .output()
+            .expect("zbarimg (zbar-tools)");
+        text(&o.stdout).trim_end().to_string()
+    };
+    assert_eq!(decode(&out.join("open_SSH-qr.png")), want);
+    let svg_png = dir.path().join("svg.png");
+    let r = std::process::Command::new("rsvg-convert")
+        .args(["-w", "400", "-o"])
+        .arg(&svg_png)
+        .arg(out.join("open_SSH-qr.svg"))
+        .status()
+        .expect("rsvg-convert (librsvg2-bin)");
+    assert!(r.success());
+    assert_eq!(decode(&svg_png), want);
+    for f in [
+        "open_SSH-knockonports.json",
+        "open_SSH-knockd.conf",
+        "open_SSH-qr.png",
+        "open_SSH-qr.svg",
+    ] {
+        let m = fs::metadata(out.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o600, "{f}");
+    }
+    let kop: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("open_SSH-knockonports.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        kop["sequences"][0]["steps"][1],
+        serde_json::json!({"type": "udp", "port": 8000})
+    );
+    let bad = knockgate(&[
+        "phone",
+        "nope",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("no door named `nope` (doors: open SSH)"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

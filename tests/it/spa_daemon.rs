@@ -285,3 +285,64 @@ fn an_spa_packet_over_ipv6_opens_the_ipv6_address() {
     // IPv4's chain untouched.
     assert!(chain(&lab).is_empty());
 }
+
+/// `knockgate phone` for an SPA door: its QR code, decoded by a real decoder (zbarimg), is
+/// fwknop's clients' key string, and its `.fwknoprc` stanza, used as it is by the real fwknop
+/// client, opens the door.
+#[test]
+fn the_phone_files_of_an_spa_door_open_it_with_the_real_fwknop() {
+    if !can_run_netns() || !fwknop_available() {
+        return;
+    }
+    let lab = Lab::new();
+    let keys = spa_keys(&lab, "spa");
+    let cfg = lab.write_config("knockgate.toml", config());
+    let _daemon = lab.start_daemon(&cfg, &[], &["kgw0"]);
+    let out = lab.path("phone");
+    let gw = lab.link(0).gw_v4.clone();
+    sh(&[
+        knockgate(),
+        "phone",
+        "spa-ssh",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--host",
+        &gw,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let decoded = sh(&[
+        "zbarimg",
+        "-q",
+        "--raw",
+        out.join("spa-ssh-qr.png").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&decoded.stdout).trim_end(),
+        format!("KEY_BASE64:{} HMAC_KEY_BASE64:{}", keys.0, keys.1)
+    );
+    let rc = out.join("spa-ssh.fwknoprc");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&rc).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let home = lab.path("home");
+    fs::create_dir_all(&home).unwrap();
+    lab.client(0).ok(&[
+        "env",
+        &format!("HOME={}", home.display()),
+        "fwknop",
+        "--rc-file",
+        rc.to_str().unwrap(),
+        "-n",
+        "knockgate",
+    ]);
+    let rules = wait_chain(&lab, true);
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.contains(&lab.link(0).client_v4) && r.contains("--dports 22")),
+        "{rules:?}"
+    );
+}
