@@ -70,7 +70,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             host,
             out,
-        } => phone(&door, config.as_deref(), host, &out)?,
+            page,
+        } => phone(&door, config.as_deref(), host, &out, page.as_deref())?,
         Cmd::Spa(SpaCmd::Keygen {
             key_file,
             hmac_key_file,
@@ -452,7 +453,13 @@ fn run_replay(config: &Path, local: &[IpAddr], capture: &Path) -> anyhow::Result
     Ok(())
 }
 
-fn phone(name: &str, path: Option<&Path>, host: Option<String>, out: &Path) -> anyhow::Result<()> {
+fn phone(
+    name: &str,
+    path: Option<&Path>,
+    host: Option<String>,
+    out: &Path,
+    page: Option<&Path>,
+) -> anyhow::Result<()> {
     let cfg = daemon::load_config(path)?;
     let Some(door) = cfg.doors.iter().find(|d| d.name == name) else {
         let names: Vec<&str> = cfg.doors.iter().map(|d| d.name.as_str()).collect();
@@ -467,6 +474,30 @@ fn phone(name: &str, path: Option<&Path>, host: Option<String>, out: &Path) -> a
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "knockgate".into())
     });
+    if let Some(file) = page {
+        use knockgate::cli::knock_page::{self, Knocks};
+        let secret;
+        let knocks = match &door.hmac {
+            Some(h) => {
+                secret = knockgate::doors::hmacseq::Secret::load(&h.secret_file)?;
+                Knocks::Hmac {
+                    secret: secret.bytes(),
+                    params: &h.params,
+                }
+            }
+            None => Knocks::Fixed(&door.sequence),
+        };
+        let html = knock_page::page(&door.name, &host, &knocks).map_err(anyhow::Error::msg)?;
+        knockgate::sys::fsutil::write_atomic_keep_owner(file, html.as_bytes())
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        println!(
+            "{}: the knock page (open it in the phone's browser; it holds the door's secret)",
+            file.display()
+        );
+        if door.hmac.is_some() || door.sequence.is_empty() {
+            return Ok(());
+        }
+    }
     let keys = match &door.spa {
         Some(s) => Some((
             knockgate::doors::spa::read_key_file(&s.key_file).map_err(anyhow::Error::msg)?,

@@ -110,6 +110,9 @@ pub enum Cmd {
         /// Where the files go
         #[arg(long, default_value = ".")]
         out: PathBuf,
+        /// Also write a knock page for any browser to this file (fixed and HMAC doors)
+        #[arg(long)]
+        page: Option<PathBuf>,
     },
     /// fwknop's Single Packet Authorization: `keygen` makes an SPA door's keys.
     #[command(subcommand)]

@@ -6,6 +6,7 @@ pub mod args;
 pub mod bootfiles;
 pub mod client;
 pub mod firstboot;
+pub mod knock_page;
 pub mod knockd_import;
 pub mod phone;
 pub mod replay;

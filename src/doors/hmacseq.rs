@@ -65,6 +65,11 @@ pub enum SecretError {
 }
 
 impl Secret {
+    /// The secret's bytes (for the knock page, which computes the sequence itself).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The secret from its bytes (tests, the client).
     pub fn from_bytes(bytes: &[u8]) -> Secret {
         Secret(bytes.to_vec())

@@ -81,11 +81,63 @@ pub fn dump_dom(url: &str, wait_ms: u64) -> Result<String, String> {
     ])
 }
 
+/// The serialized DOM of `url` after `wait_ms` of virtual time, Chromium run inside network
+/// namespace `ns` (`ip netns exec NS chromium ...`).
+pub fn dump_dom_in(ns: &str, url: &str, wait_ms: u64) -> Result<String, String> {
+    run_in(
+        &["ip", "netns", "exec", ns],
+        &[
+            "--window-size=412,915".to_string(),
+            format!("--virtual-time-budget={wait_ms}"),
+            "--dump-dom".to_string(),
+            url.to_string(),
+        ],
+    )
+}
+
+/// A screenshot of `url` inside network namespace `ns`, at `width`×`height`.
+pub fn screenshot_in(
+    ns: &str,
+    url: &str,
+    width: u32,
+    height: u32,
+    out_png: &Path,
+    wait_ms: u64,
+) -> Result<(), String> {
+    run_in(
+        &["ip", "netns", "exec", ns],
+        &[
+            format!("--window-size={width},{height}"),
+            format!("--screenshot={}", out_png.display()),
+            format!("--virtual-time-budget={wait_ms}"),
+            url.to_string(),
+        ],
+    )
+    .map(|_| ())
+}
+
 /// Runs headless Chromium with the common flags and `args`; returns its stdout.
 fn run(args: &[String]) -> Result<String, String> {
+    run_in(&[], args)
+}
+
+/// [`run`], the command line prefixed with `prefix` (`ip netns exec NS`).
+fn run_in(prefix: &[&str], args: &[String]) -> Result<String, String> {
     let bin = chromium().ok_or("chromium not installed")?;
     let profile = tempfile::tempdir().map_err(|e| format!("temporary profile: {e}"))?;
-    let mut child = Command::new(&bin)
+    let (program, lead): (std::ffi::OsString, Vec<std::ffi::OsString>) = match prefix.split_first()
+    {
+        Some((p, rest)) => (
+            (*p).into(),
+            rest.iter()
+                .map(|s| (*s).into())
+                .chain([bin.clone().into_os_string()])
+                .collect(),
+        ),
+        None => (bin.clone().into_os_string(), Vec::new()),
+    };
+    let mut child = Command::new(&program)
+        .args(&lead)
         .args([
             "--headless",
             "--no-sandbox",

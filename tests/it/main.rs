@@ -17,6 +17,7 @@ mod firewall;
 mod firewall_backend;
 mod firstboot;
 mod gpio_wol;
+mod knock_page;
 mod mqtt;
 mod netns;
 mod replay_daemon;
